@@ -1,0 +1,107 @@
+"""At most one status write a second per session, coalesced; the final state is never dropped.
+
+Pure threading, no Prefect: the flow's stage updates and its state hooks share one
+of these per session, so together they stay under the rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from vibeinsight.schemas import StatusUpdate
+
+log = logging.getLogger(__name__)
+
+_seq_lock = threading.Lock()
+_last_seq = 0
+
+
+def next_seq() -> int:
+    """Microseconds since the epoch, strictly increasing in this process.
+
+    Wall-clock based so that writers in other processes (hooks after a crash, the
+    server-event observer) order against it by the time of the state change.
+    """
+    global _last_seq
+    with _seq_lock:
+        _last_seq = max(_last_seq + 1, time.time_ns() // 1000)
+        return _last_seq
+
+
+class CoalescingWriter:
+    """Spaces writes at least `min_interval` apart; later updates replace pending ones."""
+
+    def __init__(
+        self,
+        write: Callable[[StatusUpdate], object],
+        min_interval: float = 1.0,
+        retries: int = 5,
+        backoff: float = 0.2,
+    ) -> None:
+        self._write = write
+        self._interval = min_interval
+        self._retries = retries
+        self._backoff = backoff
+        self._lock = threading.Lock()
+        self._io = threading.Lock()  # one write in flight per session, in seq order
+        self._pending: StatusUpdate | None = None
+        self._last_write = float("-inf")
+        self._timer: threading.Timer | None = None
+        self.writes = 0
+        self.failures = 0
+
+    def submit(self, update: StatusUpdate) -> None:
+        with self._lock:
+            if self._pending is None or update.seq > self._pending.seq:
+                self._pending = update
+            wait = self._last_write + self._interval - time.monotonic()
+            if wait > 0:
+                if self._timer is None:
+                    self._timer = threading.Timer(wait, self._flush_pending)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+        self._flush_pending()
+
+    def final(self, update: StatusUpdate) -> None:
+        """Write a terminal update: waits out the interval, retries, never coalesced away."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._pending = None
+            wait = self._last_write + self._interval - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self._send(update, retries=self._retries)
+
+    def _flush_pending(self) -> None:
+        with self._lock:
+            self._timer = None
+            update, self._pending = self._pending, None
+        if update is not None:
+            self._send(update, retries=0)
+
+    def _send(self, update: StatusUpdate, retries: int) -> None:
+        with self._io:
+            for attempt in range(retries + 1):
+                try:
+                    self._write(update)
+                except Exception as exc:  # the mirror never breaks a run
+                    self.failures += 1
+                    log.warning("status write for %s failed (%s)", update.session_id, exc)
+                    if attempt < retries:
+                        time.sleep(self._backoff * 2**attempt)
+                        continue
+                    with self._lock:  # keep the latest state for the next write
+                        if not update.status.terminal and (self._pending is None or self._pending.seq < update.seq):
+                            self._pending = update
+                else:
+                    self.writes += 1
+                    break
+                finally:
+                    with self._lock:
+                        self._last_write = time.monotonic()
