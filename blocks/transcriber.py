@@ -111,8 +111,10 @@ class LocalWhisper(Transcriber):
 
     def transcribe_options(self, language: str | None) -> dict:
         """The faster-whisper options of a run (the benchmark calls faster-whisper with these too)."""
+        # Word timestamps give each word's probability, so confidence is per segment
+        # (avg_logprob is shared by every segment of a 30 s window).
         return dict(language=language, beam_size=self.beam_size, vad_filter=self.vad_filter,
-                    no_speech_threshold=self.no_speech_threshold)
+                    no_speech_threshold=self.no_speech_threshold, word_timestamps=True)
 
     def transcribe(self, job: ChunkJob, language: str | None, on_progress: ProgressFn | None = None) -> ChunkTranscript:
         model = self.load()
@@ -126,7 +128,7 @@ class LocalWhisper(Transcriber):
                 continue  # silence or noise, not words
             segments.append(Segment(
                 start=round(job.offset + s.start, 3), end=round(job.offset + s.end, 3), text=text,
-                confidence=segment_confidence(s.avg_logprob, s.no_speech_prob), speaker=job.speaker,
+                confidence=segment_confidence(_mean_logprob(s), s.no_speech_prob), speaker=job.speaker,
             ))
         if on_progress:
             on_progress(job.duration)
@@ -134,3 +136,11 @@ class LocalWhisper(Transcriber):
             index=job.index, language=info.language, language_probability=round(info.language_probability, 4),
             segments=segments, audio_s=job.duration, bytes_sent=job.path.stat().st_size,
         )
+
+
+def _mean_logprob(segment) -> float:
+    """Mean log-probability of the segment's words; the window's average when there are none."""
+    import math
+
+    probs = [w.probability for w in (segment.words or []) if w.probability > 0]
+    return sum(math.log(p) for p in probs) / len(probs) if probs else segment.avg_logprob

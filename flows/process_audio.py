@@ -124,15 +124,17 @@ def transcribe(compact: TranscodeInfo, language: str, run: Run) -> tuple[Transcr
             run.reporter.report("transcribe", sum(done.values()) / total)
 
         results = transcribe_chunk.map(jobs, unmapped(lang), unmapped(run.transcriber), unmapped(progress)).result()
-        return merge_chunks(results, run.transcriber.model_name), results
+        return merge_chunks(results, run.transcriber.model_name, lang), results
 
 
-def merge_chunks(results: list[ChunkTranscript], model: str) -> Transcript:
+def merge_chunks(results: list[ChunkTranscript], model: str, requested: str | None = None) -> Transcript:
     segments = sorted((s for r in results for s in r.segments), key=lambda s: (s.start, s.speaker or ""))
     by_lang: dict[str, float] = {}
-    for r in results:  # the language most of the audio was detected as
-        by_lang[r.language] = by_lang.get(r.language, 0.0) + r.audio_s
-    language = max(by_lang, key=by_lang.get) if by_lang else "unknown"
+    for r in results:  # the language most of the speech was detected as
+        if r.segments:
+            by_lang[r.language] = by_lang.get(r.language, 0.0) + r.audio_s
+    # Detection on silence means nothing: then say what was asked, or "und" (undetermined).
+    language = max(by_lang, key=by_lang.get) if by_lang else (requested or "und")
     prob = next((r.language_probability for r in results if r.language == language), None)
     joiner = "" if language in {"ja", "zh"} else " "
     return Transcript(language=language, language_probability=prob, model=model,

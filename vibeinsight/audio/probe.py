@@ -43,7 +43,7 @@ def ffprobe(path: Path) -> ProbeInfo:
         capture_output=True, text=True, check=False,
     )
     if proc.returncode != 0:
-        reason = (proc.stderr.strip().splitlines() or ["unreadable"])[-1]
+        reason = (proc.stderr.strip().splitlines() or ["unreadable"])[-1].replace(f"{path}: ", "")
         if looks_like_media(path):
             raise InputRejected(f"the recording is damaged and cannot be decoded ({reason})", "corrupt")
         raise InputRejected(f"the file is not an audio recording ({reason})", "not_audio")

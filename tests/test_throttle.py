@@ -1,0 +1,63 @@
+import threading
+import time
+
+from vibeinsight.schemas import Status, StatusUpdate
+from vibeinsight.throttle import CoalescingWriter, next_seq
+
+
+def _u(status=Status.RUNNING, progress=0):
+    return StatusUpdate(session_id="s", status=status, seq=next_seq(), progress=progress)
+
+
+def test_seq_strictly_increases_across_threads():
+    seen = []
+    lock = threading.Lock()
+
+    def grab():
+        for _ in range(500):
+            v = next_seq()
+            with lock:
+                seen.append(v)
+
+    threads = [threading.Thread(target=grab) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(set(seen)) == len(seen)
+
+
+def test_writes_are_spaced_and_coalesced_and_final_kept():
+    writes: list[tuple[float, StatusUpdate]] = []
+    w = CoalescingWriter(lambda u: writes.append((time.monotonic(), u)), min_interval=0.2)
+    for p in range(0, 60):
+        w.submit(_u(progress=p))
+        time.sleep(0.01)
+    w.final(_u(Status.COMPLETED, 100))
+    times = [t for t, _ in writes]
+    assert all(b - a >= 0.2 - 0.005 for a, b in zip(times, times[1:]))
+    assert len(writes) < 10  # 60 updates over ~0.6 s coalesced into a few writes
+    assert writes[-1][1].status is Status.COMPLETED and writes[-1][1].progress == 100
+    seqs = [u.seq for _, u in writes]
+    assert seqs == sorted(seqs)
+
+
+def test_latest_pending_update_is_flushed_by_timer():
+    writes = []
+    w = CoalescingWriter(writes.append, min_interval=0.1)
+    w.submit(_u(progress=1))
+    w.submit(_u(progress=2))
+    w.submit(_u(progress=3))
+    time.sleep(0.3)
+    assert [u.progress for u in writes] == [1, 3]
+
+
+def test_failing_store_never_raises_and_final_is_retried():
+    calls = []
+
+    def flaky(u):
+        calls.append(u)
+        if len(calls) < 3:
+            raise ConnectionError("store down")
+
+    w = CoalescingWriter(flaky, min_interval=0.0, retries=5, backoff=0.01)
+    w.final(_u(Status.FAILED))
+    assert len(calls) == 3 and w.writes == 1 and w.failures == 2
