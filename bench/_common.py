@@ -39,7 +39,7 @@ def run_cli(*args: str, home: Path, env: dict | None = None) -> tuple[dict, subp
     e = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     e["VIBEINSIGHT_HOME"] = str(home)
     e.update(env or {})
-    p = subprocess.run([sys.executable, "-m", "vibeinsight.cli", *args, "--json"], capture_output=True, text=True, env=e)
+    p = subprocess.run([sys.executable, "-m", "vibeinsight", *args, "--json"], capture_output=True, text=True, env=e)
     if p.returncode != 0:
         raise SystemExit(f"vibeinsight {' '.join(args)} failed ({p.returncode}): {p.stderr[-2000:]}")
     return json.loads(p.stdout), p

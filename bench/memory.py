@@ -24,7 +24,7 @@ def peak_rss_mb(audio: Path, home: Path) -> tuple[float, float]:
     # A fresh interpreter per run, so getrusage(RUSAGE_CHILDREN) holds only this run's processes.
     code = (
         "import resource, subprocess, sys\n"
-        "p = subprocess.run([sys.executable, '-m', 'vibeinsight.cli', 'process', sys.argv[1], '--json'],"
+        "p = subprocess.run([sys.executable, '-m', 'vibeinsight', 'process', sys.argv[1], '--json'],"
         " stdout=subprocess.DEVNULL)\n"
         "assert p.returncode == 0, p.returncode\n"
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import SAMPLE, sha256
 
-CLI = [sys.executable, "-m", "vibeinsight.cli"]
+CLI = [sys.executable, "-m", "vibeinsight"]
 
 
 def vibeinsight(home: Path, *args: str, api_url: str | None = None) -> subprocess.CompletedProcess:

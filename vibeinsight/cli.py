@@ -248,5 +248,5 @@ def _background(fn) -> None:
         pass  # the transcribe stage loads again and reports the real error
 
 
-if __name__ == "__main__":  # pragma: no cover
-    app()
+# Commands of each area live in their own module and register on `app` when imported.
+from vibeinsight import cli_cloud, cli_deploy, cli_quota, cli_status  # noqa: E402,F401

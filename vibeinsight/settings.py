@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     supabase_service_role_key: SecretStr | None = Field(None, alias="SUPABASE_SERVICE_ROLE_KEY")
     openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
     gemini_api_key: SecretStr | None = Field(None, alias="GEMINI_API_KEY")
+    # Backend choice: "auto" uses the cloud service when its settings are present, else local.
+    storage_backend: Literal["auto", "local", "s3"] = Field("auto", alias="VIBEINSIGHT_STORAGE")
+    transcriber_backend: Literal["auto", "local", "openai"] = Field("auto", alias="VIBEINSIGHT_TRANSCRIBER")
+    analyzer_backend: Literal["auto", "local", "gemini"] = Field("auto", alias="VIBEINSIGHT_ANALYZER")
+    # Status store: SUPABASE_URL + SUPABASE_SERVICE_ROLE_KEY, or postgresql://… here, else SQLite.
+    status_url: str | None = Field(None, alias="VIBEINSIGHT_STATUS_URL")
 
     limits: Limits = Field(default_factory=Limits)
     transcode: TranscodeSettings = Field(default_factory=TranscodeSettings)

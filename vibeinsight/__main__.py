@@ -1,0 +1,5 @@
+"""`python -m vibeinsight`: the CLI."""
+
+from vibeinsight.cli import app
+
+app()
