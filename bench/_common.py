@@ -13,11 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "audio"
 
 
-def speech_loop(dest: Path, minutes: float, rate: int = 16000, channels: int = 1) -> Path:
-    """Real speech (English and Japanese, with pauses) repeated to `minutes`, as PCM WAV."""
+def speech_loop(dest: Path, minutes: float, rate: int = 16000, channels: int = 1,
+                parts: tuple[str, ...] = ("ja_meeting.wav",)) -> Path:
+    """Real speech with pauses, repeated to `minutes`, as PCM WAV. One language per recording, as
+    in a real meeting: a mix of languages makes Whisper decode one language as another."""
     if dest.exists():
         return dest
-    parts = [SHARED / "jfk.flac", SHARED / "ja_meeting.wav", SHARED / "hotwords.mp3"]
+    parts = [SHARED / p for p in parts]
     inputs: list[str] = []
     graph = ""
     for i, p in enumerate(parts):

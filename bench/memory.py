@@ -36,8 +36,8 @@ def peak_rss_mb(audio: Path, home: Path) -> tuple[float, float]:
 def main() -> None:
     home = bench_home()
     tmp = Path(tempfile.gettempdir())
-    five = speech_loop(tmp / "vibeinsight-bench-5min-44k-stereo.wav", 5, rate=44100, channels=2)
-    sixty = speech_loop(tmp / "vibeinsight-bench-60min-44k-stereo.wav", 60, rate=44100, channels=2)
+    five = speech_loop(tmp / "vibeinsight-bench-ja-5min-44k-stereo.wav", 5, rate=44100, channels=2)
+    sixty = speech_loop(tmp / "vibeinsight-bench-ja-60min-44k-stereo.wav", 60, rate=44100, channels=2)
     m5, t5 = peak_rss_mb(five, home)
     m60, t60 = peak_rss_mb(sixty, home)
     print(f"5-minute  44.1 kHz stereo WAV ({five.stat().st_size / 1e6:.0f} MB): peak RSS {m5:.0f} MB, wall {t5:.0f} s")

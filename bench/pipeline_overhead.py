@@ -30,7 +30,7 @@ def main() -> None:
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
         server.wait_ready()
-        audio = speech_loop(Path(tempfile.gettempdir()) / "vibeinsight-bench-5min.wav", 5)
+        audio = speech_loop(Path(tempfile.gettempdir()) / "vibeinsight-bench-ja-5min.wav", 5)
         from blocks import registry
         from flows.process_audio import process_audio
 

@@ -58,6 +58,7 @@ class EmbeddedServer:
              "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C goes to us; we stop the server ourselves
+            preexec_fn=_die_with_parent,
         )
 
     @property
@@ -87,6 +88,17 @@ class EmbeddedServer:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM the server when the CLI dies, even by SIGKILL, so none is left orphaned."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _free_port() -> int:
