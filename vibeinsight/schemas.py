@@ -78,11 +78,20 @@ class Transcript(BaseModel):
 
 
 class Usage(BaseModel):
-    bytes_in: int = 0
-    bytes_transcoded: int = 0
+    """What a run moved and spent: the result document's usage, and the quota ledger's input."""
+
+    bytes_in: int = Field(0, description="upload bytes read from storage")
+    bytes_transcoded: int = Field(0, description="compact audio produced by transcode")
+    bytes_out: int = Field(0, description="bytes written to storage (results)")
+    bytes_sent: dict[str, int] = Field(default_factory=dict, description="bytes sent to each API service")
+    api_calls: dict[str, int] = Field(default_factory=dict, description="requests per service")
+    retries: dict[str, int] = Field(default_factory=dict, description="retried requests per service")
     audio_seconds: float = 0.0
-    api_calls: dict[str, int] = Field(default_factory=dict)
+    audio_minutes_billed: float = 0.0
+    tokens: dict[str, int] = Field(default_factory=dict, description="e.g. gemini_input, gemini_output")
     cost_usd: float = 0.0
+    cost_by_service: dict[str, float] = Field(default_factory=dict)
+    storage: str = Field("local", description="which storage served the run: local, primary or fallback")
 
 
 class ErrorInfo(BaseModel):
