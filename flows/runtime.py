@@ -80,6 +80,7 @@ class EmbeddedServer:
         raise RuntimeError(f"the embedded Prefect server did not start in {timeout:.0f} s; see {self.log_path}")
 
     def stop(self) -> None:
+        _drain_prefect_clients()  # send queued logs and events while the server is still up
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -88,6 +89,19 @@ class EmbeddedServer:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+def _drain_prefect_clients() -> None:
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=5)
+        except Exception:  # noqa: BLE001 - shutting down; nothing left to tell
+            pass
 
 
 def _die_with_parent() -> None:

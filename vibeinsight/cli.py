@@ -64,22 +64,8 @@ def process(
         code = _run(source, session_id, user_id, language, as_json, server, started)
     finally:
         if server:
-            _drain_prefect_clients()  # send queued logs and events while the server is still up
             server.stop()
     raise typer.Exit(code)
-
-
-def _drain_prefect_clients() -> None:
-    if "prefect" not in sys.modules:
-        return
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for worker in (APILogWorker, EventsWorker):
-        try:
-            worker.drain_all(timeout=5)
-        except Exception:
-            pass
 
 
 def _run(source, session_id, user_id, language, as_json, server, started) -> int:
