@@ -1,4 +1,5 @@
-"""Object storage for uploads and results. LocalBucket is a folder; the S3 block comes later."""
+"""Object storage for uploads and results: LocalBucket (a folder), S3Bucket (Fly.io Tigris or any
+S3 endpoint, through boto3) and FallbackStorage (a primary with a second store behind it)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import json
 import os
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect.blocks.core import Block
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr
 
-from vibeinsight.errors import InputRejected
+from vibeinsight.errors import InputRejected, StorageFailed
 from vibeinsight.hashing import copy_hashed
+from vibeinsight.keys import InvalidKey, split_s3_uri, validate_upload_key
 
 
 class FetchedObject(BaseModel):
@@ -20,6 +22,7 @@ class FetchedObject(BaseModel):
     path: Path
     bytes: int
     sha256: str
+    served_by: str = "local"  # local, primary or fallback (Usage.storage)
 
 
 class ObjectStorage(Block):
@@ -27,13 +30,29 @@ class ObjectStorage(Block):
 
     _block_type_name = "VibeInsight Object Storage"
 
-    def fetch(self, uri: str, dest_dir: Path) -> FetchedObject:
-        """Copy the upload at uri into dest_dir (streamed and hashed on the way)."""
+    def fetch(self, uri: str, dest_dir: Path, max_bytes: int | None = None) -> FetchedObject:
+        """Copy the upload at uri into dest_dir (streamed and hashed); too large is rejected before the copy."""
         dest_dir.mkdir(parents=True, exist_ok=True)
         dest = dest_dir / ("upload" + _suffix(uri))
+        if max_bytes is not None and (size := self._size(uri)) is not None and size > max_bytes:
+            raise InputRejected(f"{size} bytes is over the limit of {max_bytes}", "too_large")
+        size, sha = self._download(uri, dest)
+        return FetchedObject(uri=uri, path=dest, bytes=size, sha256=sha, served_by=self.role())
+
+    def role(self) -> str:
+        """What Usage.storage says when this store served the run."""
+        return "local"
+
+    def service_name(self, role: str) -> str:
+        """The usage ledger's service for the store that played `role` (tigris, supabase, local…)."""
+        return "local"
+
+    def _size(self, uri: str) -> int | None:
+        return None
+
+    def _download(self, uri: str, dest: Path) -> tuple[int, str]:
         with self._open(uri) as src:
-            size, sha = copy_hashed(src, dest)
-        return FetchedObject(uri=uri, path=dest, bytes=size, sha256=sha)
+            return copy_hashed(src, dest)
 
     def put_json(self, key: str, document: Any) -> str:
         data = json.dumps(document, ensure_ascii=False, indent=2, default=str).encode()
@@ -58,6 +77,10 @@ class LocalBucket(ObjectStorage):
     _block_type_name = "VibeInsight Local Bucket"
 
     root: str = Field(description="folder that holds results/ and reports/")
+
+    def _size(self, uri: str) -> int | None:
+        path = Path(uri.removeprefix("file://")).expanduser()
+        return path.stat().st_size if path.is_file() else None
 
     def _open(self, uri: str):
         path = Path(uri.removeprefix("file://")).expanduser()
@@ -90,3 +113,234 @@ def _suffix(uri: str) -> str:
     name = uri.rsplit("/", 1)[-1]
     suffix = Path(name).suffix
     return suffix if 1 < len(suffix) <= 8 and suffix[1:].isalnum() else ""
+
+
+class Presigned(BaseModel):
+    """What a client needs to upload: PUT to url, or POST url with fields (multipart form, file last)."""
+
+    method: Literal["PUT", "POST"]
+    url: str
+    key: str
+    bucket: str
+    expires_in: int
+    headers: dict[str, str] = Field(default_factory=dict)
+    fields: dict[str, str] = Field(default_factory=dict)
+    max_bytes: int | None = None
+
+
+class S3Bucket(ObjectStorage):
+    """An S3-compatible bucket through boto3: Fly.io's Tigris by default, any endpoint by URL.
+
+    Without access keys boto3's own credential chain is used (on Fly Machines: the OIDC
+    web-identity variables AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE).
+    """
+
+    _block_type_name = "VibeInsight S3 Bucket"
+
+    endpoint_url: str | None = Field(None, description="e.g. https://fly.storage.tigris.dev; None: AWS")
+    bucket: str = "vibeinsight-audio"
+    region: str = "nrt"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    addressing_style: Literal["auto", "virtual", "path"] = "auto"
+    upload_prefixes: list[str] = Field(default_factory=lambda: ["uploads/"], description="keys clients may upload to")
+    multipart_threshold: int = 5 * 1024**2  # transfers above this go multipart, in parts of this size
+    max_concurrency: int = 4  # parts in flight: memory stays near threshold x concurrency
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 60.0
+    max_attempts: int = 3  # botocore's standard retry mode (throttling and 5xx)
+    served_as: Literal["primary", "fallback"] = "primary"
+    service: str = Field("tigris", description="name in usage records: tigris, supabase, s3")
+
+    @classmethod
+    def from_settings(cls, s=None, fallback: bool = False) -> "S3Bucket":
+        from vibeinsight.settings import get_settings
+
+        s = s or get_settings()
+        if fallback:
+            return cls(endpoint_url=s.fallback_s3_endpoint, bucket=s.fallback_s3_bucket_name or s.fly_s3_bucket_name,
+                       region=s.fallback_s3_region, access_key_id=s.fallback_s3_access_key_id,
+                       secret_access_key=s.fallback_s3_secret_access_key, addressing_style=s.s3_addressing_style,
+                       upload_prefixes=s.upload_prefixes, served_as="fallback",
+                       service="supabase" if "supabase" in (s.fallback_s3_endpoint or "") else "s3")
+        return cls(endpoint_url=s.fly_s3_endpoint, bucket=s.fly_s3_bucket_name, region=s.fly_s3_region,
+                   access_key_id=s.fly_s3_access_key_id, secret_access_key=s.fly_s3_secret_access_key,
+                   addressing_style=s.s3_addressing_style, upload_prefixes=s.upload_prefixes)
+
+    def role(self) -> str:
+        return self.served_as
+
+    def service_name(self, role: str) -> str:
+        return self.service
+
+    _client: Any = PrivateAttr(None)
+
+    def client(self):
+        """One boto3 client per block (clients are thread-safe), from its own session so that
+        credentials are resolved for this block, not cached process-wide."""
+        if self._client is None:
+            self._client = self._new_client()
+        return self._client
+
+    def _new_client(self):
+        import boto3
+        from botocore.config import Config
+
+        creds = {}
+        if self.access_key_id and self.secret_access_key:
+            creds = dict(aws_access_key_id=self.access_key_id,
+                         aws_secret_access_key=self.secret_access_key.get_secret_value())
+        config = Config(region_name=self.region, signature_version="s3v4",
+                        s3={"addressing_style": self.addressing_style},
+                        connect_timeout=self.connect_timeout_s, read_timeout=self.read_timeout_s,
+                        retries={"mode": "standard", "max_attempts": self.max_attempts})
+        return boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, config=config, **creds)
+
+    def transfer_config(self):
+        from boto3.s3.transfer import TransferConfig
+
+        return TransferConfig(multipart_threshold=self.multipart_threshold, multipart_chunksize=self.multipart_threshold,
+                              max_concurrency=self.max_concurrency, use_threads=True)
+
+    def _locate(self, uri: str) -> tuple[str, str]:
+        try:
+            return split_s3_uri(uri, self.bucket)
+        except InvalidKey as exc:
+            raise InputRejected(str(exc), "not_found") from exc
+
+    def _size(self, uri: str) -> int | None:
+        bucket, key = self._locate(uri)
+        with _s3_errors(uri):
+            return int(self.client().head_object(Bucket=bucket, Key=key)["ContentLength"])
+
+    def _download(self, uri: str, dest: Path) -> tuple[int, str]:
+        bucket, key = self._locate(uri)
+        with _s3_errors(uri):  # ranged GETs in parallel above the threshold, written straight to disk
+            self.client().download_file(bucket, key, str(dest), Config=self.transfer_config())
+        return _hash_file(dest)  # from disk: ranged parts arrive out of order
+
+    def _open(self, uri: str):
+        bucket, key = self._locate(uri)
+        with _s3_errors(uri):
+            return self.client().get_object(Bucket=bucket, Key=key)["Body"]
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        import io
+
+        with _s3_errors(key):
+            self.client().upload_fileobj(io.BytesIO(data), self.bucket, key, Config=self.transfer_config(),
+                                         ExtraArgs={"ContentType": content_type})
+        return key
+
+    def upload_file(self, path: Path, key: str, content_type: str = "application/octet-stream") -> str:
+        with _s3_errors(key):
+            self.client().upload_file(str(path), self.bucket, key, Config=self.transfer_config(),
+                                      ExtraArgs={"ContentType": content_type})
+        return key
+
+    def get_bytes(self, key: str) -> bytes:
+        with _s3_errors(key), self._open(key) as body:
+            return body.read()
+
+    def presign_upload(self, key: str, content_type: str, expires_in: int = 3600,
+                       max_bytes: int | None = None) -> Presigned:
+        """A presigned PUT, or a presigned POST whose policy bounds the size when max_bytes is given."""
+        validate_upload_key(key, self.upload_prefixes)
+        client = self.client()
+        if max_bytes is None:
+            url = client.generate_presigned_url(
+                "put_object", Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
+                ExpiresIn=expires_in, HttpMethod="PUT")
+            return Presigned(method="PUT", url=url, key=key, bucket=self.bucket, expires_in=expires_in,
+                             headers={"Content-Type": content_type})
+        post = client.generate_presigned_post(
+            self.bucket, key, Fields={"Content-Type": content_type},
+            Conditions=[{"Content-Type": content_type}, ["content-length-range", 1, max_bytes]],
+            ExpiresIn=expires_in)
+        return Presigned(method="POST", url=post["url"], key=key, bucket=self.bucket, expires_in=expires_in,
+                         fields=post["fields"], max_bytes=max_bytes)
+
+
+class FallbackStorage(ObjectStorage):
+    """The design's fallback: when the primary fails with a storage error (not a missing or bad
+    upload), the same call goes to the fallback (Supabase Storage's S3 endpoint, or any second S3)."""
+
+    _block_type_name = "VibeInsight Fallback Storage"
+
+    primary: S3Bucket
+    fallback: S3Bucket
+    _fell_back: bool = PrivateAttr(False)
+
+    @property
+    def fell_back(self) -> bool:
+        """True once any call of this instance was served by the fallback."""
+        return self._fell_back
+
+    def role(self) -> str:
+        return self.primary.role()
+
+    def service_name(self, role: str) -> str:
+        return (self.fallback if role == "fallback" else self.primary).service
+
+    def _both(self, call):
+        try:
+            return call(self.primary)
+        except StorageFailed as exc:
+            import logging
+
+            logging.getLogger("vibeinsight.storage").warning("primary storage failed, using the fallback: %s", exc)
+            result = call(self.fallback)
+            self._fell_back = True
+            return result
+
+    def fetch(self, uri: str, dest_dir: Path, max_bytes: int | None = None) -> FetchedObject:
+        return self._both(lambda store: store.fetch(uri, dest_dir, max_bytes))
+
+    def _open(self, uri: str):
+        return self._both(lambda store: store._open(uri))
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        return self._both(lambda store: store.put_bytes(key, data, content_type))
+
+    def get_bytes(self, key: str) -> bytes:
+        return self._both(lambda store: store.get_bytes(key))
+
+    def presign_upload(self, key: str, content_type: str, expires_in: int = 3600,
+                       max_bytes: int | None = None) -> Presigned:
+        return self.primary.presign_upload(key, content_type, expires_in, max_bytes)
+
+
+class _s3_errors:
+    """botocore errors as pipeline errors: a missing object is a rejected input, anything else a storage failure."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or isinstance(exc, (InputRejected, StorageFailed)):
+            return False
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if isinstance(exc, ClientError):
+            err = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if err.get("Code") in ("NoSuchKey", "404", "NotFound") or status == 404:
+                raise InputRejected(f"no such object: {self.what}", "not_found") from exc
+            raise StorageFailed(f"{self.what}: {err.get('Code')} {err.get('Message', '')}".strip()) from exc
+        if isinstance(exc, (BotoCoreError, OSError)):
+            raise StorageFailed(f"{self.what}: {exc}") from exc
+        return False
+
+
+def _hash_file(path: Path) -> tuple[int, str]:
+    import hashlib
+
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()

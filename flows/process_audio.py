@@ -5,18 +5,23 @@ Orchestration only: the work lives in the blocks and in the vibeinsight package.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from datetime import timedelta
 from pathlib import Path
 
-from prefect import flow, task, unmapped
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks import registry
 from blocks.transcriber import ChunkJob, ChunkTranscript, Transcriber
+from flows.quota_guard import guard_run
+from flows.quota_usage import record_run_usage
 from flows.status import HOOKS, StageReporter, result_key
 from vibeinsight.audio import probe as probing
 from vibeinsight.audio import transcode as tc
@@ -24,8 +29,10 @@ from vibeinsight.errors import PipelineError, TranscriptionFailed, error_code
 from vibeinsight.schemas import (
     ChunkInfo, ErrorInfo, ResultDocument, SourceInfo, Status, TranscodeInfo, Transcript, Usage,
 )
+from vibeinsight.pricing import ServiceUsage, load_table
 from vibeinsight.scoring import weighted_confidence
 from vibeinsight.settings import Settings, get_settings
+from vibeinsight.usage import build_usage
 
 
 def _transient(task, task_run, state) -> bool:
@@ -54,6 +61,15 @@ class Run:
         self.analyzer = registry.analyzer(settings)
         self.reporter = StageReporter(session_id, flow_run_id, user_id)
         self.timings: dict[str, float] = {}
+        self.served_by = "local"  # which storage served the upload: local, primary or fallback
+        self.api_usage: list[ServiceUsage] = []  # one entry per billed chunk or analysis
+        self.source_sha256 = ""
+
+    def content_id(self) -> str:
+        """The audio the chunks come from: the upload's hash and how it was transcoded."""
+        cfg = self.settings.transcode.model_dump(mode="json")
+        return hashlib.sha256(json.dumps([self.source_sha256, cfg, self.transcriber.chunk_limit_s()],
+                                         sort_keys=True).encode()).hexdigest()
 
     @contextmanager
     def stage(self, name: str):
@@ -69,8 +85,10 @@ class Run:
 @task(name="ingest", **RETRY)
 def ingest(source: str, run: Run) -> SourceInfo:
     with run.stage("ingest"):
-        fetched = run.storage.fetch(source, run.workspace)
-        probing.check_size(fetched.bytes, run.settings.limits)
+        fetched = run.storage.fetch(source, run.workspace, max_bytes=run.settings.limits.max_bytes)
+        run.served_by = fetched.served_by
+        run.source_sha256 = fetched.sha256
+        probing.check_size(fetched.bytes, run.settings.limits)  # again: the bytes read are the truth
         info = probing.ffprobe(fetched.path)
         probing.check_duration(info.duration_s, run.settings.limits)
         return SourceInfo(uri=source, bytes=fetched.bytes, sha256=fetched.sha256, container=info.container,
@@ -81,6 +99,8 @@ def ingest(source: str, run: Run) -> SourceInfo:
 @task(name="transcode", **RETRY)
 def transcode(source: SourceInfo, run: Run) -> TranscodeInfo:
     cfg = run.settings.transcode
+    if (limit := run.transcriber.chunk_limit_s()) and limit < cfg.max_chunk_s:  # API: shorter chunks, in parallel
+        cfg = cfg.model_copy(update={"max_chunk_s": limit})
     with run.stage("transcode"):
         upload = next(run.workspace.glob("upload*"))
         out = tc.transcode(upload, run.workspace / "compact", source.channels, source.duration_s or None, cfg,
@@ -100,10 +120,39 @@ def transcode(source: SourceInfo, run: Run) -> TranscodeInfo:
                              speech_s=round(out.speech_s, 3))
 
 
-@task(name="transcribe-chunk", **RETRY)
-def transcribe_chunk(job: ChunkJob, language: str | None, transcriber: Transcriber, progress) -> ChunkTranscript:
+def chunk_cache_key(context, parameters: dict) -> str:
+    """A chunk's transcript is reused when the session, the chunk's content and the settings match.
+
+    The content is named by the upload's sha256, the chunk's span and track and the transcode
+    settings: Ogg gives every encode a random stream serial, so the chunk file's own bytes differ
+    from run to run even when the audio in it does not.
+    """
+    job: ChunkJob = parameters["job"]
+    transcriber: Transcriber = parameters["transcriber"]
+    spec = json.dumps([parameters["session_id"], parameters["content_id"], job.offset, job.duration, job.speaker,
+                       parameters["language"], transcriber.model_name, transcriber.cache_fields()],
+                      sort_keys=True, default=str)
+    return "chunk-" + hashlib.sha256(spec.encode()).hexdigest()
+
+
+# Cached results persist (Prefect result storage; on machines that do not outlive a run,
+# point PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK at a shared bucket) so a retried or re-run
+# session never pays for a finished chunk twice.
+CHUNK = dict(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient,
+             cache_key_fn=chunk_cache_key, cache_expiration=timedelta(days=7), persist_result=True)
+
+
+@task(name="transcribe-chunk", **CHUNK)
+def transcribe_chunk(job: ChunkJob, language: str | None, transcriber: Transcriber, progress,
+                     session_id: str, content_id: str, api_limit: str) -> ChunkTranscript:
+    # A Prefect global concurrency limit shared by every run of the pool keeps one busy hour from
+    # becoming a 429 storm (create it with `prefect gcl create NAME --limit N`; absent, no cap).
+    from prefect.concurrency.sync import concurrency
+
+    slot = concurrency(api_limit, occupy=1, strict=False) if transcriber.api_service() else nullcontext()
     try:
-        return transcriber.transcribe(job, language, on_progress=lambda s: progress(job.index, s))
+        with slot:
+            return transcriber.transcribe(job, language, on_progress=lambda s: progress(job.index, s))
     except PipelineError:
         raise
     except Exception as exc:
@@ -123,7 +172,16 @@ def transcribe(compact: TranscodeInfo, language: str, run: Run) -> tuple[Transcr
             done[index] = seconds
             run.reporter.report("transcribe", sum(done.values()) / total)
 
-        results = transcribe_chunk.map(jobs, unmapped(lang), unmapped(run.transcriber), unmapped(progress)).result()
+        # Chunks in parallel up to the transcriber's own limit (threads: the work is I/O or native code).
+        with ThreadPoolTaskRunner(max_workers=run.transcriber.parallel_chunks()) as runner:
+            futures = [runner.submit(transcribe_chunk, dict(
+                job=job, language=lang, transcriber=run.transcriber, progress=progress,
+                session_id=run.session_id, content_id=run.content_id(), api_limit=run.settings.api_concurrency_limit))
+                for job in jobs]
+            results = [f.result() for f in futures]
+        for f, r in zip(futures, results):
+            if r.usage and f.state.name != "Cached":  # a cache hit called nobody
+                run.api_usage.append(r.usage)
         return merge_chunks(results, run.transcriber.model_name, lang), results
 
 
@@ -146,19 +204,25 @@ def merge_chunks(results: list[ChunkTranscript], model: str, requested: str | No
 @task(name="analyze", **RETRY)
 def analyze(transcript: Transcript, source: SourceInfo, run: Run) -> dict:
     with run.stage("analyze"):
-        return run.analyzer.analyze(transcript, source.duration_s)
+        result, usage = run.analyzer.analyze_metered(transcript, source.duration_s)
+        if usage:
+            run.api_usage.append(usage)
+        return result
 
 
 @task(name="publish", **RETRY)
 def publish(document: ResultDocument, run: Run) -> ResultDocument:
     with run.stage("publish"):
         document.timings = dict(run.timings)
+        # bytes_out counts the document itself: measured once, then written with that figure
+        document.usage.bytes_out = len(json.dumps(document.model_dump(mode="json"), ensure_ascii=False, indent=2))
         run.storage.put_json(result_key(document.session_id), document.model_dump(mode="json"))
+        if getattr(run.storage, "fell_back", False) and document.usage.storage != "fallback":
+            document.usage.storage = "fallback"  # the upload came from the primary, the result went to the fallback
         return document
 
 
-@flow(name="process-audio", task_runner=ThreadPoolTaskRunner(max_workers=get_settings().whisper.concurrency),
-      log_prints=False, **HOOKS)
+@flow(name="process-audio", log_prints=False, **HOOKS)
 def process_audio(source: str, session_id: str | None = None, user_id: str | None = None,
                   language: str = "auto") -> dict:
     """Take one recording from upload to insight; returns the result document."""
@@ -167,13 +231,12 @@ def process_audio(source: str, session_id: str | None = None, user_id: str | Non
     run = Run(session_id, user_id, flow_run_id, get_settings())
     doc = ResultDocument(session_id=session_id, user_id=user_id, flow_run_id=flow_run_id, status=Status.RUNNING)
     try:
+        run.settings = guard_run(run.settings, session_id)  # quota: refuse, or go compact
         doc.source = ingest(source, run)
         doc.transcode = transcode(doc.source, run)
         doc.transcript, chunk_results = transcribe(doc.transcode, language, run)
         doc.analysis = analyze(doc.transcript, doc.source, run)
-        doc.usage = Usage(bytes_in=doc.source.bytes, bytes_transcoded=doc.transcode.bytes,
-                          audio_seconds=round(doc.source.duration_s, 3),
-                          api_calls={}, cost_usd=0.0)
+        doc.usage = usage_of(doc, run)
         if not doc.transcript.segments:
             doc.warnings.append("no_speech")
         doc.status = Status.COMPLETED
@@ -185,11 +248,23 @@ def process_audio(source: str, session_id: str | None = None, user_id: str | Non
         _publish_failure(doc, run)
         raise
     finally:
+        record_run_usage(doc)  # usage_events rows for the quota ledger; never raises
         shutil.rmtree(run.workspace, ignore_errors=True)  # only our copies; the upload is untouched
+
+
+def usage_of(doc: ResultDocument, run: Run) -> Usage:
+    """What the run moved and spent so far (a failed run still records the calls it paid for)."""
+    return build_usage(bytes_in=doc.source.bytes if isinstance(doc.source, SourceInfo) else 0,
+                       bytes_transcoded=doc.transcode.bytes if doc.transcode else 0, bytes_out=0,
+                       audio_seconds=doc.source.duration_s if isinstance(doc.source, SourceInfo) else 0.0,
+                       services=run.api_usage, storage=run.served_by,
+                       storage_service=run.storage.service_name(run.served_by),
+                       table=load_table(run.settings.price_table))
 
 
 def _publish_failure(doc: ResultDocument, run: Run) -> None:
     doc.timings = dict(run.timings)
+    doc.usage = usage_of(doc, run)
     try:
         run.storage.put_json(result_key(doc.session_id), doc.model_dump(mode="json"))
     except Exception:

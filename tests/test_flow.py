@@ -119,9 +119,6 @@ def test_video_and_telephone_inputs(home, tmp_path, shared_audio, references, ki
 
 
 def test_long_recording_chunks_concurrently_with_absolute_times(home, tmp_path, shared_audio, references, monkeypatch):
-    from prefect.task_runners import ThreadPoolTaskRunner
-
-    from flows.process_audio import process_audio
     from vibeinsight.settings import get_settings
 
     monkeypatch.setenv("VIBEINSIGHT_TRANSCODE_MAX_CHUNK_S", "20")
@@ -129,9 +126,7 @@ def test_long_recording_chunks_concurrently_with_absolute_times(home, tmp_path, 
     monkeypatch.setenv("VIBEINSIGHT_WHISPER_CONCURRENCY", "2")
     get_settings.cache_clear()
     src = media.with_gaps(tmp_path / "long.wav", shared_audio / "jfk.flac", repeats=4, gap_s=3.0)
-    state = process_audio.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))(
-        source=str(src), return_state=True)
-    doc = ResultDocument.model_validate(state.result())
+    doc = ResultDocument.model_validate(run(src).result())
     assert len(doc.transcode.chunks) >= 3
     assert all(c.end - c.start <= 20 for c in doc.transcode.chunks)
     starts = [s.start for s in doc.transcript.segments]

@@ -2,4 +2,41 @@
 
 from __future__ import annotations
 
-from vibeinsight.cli import app  # noqa: F401
+import json
+import sys
+from typing import Optional
+
+import typer
+
+from vibeinsight.cli import app
+
+# What a recording may be uploaded as; ingest still probes the bytes (a type is only a claim).
+ALLOWED_TYPES = ("audio/", "video/mp4", "video/webm", "video/quicktime", "application/ogg")
+
+
+@app.command("upload-url")
+def upload_url(
+    key: str = typer.Argument(..., help="object key, under an allowed prefix (default uploads/)"),
+    content_type: str = typer.Option("audio/mpeg", "--content-type", help="audio/… (or a video container)"),
+    expires: int = typer.Option(3600, "--expires", min=1, max=7 * 24 * 3600, help="seconds the URL stays valid"),
+    max_bytes: Optional[int] = typer.Option(None, "--max-bytes", min=1,
+                                            help="give a presigned POST whose policy caps the size"),
+) -> None:
+    """Print a presigned upload for a client as JSON: a PUT URL, or a POST form with a size limit."""
+    from blocks import registry
+    from vibeinsight.keys import InvalidKey
+
+    if not content_type.startswith(ALLOWED_TYPES):
+        print(f"error: invalid_content_type: content type {content_type!r} is not audio or video", file=sys.stderr)
+        raise typer.Exit(2)
+    store = registry.storage()
+    if not hasattr(store, "presign_upload"):
+        print("error: no_cloud_storage: set FLY_S3_ENDPOINT (or VIBEINSIGHT_STORAGE=s3) to presign uploads",
+              file=sys.stderr)
+        raise typer.Exit(1)
+    try:
+        presigned = store.presign_upload(key, content_type, expires, max_bytes)
+    except InvalidKey as exc:
+        print(f"error: invalid_key: {exc}", file=sys.stderr)
+        raise typer.Exit(2)
+    print(json.dumps(presigned.model_dump(mode="json"), ensure_ascii=False))

@@ -53,6 +53,24 @@ class WhisperSettings(BaseSettings):
     cpu_threads: int = 0  # 0: share the machine's cores among concurrent chunks
 
 
+class QuotaSettings(BaseSettings):
+    """QUOTA area: which plan the report and the guard measure against, and what the guard does."""
+
+    model_config = SettingsConfigDict(env_prefix="VIBEINSIGHT_QUOTA_", extra="ignore")
+
+    plan: Literal["free", "pro", "team"] = "free"
+    plan_table: str | None = None  # supabase-current (the file's default) or design
+    plans_file: Path | None = None  # defaults to vibeinsight/data/plans.json
+    ledger_url: str | None = None  # postgresql://…; else VIBEINSIGHT_STATUS_URL if PostgreSQL, else SQLite
+    warn_pct: float = 80.0
+    limit_pct: float = 100.0
+    guard: bool = True  # forecast over the plan: compact transcode, slower status updates
+    enforce: bool = True  # egress at limit_pct: refuse new sessions (quota_exceeded)
+    # Opus keeps wideband speech down to ~12 kb/s; below that it falls back to narrowband.
+    compact_bitrate_kbps: int = 12
+    compact_status_interval_s: float = 5.0
+
+
 class Settings(BaseSettings):
     """Everything a run needs to know, from VIBEINSIGHT_* and the design's variables."""
 
@@ -79,10 +97,34 @@ class Settings(BaseSettings):
     analyzer_backend: Literal["auto", "local", "gemini"] = Field("auto", alias="VIBEINSIGHT_ANALYZER")
     # Status store: SUPABASE_URL + SUPABASE_SERVICE_ROLE_KEY, or postgresql://… here, else SQLite.
     status_url: str | None = Field(None, alias="VIBEINSIGHT_STATUS_URL")
+    # STATUS area: role to SET with a direct PostgreSQL store (e.g. service_role), observer timing.
+    status_pg_role: str | None = Field(None, alias="VIBEINSIGHT_STATUS_PG_ROLE")
+    status_terminal_grace_s: float = Field(3.0, alias="VIBEINSIGHT_STATUS_TERMINAL_GRACE_S")
+    status_reconcile_min_age_s: float = Field(60.0, alias="VIBEINSIGHT_STATUS_RECONCILE_MIN_AGE_S")
+    # Cloud backends (CLOUD area). Fallback storage: Supabase Storage's S3 endpoint
+    # (https://<ref>.supabase.co/storage/v1/s3) or any second S3 endpoint.
+    fallback_s3_endpoint: str | None = Field(None, alias="VIBEINSIGHT_FALLBACK_S3_ENDPOINT")
+    fallback_s3_access_key_id: str | None = Field(None, alias="VIBEINSIGHT_FALLBACK_S3_ACCESS_KEY_ID")
+    fallback_s3_secret_access_key: SecretStr | None = Field(None, alias="VIBEINSIGHT_FALLBACK_S3_SECRET_ACCESS_KEY")
+    fallback_s3_region: str = Field("ap-northeast-1", alias="VIBEINSIGHT_FALLBACK_S3_REGION")
+    fallback_s3_bucket_name: str | None = Field(None, alias="VIBEINSIGHT_FALLBACK_S3_BUCKET_NAME")
+    s3_addressing_style: Literal["auto", "virtual", "path"] = Field("auto", alias="VIBEINSIGHT_S3_ADDRESSING_STYLE")
+    upload_prefixes: list[str] = Field(["uploads/"], alias="VIBEINSIGHT_UPLOAD_PREFIXES")
+    openai_model: Literal["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"] = Field(
+        "whisper-1", alias="VIBEINSIGHT_OPENAI_MODEL")
+    openai_concurrency: int = Field(8, ge=1, alias="VIBEINSIGHT_OPENAI_CONCURRENCY")
+    openai_chunk_s: float = Field(300.0, alias="VIBEINSIGHT_OPENAI_CHUNK_S")
+    google_api_key: SecretStr | None = Field(None, alias="GOOGLE_API_KEY")
+    gemini_model: str = Field("gemini-2.5-flash", alias="VIBEINSIGHT_GEMINI_MODEL")
+    gemini_max_input_tokens: int = Field(800_000, alias="VIBEINSIGHT_GEMINI_MAX_INPUT_TOKENS")
+    # Prefect global concurrency limit held around every transcription API call, across runs.
+    api_concurrency_limit: str = Field("openai-transcribe", alias="VIBEINSIGHT_API_CONCURRENCY_LIMIT")
+    price_table: Path | None = Field(None, alias="VIBEINSIGHT_PRICE_TABLE")
 
     limits: Limits = Field(default_factory=Limits)
     transcode: TranscodeSettings = Field(default_factory=TranscodeSettings)
     whisper: WhisperSettings = Field(default_factory=WhisperSettings)
+    quota: QuotaSettings = Field(default_factory=QuotaSettings)
 
     @property
     def bucket_dir(self) -> Path:
