@@ -1,7 +1,10 @@
-"""The processing_status store: one interface, SQLite first (Supabase and PostgreSQL later).
+"""The processing_status store: one interface, three back ends (SQLite, PostgreSQL, Supabase).
 
 Every implementation applies the same rule: an update with an older sequence
 number, or one that would move the same run out of a terminal state, is ignored.
+PostgreSQL and Supabase both call the SQL function public.apply_status_update of
+infra/supabase/migrations (directly with psycopg, or through PostgREST RPC); they
+share the parameter mapping and row parsing below and differ only in the I/O.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect.blocks.core import Block
-from pydantic import Field
+from typing import Any
 
-from vibeinsight.schemas import TERMINAL, StatusRow, StatusUpdate
+from pydantic import Field, PrivateAttr, SecretStr
+
+from vibeinsight.schemas import TERMINAL, Status, StatusRow, StatusUpdate
 
 TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL, key=lambda s: s.value))
 
@@ -24,12 +29,16 @@ class StatusStore(Block):
     _block_type_name = "VibeInsight Status Store"
 
     @abstractmethod
-    def apply(self, update: StatusUpdate) -> bool:
+    def apply(self, update: StatusUpdate, deployment: str | None = None) -> bool:
         """Apply one update atomically; True when the row changed."""
 
     @abstractmethod
     def get(self, session_id: str) -> StatusRow | None:
         ...
+
+    @abstractmethod
+    def open_rows(self, limit: int = 500) -> list[StatusRow]:
+        """Rows still PENDING or RUNNING, oldest update first (what reconcile-status checks)."""
 
 
 _SCHEMA = """
@@ -89,7 +98,7 @@ class SQLiteStatusStore(StatusStore):
         conn.executescript(_SCHEMA)
         return conn
 
-    def apply(self, update: StatusUpdate) -> bool:
+    def apply(self, update: StatusUpdate, deployment: str | None = None) -> bool:
         params = update.model_dump(mode="json")
         params["now"] = datetime.now(timezone.utc).isoformat()
         with _lock, self._connect() as conn:
@@ -104,5 +113,125 @@ class SQLiteStatusStore(StatusStore):
             return None
         return StatusRow(**{k: row[k] for k in row.keys() if k != "created_at"})
 
+    def open_rows(self, limit: int = 500) -> list[StatusRow]:
+        with self._connect() as conn:
+            conn.row_factory = sqlite3.Row
+            rows = conn.execute(
+                "SELECT * FROM processing_status WHERE status IN ('PENDING','RUNNING') ORDER BY updated_at LIMIT ?",
+                (limit,)).fetchall()
+        return [StatusRow(**{k: r[k] for k in r.keys() if k != "created_at"}) for r in rows]
+
 
 _lock = threading.Lock()
+
+
+# --- PostgreSQL and Supabase: the same SQL function, different transport ---
+
+OPEN_STATUSES = (Status.PENDING.value, Status.RUNNING.value)
+ROW_COLUMNS = ("session_id", "user_id", "flow_run_id", "status", "stage", "progress", "error_code",
+               "error_message", "result_key", "seq", "updated_at")
+
+
+MAX_MESSAGE_BYTES = 480  # keeps a row, and each Realtime payload, well under 1 KB even in Japanese
+
+
+def clip_utf8(text: str | None, limit: int = MAX_MESSAGE_BYTES) -> str | None:
+    """Cut to at most `limit` UTF-8 bytes without splitting a character."""
+    if text is None or len(text.encode()) <= limit:
+        return text
+    return text.encode()[:limit].decode("utf-8", errors="ignore").rstrip() + "…"
+
+
+def rpc_params(update: StatusUpdate, deployment: str | None = None) -> dict[str, Any]:
+    """The named arguments of public.apply_status_update for one update."""
+    update = update.model_copy(update={"error_message": clip_utf8(update.error_message)})
+    return {
+        "p_session_id": update.session_id, "p_status": update.status.value, "p_seq": update.seq,
+        "p_user_id": update.user_id, "p_flow_run_id": update.flow_run_id, "p_deployment": deployment,
+        "p_stage": update.stage, "p_progress": update.progress, "p_error_code": update.error_code,
+        "p_error_message": update.error_message, "p_result_key": update.result_key,
+    }
+
+
+def parse_row(row: dict[str, Any]) -> StatusRow:
+    return StatusRow(**{k: (str(row[k]) if k in ("session_id", "user_id") and row.get(k) is not None else row.get(k))
+                        for k in ROW_COLUMNS if k in row})
+
+
+_CALL_SQL = ("SELECT public.apply_status_update(%(p_session_id)s, %(p_status)s, %(p_seq)s, %(p_user_id)s, "
+             "%(p_flow_run_id)s, %(p_deployment)s, %(p_stage)s, %(p_progress)s, %(p_error_code)s, "
+             "%(p_error_message)s, %(p_result_key)s)")
+_SELECT_SQL = "SELECT " + ", ".join(ROW_COLUMNS) + " FROM public.processing_status"
+
+
+class PostgresStatusStore(StatusStore):
+    """Direct PostgreSQL (VIBEINSIGHT_STATUS_URL=postgresql://…) with psycopg 3."""
+
+    _block_type_name = "VibeInsight PostgreSQL Status Store"
+
+    url: SecretStr = Field(description="postgresql:// connection URL (a role allowed to call the function)")
+    role: str | None = Field(None, description="SET ROLE before each statement, e.g. service_role")
+    connect_timeout_s: int = Field(5, description="fail fast when the database is down: the writer retries")
+
+    def _connect(self):
+        import psycopg
+        from psycopg.rows import dict_row
+
+        conn = psycopg.connect(self.url.get_secret_value(), autocommit=True, row_factory=dict_row,
+                               connect_timeout=self.connect_timeout_s)
+        if self.role:
+            conn.execute(f'SET ROLE "{self.role}"')
+        return conn
+
+    def apply(self, update: StatusUpdate, deployment: str | None = None) -> bool:
+        with self._connect() as conn:
+            row = conn.execute(_CALL_SQL, rpc_params(update, deployment)).fetchone()
+        return bool(row and next(iter(row.values())))
+
+    def get(self, session_id: str) -> StatusRow | None:
+        with self._connect() as conn:
+            row = conn.execute(_SELECT_SQL + " WHERE session_id = %s", (session_id,)).fetchone()
+        return parse_row(row) if row else None
+
+    def open_rows(self, limit: int = 500) -> list[StatusRow]:
+        with self._connect() as conn:
+            rows = conn.execute(_SELECT_SQL + " WHERE status = ANY(%s) ORDER BY updated_at LIMIT %s",
+                                (list(OPEN_STATUSES), limit)).fetchall()
+        return [parse_row(r) for r in rows]
+
+
+class SupabaseStatusStore(StatusStore):
+    """Supabase through PostgREST (supabase-py) with the service role key: server side only."""
+
+    _block_type_name = "VibeInsight Supabase Status Store"
+
+    url: str = Field(description="SUPABASE_URL, https://<ref>.supabase.co")
+    service_role_key: SecretStr = Field(description="SUPABASE_SERVICE_ROLE_KEY; never shipped to a client")
+    timeout_s: float = Field(5.0)
+    _cached_client: Any = PrivateAttr(None)
+
+    def _client(self):
+        import httpx
+        from supabase import ClientOptions, create_client
+
+        # One client per store object: supabase-py keeps an httpx connection pool.
+        if self._cached_client is None:
+            self._cached_client = create_client(
+                self.url, self.service_role_key.get_secret_value(),
+                options=ClientOptions(httpx_client=httpx.Client(timeout=self.timeout_s),
+                                      auto_refresh_token=False, persist_session=False))
+        return self._cached_client
+
+    def apply(self, update: StatusUpdate, deployment: str | None = None) -> bool:
+        res = self._client().rpc("apply_status_update", rpc_params(update, deployment)).execute()
+        return bool(res.data)
+
+    def get(self, session_id: str) -> StatusRow | None:
+        res = (self._client().table("processing_status").select(",".join(ROW_COLUMNS))
+               .eq("session_id", session_id).limit(1).execute())
+        return parse_row(res.data[0]) if res.data else None
+
+    def open_rows(self, limit: int = 500) -> list[StatusRow]:
+        res = (self._client().table("processing_status").select(",".join(ROW_COLUMNS))
+               .in_("status", list(OPEN_STATUSES)).order("updated_at").limit(limit).execute())
+        return [parse_row(r) for r in res.data]

@@ -39,6 +39,11 @@ def _writer(session_id: str) -> CoalescingWriter:
         return _writers[session_id]
 
 
+def slow_down(session_id: str, min_interval: float) -> None:
+    """Write this session's row at most once per min_interval from now on."""
+    _writer(session_id).slow_down(min_interval)
+
+
 def publish(update: StatusUpdate) -> None:
     for fn in list(_listeners):
         try:

@@ -61,3 +61,16 @@ def test_failing_store_never_raises_and_final_is_retried():
     w = CoalescingWriter(flaky, min_interval=0.0, retries=5, backoff=0.01)
     w.final(_u(Status.FAILED))
     assert len(calls) == 3 and w.writes == 1 and w.failures == 2
+
+
+def test_slow_down_spaces_writes_further_but_never_closer():
+    writes: list[float] = []
+    w = CoalescingWriter(lambda u: writes.append(time.monotonic()), min_interval=0.05)
+    w.slow_down(0.3)
+    w.slow_down(0.1)  # a smaller interval does not undo the larger one
+    for p in range(30):
+        w.submit(_u(progress=p))
+        time.sleep(0.02)
+    w.final(_u(Status.COMPLETED, 100))
+    assert len(writes) >= 2
+    assert all(b - a >= 0.3 - 0.005 for a, b in zip(writes, writes[1:]))

@@ -53,6 +53,11 @@ class CoalescingWriter:
         self.writes = 0
         self.failures = 0
 
+    def slow_down(self, min_interval: float) -> None:
+        """Space writes further apart (never closer): the quota guard's lower update frequency."""
+        with self._lock:
+            self._interval = max(self._interval, min_interval)
+
     def submit(self, update: StatusUpdate) -> None:
         with self._lock:
             if self._pending is None or update.seq > self._pending.seq:
@@ -64,7 +69,8 @@ class CoalescingWriter:
                     self._timer.daemon = True
                     self._timer.start()
                 return
-        self._flush_pending()
+            update = self._take()
+        self._send(update, retries=0)
 
     def final(self, update: StatusUpdate) -> None:
         """Write a terminal update: waits out the interval, retries, never coalesced away."""
@@ -76,14 +82,24 @@ class CoalescingWriter:
             wait = self._last_write + self._interval - time.monotonic()
         if wait > 0:
             time.sleep(wait)
+        with self._lock:
+            self._last_write = time.monotonic()
         self._send(update, retries=self._retries)
 
     def _flush_pending(self) -> None:
         with self._lock:
             self._timer = None
-            update, self._pending = self._pending, None
+            update = self._take()
         if update is not None:
             self._send(update, retries=0)
+
+    def _take(self) -> StatusUpdate | None:
+        """Take the pending update and book the write slot now, under the lock: the interval runs
+        from the start of a write, so a submit during a slow write cannot squeeze in after it."""
+        update, self._pending = self._pending, None
+        if update is not None:
+            self._last_write = time.monotonic()
+        return update
 
     def _send(self, update: StatusUpdate, retries: int) -> None:
         with self._io:
@@ -102,6 +118,3 @@ class CoalescingWriter:
                 else:
                     self.writes += 1
                     break
-                finally:
-                    with self._lock:
-                        self._last_write = time.monotonic()

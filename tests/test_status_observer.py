@@ -1,0 +1,107 @@
+"""The status observer's event handling: mapping, de-duplication, ordering, retries (no server)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from prefect.events.schemas.events import Event
+
+from blocks.status_store import SQLiteStatusStore
+from flows.status_observer import StatusObserver, seq_of
+from vibeinsight.schemas import Status, StatusUpdate
+
+T0 = datetime(2026, 11, 29, 1, 0, 0, tzinfo=timezone.utc)
+
+
+def _event(run_id: str, state_type: str, at: datetime, message: str = "", event_id=None) -> Event:
+    name = state_type.title()
+    return Event(
+        id=event_id or uuid.uuid4(), occurred=at, event=f"prefect.flow-run.{name}",
+        resource={"prefect.resource.id": f"prefect.flow-run.{run_id}", "prefect.resource.name": "calm-fox",
+                  "prefect.state-type": state_type, "prefect.state-name": name, "prefect.state-message": message,
+                  "prefect.state-timestamp": at.isoformat()},
+        related=[{"prefect.resource.id": f"prefect.deployment.{uuid.uuid4()}", "prefect.resource.role": "deployment",
+                  "prefect.resource.name": "process-audio/prod"}])
+
+
+class RecordingStore(SQLiteStatusStore):
+    """The SQLite store, also keeping what was sent and able to fail the first writes."""
+
+    _block_type_name = "Test Recording Status Store"
+
+    def model_post_init(self, __context) -> None:
+        self.__dict__["sent"] = []
+        self.__dict__["fail_first"] = 0
+
+    def apply(self, update, deployment=None):
+        if self.__dict__["fail_first"] > 0:
+            self.__dict__["fail_first"] -= 1
+            raise ConnectionError("store down")
+        self.__dict__["sent"].append((update, deployment))
+        return super().apply(update, deployment)
+
+
+def _observer(tmp_path, runs: dict, **kw) -> tuple[StatusObserver, RecordingStore]:
+    store = RecordingStore(path=str(tmp_path / "s.db"))
+    obs = StatusObserver(store=store, backoff_s=0.01, **kw)
+    obs._runs.update(runs)  # the flow-run parameters the observer would read from the API
+    return obs, store
+
+
+def test_transitions_are_written_in_state_time_order_and_duplicates_skipped(tmp_path):
+    run, sid = str(uuid.uuid4()), str(uuid.uuid4())
+    obs, store = _observer(tmp_path, {run: (sid, "u1")}, terminal_grace_s=0)
+    pending = _event(run, "PENDING", T0)
+    running = _event(run, "RUNNING", T0 + timedelta(seconds=1))
+    crashed = _event(run, "CRASHED", T0 + timedelta(seconds=9), "Process exited with -9")
+
+    async def go():
+        for ev in (pending, crashed, running, crashed, pending):  # out of order, with replays
+            await obs.handle(ev)
+
+    asyncio.run(go())
+    assert [u.status for u, _ in store.sent] == [Status.PENDING, Status.CRASHED, Status.RUNNING]
+    assert all(d == "process-audio/prod" for _, d in store.sent)
+    row = store.get(sid)
+    assert row.status is Status.CRASHED and row.seq == seq_of(T0 + timedelta(seconds=9))
+    assert row.error_code == "crashed" and row.error_message == "Process exited with -9" and row.user_id == "u1"
+
+
+def test_flows_without_a_session_and_passing_states_are_skipped(tmp_path):
+    run, other = str(uuid.uuid4()), str(uuid.uuid4())
+    obs, store = _observer(tmp_path, {other: None, run: ("s", None)})
+    asyncio.run(obs.handle(_event(other, "RUNNING", T0)))
+    asyncio.run(obs.handle(_event(run, "CANCELLING", T0)))
+    assert store.sent == [] and obs.skipped == 2
+
+
+def test_completion_waits_out_the_grace_so_the_hooks_record_wins(tmp_path):
+    run, sid = str(uuid.uuid4()), str(uuid.uuid4())
+    obs, store = _observer(tmp_path, {run: (sid, None)}, terminal_grace_s=0.2)
+
+    async def go():
+        await obs.handle(_event(run, "FAILED", T0, "Flow run encountered an exception"))
+        assert store.sent == []  # not yet: the hook may still write the reason code
+        # meanwhile the flow's failure hook writes its richer record (a later seq, same run)
+        store.apply(StatusUpdate(session_id=sid, status=Status.FAILED, seq=seq_of(T0) + 500, flow_run_id=run,
+                                 error_code="corrupt", error_message="bad header"))
+        await obs.drain()
+
+    asyncio.run(go())
+    row = store.get(sid)
+    assert row.error_code == "corrupt"  # the observer's write came later and was ignored
+
+
+def test_a_down_store_is_retried_until_it_answers(tmp_path):
+    run, sid = str(uuid.uuid4()), str(uuid.uuid4())
+    obs, store = _observer(tmp_path, {run: (sid, None)}, terminal_grace_s=0)
+    store.__dict__["fail_first"] = 3
+    asyncio.run(obs.handle(_event(run, "COMPLETED", T0)))
+    row = store.get(sid)
+    assert row.status is Status.COMPLETED and row.progress == 100 and row.result_key == f"results/{sid}.json"
+
+
+def test_seq_of_matches_the_writers_clock():
+    assert seq_of("2026-11-29T01:00:00.000123+00:00") == int(T0.timestamp()) * 1_000_000 + 123
