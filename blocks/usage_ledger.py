@@ -1,0 +1,225 @@
+"""The usage_events ledger and the quota_alerts rows: SQLite by default, PostgreSQL when configured.
+
+Both share every query; they differ only in how they connect, the placeholder style and how a
+timestamp becomes a day. The PostgreSQL tables come from the migrations in
+infra/supabase/migrations (usage_events by the status work, quota_alerts by 20261129000300);
+the SQLite twins are created here.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from abc import abstractmethod
+from collections.abc import Iterable
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+
+from vibeinsight.quota import COLUMNS, EGRESS_KINDS, META_FIELDS, to_frame
+from vibeinsight.quota_usage import UsageEvent
+
+_EVENT_COLS = ("session_id", "kind", "service", "bytes", "calls", "retries", "tokens", "audio_seconds",
+               "cost_usd", "at", "meta")
+_ALERT_COLS = ("month", "plan", "metric", "basis", "level", "value", "limit_value", "pct", "message",
+               "flow_run_id")
+
+
+class UsageLedger(Block):
+    """Append usage events, read a period back as a frame, keep quota alerts operators can query."""
+
+    _block_type_name = "VibeInsight Usage Ledger"
+    _p: ClassVar[str] = "?"
+
+    @abstractmethod
+    def _conn(self):  # context manager yielding a DB-API connection
+        ...
+
+    def _select(self, column: str) -> str:
+        return column
+
+    @abstractmethod
+    def _meta(self, key: str) -> str:
+        """SQL that reads one top-level field of meta."""
+
+    @abstractmethod
+    def _day(self, column: str) -> str:
+        """SQL that turns a timestamp column into 'YYYY-MM-DD' (UTC)."""
+
+    def _encode(self, event: UsageEvent) -> tuple:
+        d = event.model_dump()
+        return tuple(self._value(c, d[c]) for c in _EVENT_COLS)
+
+    def _value(self, column: str, value: Any) -> Any:
+        if column == "meta":
+            return json.dumps(value, ensure_ascii=False, default=str)
+        if column == "at":
+            return value.astimezone(timezone.utc).isoformat()
+        return value
+
+    def record(self, events: Iterable[UsageEvent | dict]) -> int:
+        rows = [self._encode(e if isinstance(e, UsageEvent) else UsageEvent(**e)) for e in events]
+        if not rows:
+            return 0
+        marks = ", ".join([self._p] * len(_EVENT_COLS))
+        with self._conn() as conn:
+            cur = conn.cursor()
+            cur.executemany(f"INSERT INTO usage_events ({', '.join(_EVENT_COLS)}) VALUES ({marks})", rows)
+            conn.commit()
+        return len(rows)
+
+    def events(self, start: datetime, end: datetime) -> pd.DataFrame:
+        """Events with start <= at < end, typed, with the meta fields the report reads (vibeinsight.quota.to_frame)."""
+        cols = [*(self._select(c) for c in COLUMNS), *(self._meta(k) for k in META_FIELDS)]
+        sql = (f"SELECT {', '.join(cols)} FROM usage_events WHERE at >= {self._p} AND at < {self._p} "
+               "ORDER BY at")
+        with self._conn() as conn:
+            cur = conn.cursor()
+            cur.execute(sql, (self._value("at", start), self._value("at", end)))
+            rows = cur.fetchall()
+        return to_frame(rows)
+
+    def daily_egress(self, start: datetime, end: datetime) -> dict[str, int]:
+        """Egress bytes per UTC day ('YYYY-MM-DD'), summed in the database: the guard's cheap read."""
+        kinds = ", ".join(f"'{k}'" for k in EGRESS_KINDS)
+        sql = (f"SELECT {self._day('at')} AS day, SUM(bytes) FROM usage_events WHERE at >= {self._p} "
+               f"AND at < {self._p} AND kind IN ({kinds}) GROUP BY 1 ORDER BY 1")
+        with self._conn() as conn:
+            cur = conn.cursor()
+            cur.execute(sql, (self._value("at", start), self._value("at", end)))
+            return {str(day): int(total or 0) for day, total in cur.fetchall()}
+
+    def record_alerts(self, alerts: list[dict], month: str, plan: str, flow_run_id: str | None = None) -> int:
+        """Upsert one row per (month, plan, metric, basis, level): first_seen_at stays, last_seen_at moves."""
+        if not alerts:
+            return 0
+        now = datetime.now(timezone.utc).isoformat()
+        rows = [(month, plan, a["metric"], a["basis"], a["level"], float(a["value"]), float(a["limit"]),
+                 float(a["pct"]), a["message"], flow_run_id, now, now) for a in alerts]
+        marks = ", ".join([self._p] * (len(_ALERT_COLS) + 2))
+        sql = (f"INSERT INTO quota_alerts ({', '.join(_ALERT_COLS)}, first_seen_at, last_seen_at) VALUES ({marks}) "
+               "ON CONFLICT (month, plan, metric, basis, level) DO UPDATE SET value = excluded.value, "
+               "limit_value = excluded.limit_value, pct = excluded.pct, message = excluded.message, "
+               "flow_run_id = excluded.flow_run_id, last_seen_at = excluded.last_seen_at")
+        with self._conn() as conn:
+            cur = conn.cursor()
+            cur.executemany(sql, rows)
+            conn.commit()
+        return len(rows)
+
+    def alerts(self, month: str | None = None) -> list[dict]:
+        cols = (*_ALERT_COLS, "first_seen_at", "last_seen_at")
+        sql = f"SELECT {', '.join(cols)} FROM quota_alerts"
+        params: tuple = ()
+        if month:
+            sql += f" WHERE month = {self._p}"
+            params = (month,)
+        with self._conn() as conn:
+            cur = conn.cursor()
+            cur.execute(sql + " ORDER BY month, metric, basis, level", params)
+            return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage_events (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id    TEXT,
+    kind          TEXT NOT NULL CHECK (kind IN ('storage_download','storage_upload','api_call','edge_response',
+                                               'realtime_message','status_write','result_download')),
+    service       TEXT,
+    bytes         INTEGER NOT NULL DEFAULT 0,
+    calls         INTEGER NOT NULL DEFAULT 0,
+    retries       INTEGER NOT NULL DEFAULT 0,
+    tokens        INTEGER NOT NULL DEFAULT 0,
+    audio_seconds REAL NOT NULL DEFAULT 0,
+    cost_usd      REAL NOT NULL DEFAULT 0,
+    at            TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
+    meta          TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS usage_events_at ON usage_events (at);
+CREATE TABLE IF NOT EXISTS quota_alerts (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    month         TEXT NOT NULL,
+    plan          TEXT NOT NULL,
+    metric        TEXT NOT NULL,
+    basis         TEXT NOT NULL CHECK (basis IN ('now','forecast')),
+    level         TEXT NOT NULL CHECK (level IN ('warning','exceeded')),
+    value         REAL NOT NULL,
+    limit_value   REAL NOT NULL,
+    pct           REAL NOT NULL,
+    message       TEXT NOT NULL,
+    flow_run_id   TEXT,
+    first_seen_at TEXT NOT NULL,
+    last_seen_at  TEXT NOT NULL,
+    UNIQUE (month, plan, metric, basis, level)
+);
+"""
+
+
+class SQLiteUsageLedger(UsageLedger):
+    """The embedded default: usage.db under VIBEINSIGHT_HOME. Timestamps are ISO-8601 UTC text,
+    so comparing them as text orders them in time."""
+
+    _block_type_name = "VibeInsight SQLite Usage Ledger"
+    _p: ClassVar[str] = "?"
+
+    path: str = Field(description="SQLite database file")
+
+    @contextmanager
+    def _conn(self):
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with _sqlite_lock:
+            conn = sqlite3.connect(self.path, timeout=30)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(_SQLITE_SCHEMA)
+                yield conn
+            finally:
+                conn.close()
+
+    def _day(self, column: str) -> str:
+        return f"substr({column}, 1, 10)"
+
+    def _meta(self, key: str) -> str:
+        return f"json_extract(meta, '$.{key}')"
+
+
+class PostgresUsageLedger(UsageLedger):
+    """PostgreSQL (Supabase's database through its connection string): tables from the migrations."""
+
+    _block_type_name = "VibeInsight Postgres Usage Ledger"
+    _p: ClassVar[str] = "%s"
+
+    url: SecretStr = Field(description="postgresql://… connection string")
+
+    @contextmanager
+    def _conn(self):
+        import psycopg
+
+        with psycopg.connect(self.url.get_secret_value()) as conn:
+            yield conn
+
+    def _day(self, column: str) -> str:
+        return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+
+    def _meta(self, key: str) -> str:
+        return f"meta ->> '{key}'"
+
+    def _select(self, column: str) -> str:
+        # Plain numbers convert far faster than datetime and Decimal objects (100,000 rows).
+        return {"at": "extract(epoch from at)::float8", "cost_usd": "cost_usd::float8",
+                "session_id": "session_id::text"}.get(column, column)
+
+    def _value(self, column: str, value: Any) -> Any:
+        if column == "at":
+            return value  # timestamptz: psycopg adapts an aware datetime
+        return super()._value(column, value)
+
+
+_sqlite_lock = threading.Lock()
