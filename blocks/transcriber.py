@@ -91,6 +91,7 @@ class LocalWhisper(Transcriber):
     no_speech_threshold: float = 0.6
     concurrency: int = Field(1, ge=1, description="chunks transcribed at once in one process")
     cpu_threads: int = Field(0, ge=0, description="0: the machine's cores shared among concurrent chunks")
+    max_chunk_s: float = Field(120.0, gt=0, description="longest chunk; peak memory grows with it")
     model_cache: str = Field(default_factory=lambda: str(get_settings().model_cache))
 
     @classmethod
@@ -98,6 +99,7 @@ class LocalWhisper(Transcriber):
         s = s or get_settings().whisper
         return cls(model=s.model, beam_size=s.beam_size, vad_filter=s.vad_filter,
                    no_speech_threshold=s.no_speech_threshold, concurrency=s.concurrency,
+                   max_chunk_s=s.max_chunk_s,
                    cpu_threads=s.cpu_threads)
 
     @property
@@ -111,6 +113,9 @@ class LocalWhisper(Transcriber):
                 raise InputRejected(f"model {self.model} transcribes English only, not {lang!r}", "unsupported_language")
             return "en"
         return lang
+
+    def chunk_limit_s(self) -> float | None:
+        return self.max_chunk_s
 
     def load(self):
         threads = self.cpu_threads or max(1, (os.cpu_count() or 1) // self.concurrency)

@@ -118,6 +118,18 @@ def test_video_and_telephone_inputs(home, tmp_path, shared_audio, references, ki
     assert doc.source.sample_rate == (8000 if kind == "telephone" else doc.source.sample_rate)
 
 
+def test_local_engine_caps_chunk_length(home, tmp_path, shared_audio, monkeypatch):
+    """The local engine's own cap (peak memory grows with chunk length) wins over the transcode default."""
+    from vibeinsight.settings import get_settings
+
+    monkeypatch.setenv("VIBEINSIGHT_WHISPER_MAX_CHUNK_S", "15")
+    monkeypatch.setenv("VIBEINSIGHT_TRANSCODE_MIN_CHUNK_S", "5")
+    get_settings.cache_clear()
+    src = media.with_gaps(tmp_path / "long.wav", shared_audio / "jfk.flac", repeats=3, gap_s=3.0)
+    doc = ResultDocument.model_validate(run(src).result())
+    assert len(doc.transcode.chunks) >= 3 and all(c.end - c.start <= 15 for c in doc.transcode.chunks)
+
+
 def test_long_recording_chunks_concurrently_with_absolute_times(home, tmp_path, shared_audio, references, monkeypatch):
     from vibeinsight.settings import get_settings
 
