@@ -44,7 +44,8 @@ class TranscodeOutput(BaseModel):
 
 
 def build_command(src: Path, out_dir: Path, channels: int, cfg: TranscodeSettings) -> list[str]:
-    enc = ["-c:a", "libopus", "-b:a", f"{cfg.bitrate_kbps}k", "-application", "voip", "-vbr", "on"]
+    enc = ["-c:a", "libopus", "-b:a", f"{cfg.bitrate_kbps}k", "-application", "voip", "-vbr", "on",
+           "-compression_level", str(cfg.opus_compression_level)]
     detect = f"silencedetect=n={cfg.silence_db}dB:d={cfg.silence_min_s}"
     head = f"[0:a:0]aresample={cfg.sample_rate}"
     if channels == 2:
