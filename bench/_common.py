@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 import subprocess
 import sys
 import tempfile
@@ -51,3 +53,19 @@ def bench_home() -> Path:
     home = Path(os.environ.get("VIBEINSIGHT_BENCH_HOME", Path.home() / ".vibeinsight-bench"))
     home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+@contextmanager
+def embedded_prefect(home: Path) -> Iterator[object]:
+    """Prefect's embedded API server for an in-process benchmark (call wait_ready() before flows)."""
+    os.environ["VIBEINSIGHT_HOME"] = str(home)
+    from flows.runtime import EmbeddedServer, configure_prefect_env
+
+    configure_prefect_env(home)
+    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "CRITICAL"
+    server = EmbeddedServer(home / "logs" / "bench-server.log")
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        yield server
+    finally:
+        server.stop()

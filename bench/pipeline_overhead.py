@@ -14,25 +14,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_home, speech_loop  # noqa: E402
+from _common import bench_home, embedded_prefect, speech_loop  # noqa: E402
 
 
 def main() -> None:
-    home = bench_home()
-    os.environ["VIBEINSIGHT_HOME"] = str(home)
-    from flows.runtime import EmbeddedServer, configure_prefect_env
-
-    from vibeinsight.settings import get_settings
-
-    configure_prefect_env(home)
-    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "CRITICAL"
-    server = EmbeddedServer(home / "logs" / "bench-server.log")
-    os.environ["PREFECT_API_URL"] = server.api_url
-    try:
+    with embedded_prefect(bench_home()) as server:
         server.wait_ready()
         audio = speech_loop(Path(tempfile.gettempdir()) / "vibeinsight-bench-ja-5min.wav", 5)
         from blocks import registry
         from flows.process_audio import process_audio
+        from vibeinsight.settings import get_settings
 
         transcriber = registry.transcriber(get_settings())
         model = transcriber.load()  # both sides use this one loaded model
@@ -63,8 +54,6 @@ def main() -> None:
               f"(source {doc['source']['bytes'] / minutes / 1000:.0f} KB/min)")
         print(f"whisper time per audio second: {doc['timings']['transcribe'] / doc['source']['duration_s']:.3f} s "
               f"(stage timings {doc['timings']})")
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import SHARED, bench_home, speech_loop  # noqa: E402
+from _common import SHARED, bench_home, embedded_prefect, speech_loop  # noqa: E402
 
 
 def compression_vs_lossless(tmp: Path) -> None:
@@ -98,21 +98,10 @@ def parallel_api(tmp: Path) -> None:
 
 
 def main() -> None:
-    home = bench_home()
-    os.environ["VIBEINSIGHT_HOME"] = str(home)
-    from flows.runtime import EmbeddedServer, configure_prefect_env
-
-    configure_prefect_env(home)
-    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "CRITICAL"
-    server = EmbeddedServer(home / "logs" / "bench-server.log")
-    os.environ["PREFECT_API_URL"] = server.api_url
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            compression_vs_lossless(Path(tmp))
-            server.wait_ready()
-            parallel_api(Path(tmp))
-    finally:
-        server.stop()
+    with embedded_prefect(bench_home()) as server, tempfile.TemporaryDirectory() as tmp:
+        compression_vs_lossless(Path(tmp))  # overlaps the server's start
+        server.wait_ready()
+        parallel_api(Path(tmp))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import shutil
 import time
 from contextlib import contextmanager, nullcontext
 from datetime import timedelta
-from pathlib import Path
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
