@@ -39,6 +39,13 @@ def _writer(session_id: str) -> CoalescingWriter:
         return _writers[session_id]
 
 
+def write_stats(session_id: str) -> tuple[int, int]:
+    """(writes, payload bytes) of this session's row so far, for the usage ledger."""
+    with _lock:
+        writer = _writers.get(session_id)
+    return (writer.writes, writer.bytes_written) if writer else (0, 0)
+
+
 def slow_down(session_id: str, min_interval: float) -> None:
     """Write this session's row at most once per min_interval from now on."""
     _writer(session_id).slow_down(min_interval)

@@ -113,6 +113,8 @@ def test_real_runs_feed_the_ledger_and_the_guard_acts(run_home, tmp_path, monkey
     assert dl["m_confidence"] == pytest.approx(doc["transcript"]["confidence"])
     assert dl["m_processing_s"] == pytest.approx(sum(v for k, v in doc["timings"].items() if k != "startup"), abs=0.01)
     assert doc["transcode"]["bitrate_kbps"] == get_settings().transcode.bitrate_kbps
+    writes = mine[mine["kind"] == "status_write"].iloc[0]  # the run's row updates, as Realtime egress
+    assert writes["calls"] >= 2 and 100 * writes["calls"] <= writes["bytes"] <= 1024 * writes["calls"]
 
     # 2. This month's egress at the Free limit: new sessions are refused, nothing is lost.
     now = datetime.now(timezone.utc)

@@ -36,6 +36,8 @@ def test_writes_are_spaced_and_coalesced_and_final_kept():
     assert all(b - a >= 0.2 - 0.005 for a, b in zip(times, times[1:]))
     assert len(writes) < 10  # 60 updates over ~0.6 s coalesced into a few writes
     assert writes[-1][1].status is Status.COMPLETED and writes[-1][1].progress == 100
+    assert w.writes == len(writes)
+    assert w.bytes_written == sum(len(u.model_dump_json(exclude_none=True)) for _, u in writes)
     seqs = [u.seq for _, u in writes]
     assert seqs == sorted(seqs)
 

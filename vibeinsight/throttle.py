@@ -51,6 +51,7 @@ class CoalescingWriter:
         self._last_write = float("-inf")
         self._timer: threading.Timer | None = None
         self.writes = 0
+        self.bytes_written = 0  # JSON payload bytes of the successful writes (what Realtime fans out)
         self.failures = 0
 
     def slow_down(self, min_interval: float) -> None:
@@ -117,4 +118,5 @@ class CoalescingWriter:
                             self._pending = update
                 else:
                     self.writes += 1
+                    self.bytes_written += len(update.model_dump_json(exclude_none=True))
                     break
