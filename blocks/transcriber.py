@@ -54,7 +54,14 @@ class Transcriber(Block):
 
     def check_language(self, language: str) -> str | None:
         """The language to force, or None to detect; reject what the model cannot do."""
-        return None if language in ("", "auto") else language
+        if language in ("", "auto"):
+            return None
+        from faster_whisper.tokenizer import _LANGUAGE_CODES  # Whisper's languages, for either engine
+
+        if language not in _LANGUAGE_CODES:
+            raise InputRejected(f"unknown language {language!r}; use auto or a Whisper language code "
+                                "such as ja or en", "unsupported_language")
+        return language
 
     def warm_up(self) -> None:
         """Load what the first chunk will need (called early, overlapping other start-up work)."""

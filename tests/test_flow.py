@@ -197,6 +197,13 @@ def test_english_only_model_rejects_japanese(home, shared_audio, monkeypatch):
     assert row("3f9a1c2e-5b6d-4e7f-8a9b-0c1d2e3f4a5b").error_code == "unsupported_language"
 
 
+def test_unknown_language_is_rejected(home, shared_audio):
+    state = run(shared_audio / "jfk.flac", language="xx", session_id="6e2d4c1a-9b8f-4a7e-8d6c-5b4a3f2e1d0c")
+    assert state.is_failed()
+    r = row("6e2d4c1a-9b8f-4a7e-8d6c-5b4a3f2e1d0c")
+    assert (r.status, r.error_code) == (Status.FAILED, "unsupported_language")
+
+
 def test_tiny_en_transcribes_english(home, shared_audio, references, monkeypatch):
     from vibeinsight.settings import get_settings
 
