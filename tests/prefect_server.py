@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import time
@@ -76,3 +78,21 @@ def start_local_prefect(tmp: Path, db_url: str | None = None, pool: str = "vibei
         lp.close()
         raise
     return lp
+
+
+@contextlib.contextmanager
+def local_prefect_env(tmp: Path, **kwargs):
+    """start_local_prefect, with this process pointed at its API and VIBEINSIGHT_HOME, restored after."""
+    from vibeinsight.settings import get_settings
+
+    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "VIBEINSIGHT_HOME")}
+    lp = start_local_prefect(tmp, **kwargs)
+    os.environ["VIBEINSIGHT_HOME"] = str(lp.home)
+    get_settings.cache_clear()
+    try:
+        yield lp
+    finally:
+        lp.close()
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        get_settings.cache_clear()

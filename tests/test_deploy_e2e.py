@@ -9,28 +9,18 @@ import re
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-from tests.prefect_server import ROOT, start_local_prefect
+from tests.prefect_server import ROOT, local_prefect_env
 
 pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
 def prefect(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("deploy")
-    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "VIBEINSIGHT_HOME")}
-    lp = start_local_prefect(tmp, workers=1, observer=True)
-    os.environ["VIBEINSIGHT_HOME"] = str(lp.home)
-    from vibeinsight.settings import get_settings
-    get_settings.cache_clear()
-    yield lp
-    lp.close()
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    get_settings.cache_clear()
+    with local_prefect_env(tmp_path_factory.mktemp("deploy"), workers=1, observer=True) as lp:
+        yield lp
 
 
 def row(session_id: str, want: set[str], timeout_s: float = 60):

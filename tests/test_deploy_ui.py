@@ -5,13 +5,12 @@ deployment, starts a custom run with parameters through the form; the run comple
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.prefect_server import start_local_prefect
+from tests.prefect_server import local_prefect_env
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -24,17 +23,9 @@ def prefect_pg(tmp_path_factory):
     name = f"prefect_deploy_{uuid.uuid4().hex[:8]}"
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
         c.execute(f'create database "{name}"')
-    tmp = tmp_path_factory.mktemp("deploy_pg")
-    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "VIBEINSIGHT_HOME")}
-    lp = start_local_prefect(tmp, db_url=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}", workers=1)
-    os.environ["VIBEINSIGHT_HOME"] = str(lp.home)
-    from vibeinsight.settings import get_settings
-    get_settings.cache_clear()
-    yield lp
-    lp.close()
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    get_settings.cache_clear()
+    with local_prefect_env(tmp_path_factory.mktemp("deploy_pg"),
+                           db_url=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}", workers=1) as lp:
+        yield lp
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
         c.execute(f'drop database if exists "{name}" with (force)')
 
