@@ -59,7 +59,7 @@ def bench_home() -> Path:
 def embedded_prefect(home: Path) -> Iterator[object]:
     """Prefect's embedded API server for an in-process benchmark (call wait_ready() before flows)."""
     os.environ["VIBEINSIGHT_HOME"] = str(home)
-    from flows.runtime import EmbeddedServer, configure_prefect_env
+    from vibeinsight.cli.embedded_server import EmbeddedServer, configure_prefect_env
 
     configure_prefect_env(home)
     os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "CRITICAL"

@@ -1,7 +1,7 @@
 """Status writes for one session on the local PostgreSQL: rate, bytes per write, state-to-row delay.
 
 Replays the stage-update stream of a processing run (the StageReporter and hooks of
-flows/status.py, through the per-session CoalescingWriter) into a fresh Supabase-shaped database
+flows/status_hooks.py, through the per-session CoalescingWriter) into a fresh Supabase-shaped database
 with the migrations applied, and prints figures. The run is compressed in time: --run-s seconds of
 processing with --rate progress calls a second (a 10-minute recording takes about that long here).
 Delay = time the row holds a state − time of that state change (its seq is the change's timestamp).
@@ -40,7 +40,9 @@ def main() -> None:
     os.environ.update(VIBEINSIGHT_STATUS_URL=url, VIBEINSIGHT_STATUS_PG_ROLE="service_role",
                       VIBEINSIGHT_STATUS_MIN_INTERVAL_S="1.0")
     from blocks import status_store as ss
-    from flows import status
+    from prefect.states import Completed, Running
+
+    from flows import status_hooks as status
     from vibeinsight.schemas import Status
     from vibeinsight.settings import get_settings
 
@@ -64,12 +66,9 @@ def main() -> None:
         def __init__(self, sid):
             self.id, self.parameters = uuid.uuid4(), {"session_id": sid, "user_id": None}
 
-    class _State:
-        data, message = None, None
-
     def one_session(sid: str) -> None:
         run = _Run(sid)
-        status.on_running(None, run, _State())
+        status.mirror_state(None, run, Running())
         reporter = status.StageReporter(sid, str(run.id), None)
         steps = int(args.run_s * args.rate)
         stages = list(status.StageReporter.SPANS)
@@ -78,7 +77,7 @@ def main() -> None:
             stage = stages[min(len(stages) - 1, int(frac * len(stages)))]
             reporter.report(stage, (frac * len(stages)) % 1.0)
             time.sleep(1 / args.rate)
-        status.on_completion(None, run, _State())
+        status.mirror_state(None, run, Completed())
 
     sessions = [str(uuid.uuid4()) for _ in range(args.sessions)]
     started = time.time()

@@ -7,12 +7,13 @@ import math
 from abc import abstractmethod
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import ValidationError
 
 from vibeinsight import analysis
 from vibeinsight.errors import PipelineError
-from vibeinsight.pricing import ServiceUsage
+from vibeinsight.settings import GeminiOptions
 from vibeinsight.schemas import Transcript
+from vibeinsight.usage import ServiceUsage
 
 
 class AnalysisFailed(PipelineError):
@@ -42,29 +43,14 @@ class LocalAnalyzer(Analyzer):
         return analysis.analyze(transcript.segments, duration_s, transcript.language, self.top_terms)
 
 
-class GeminiAnalyzer(LocalAnalyzer):
+class GeminiAnalyzer(LocalAnalyzer, GeminiOptions):
     """Gemini through google-genai, with the Insight model as response schema.
 
-    The SDK's retries are off (vibeinsight.retry retries 429/5xx with backoff, honoring
-    Retry-After, and counts them); invalid JSON is asked for once more, then fails.
+    The SDK's retries are off (vibeinsight.retry.metered_call retries 429/5xx with back-off,
+    honouring Retry-After, and counts them); invalid JSON is asked for once more, then fails.
     """
 
     _block_type_name = "VibeInsight Gemini Analyzer"
-
-    model: str = "gemini-2.5-flash"
-    api_key: SecretStr | None = Field(None, description="None: the SDK reads GOOGLE_API_KEY / GEMINI_API_KEY")
-    base_url: str | None = Field(None, description="None: the SDK reads GOOGLE_GEMINI_BASE_URL")
-    max_input_tokens: int = Field(800_000, description="above this the transcript is split, analyzed in parts, merged")
-    attempts: int = 5
-    timeout_s: float = 180.0
-
-    @classmethod
-    def from_settings(cls, s=None) -> "GeminiAnalyzer":
-        from vibeinsight.settings import get_settings
-
-        s = s or get_settings()
-        return cls(model=s.gemini_model, api_key=s.google_api_key or s.gemini_api_key,
-                   max_input_tokens=s.gemini_max_input_tokens)
 
     def client(self):
         from google import genai
@@ -125,23 +111,9 @@ class GeminiAnalyzer(LocalAnalyzer):
                 usage.retries += 1
 
     def _call(self, fn, usage: ServiceUsage):
-        from vibeinsight.retry import RetryPolicy, Transient, call_with_retries
+        from vibeinsight.retry import metered_call
 
-        def once():
-            usage.calls += 1
-            try:
-                return fn()
-            except Exception as exc:
-                raise _gemini_error(exc) from exc
-
-        def counted(exc) -> None:
-            usage.retries += 1
-
-        try:
-            return call_with_retries(once, RetryPolicy(attempts=self.attempts), on_retry=counted)
-        except Transient as exc:
-            code = "api_rate_limited" if exc.status == 429 else "api_unavailable"
-            raise AnalysisFailed(f"Gemini: {exc} (after {usage.calls} calls)", code) from exc
+        return metered_call(fn, usage, _gemini_error, self.attempts, AnalysisFailed)
 
 
 def _gemini_error(exc: Exception) -> Exception:

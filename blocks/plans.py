@@ -36,18 +36,15 @@ class Plans(Block):
 
     _block_type_name = "VibeInsight Plans"
 
-    path: str = Field(str(DEFAULT_FILE), description="the plans settings file")
-    table: str | None = Field(None, description="which table; the file's default_table when empty")
+    plans_file: Path | None = Field(None, description="the plans settings file; None: the one the package ships")
+    plan_table: str | None = Field(None, description="which table; the file's default_table when empty")
 
     def _data(self) -> dict:
-        return json.loads(Path(self.path).read_text())
-
-    def tables(self) -> list[str]:
-        return list(self._data()["tables"])
+        return json.loads((self.plans_file or DEFAULT_FILE).read_text())
 
     def limits(self, plan: str) -> PlanLimits:
         data = self._data()
-        table = self.table or data["default_table"]
+        table = self.plan_table or data["default_table"]
         if table not in data["tables"]:
             raise ValueError(f"unknown plan table {table!r}; known: {', '.join(data['tables'])}")
         plans = data["tables"][table]["plans"]

@@ -1,76 +1,139 @@
-"""Pick each outside system's block from settings; local implementations by default."""
+"""The one place blocks are built: from a saved block document when one exists, else from settings.
+
+Every outside system's block is chosen by the settings (local by default, the cloud service
+when its settings are present). When a Prefect API is configured and a document of the chosen
+block type is saved under BLOCK_NAME (from the Prefect UI, or `vibeinsight blocks save`), that
+document is what runs use, so an edit in the UI takes effect; otherwise the environment fills in.
+"""
 
 from __future__ import annotations
 
-from blocks.analyzer import Analyzer, LocalAnalyzer
+import logging
+import os
+from typing import TypeVar
+
+from prefect.blocks.core import Block
+
+from blocks.analyzer import Analyzer, GeminiAnalyzer, LocalAnalyzer
+from blocks.plans import Plans
 from blocks.status_store import PostgresStatusStore, SQLiteStatusStore, StatusStore, SupabaseStatusStore
-from blocks.storage import LocalBucket, ObjectStorage
-from blocks.transcriber import LocalWhisper, Transcriber
+from blocks.storage import FallbackStorage, LocalBucket, ObjectStorage, S3Bucket
+from blocks.transcriber import LocalWhisper, OpenAITranscriber, Transcriber
+from blocks.usage_ledger import PostgresUsageLedger, SQLiteUsageLedger, UsageLedger
 from vibeinsight.settings import Settings, get_settings
 
+BLOCK_NAME = "vibeinsight"  # the documented name of each saved block document
+PG_SCHEMES = ("postgresql://", "postgres://")
 
-def storage(settings: Settings | None = None) -> ObjectStorage:
-    """S3 (Tigris) when chosen or FLY_S3_ENDPOINT is set, behind a fallback when one is configured."""
-    s = settings or get_settings()
-    if s.storage_backend == "s3" or (s.storage_backend == "auto" and s.fly_s3_endpoint):
-        from blocks.storage import FallbackStorage, S3Bucket
+log = logging.getLogger("vibeinsight.blocks")
+B = TypeVar("B", bound=Block)
 
-        primary = S3Bucket.from_settings(s)
-        if s.fallback_s3_endpoint:
-            return FallbackStorage(primary=primary, fallback=S3Bucket.from_settings(s, fallback=True))
+
+class SettingsError(ValueError):
+    """A setting names something that does not exist (an unknown URL scheme, say)."""
+
+
+def _saved_or(block: B) -> B:
+    """The saved document of block's type under BLOCK_NAME when a Prefect API has one, else block."""
+    if not os.environ.get("PREFECT_API_URL"):  # no server to ask (and never start an ephemeral one)
+        return block
+    try:
+        return type(block).load(BLOCK_NAME, validate=True, _sync=True)
+    except ValueError:  # "Unable to find block document named …": nothing saved, the environment wins
+        return block
+    except Exception as exc:  # noqa: BLE001 - the API is down: the environment still runs the pipeline
+        log.warning("block %s/%s not loaded (%s); using the environment", type(block).get_block_type_slug(),
+                    BLOCK_NAME, exc)
+        return block
+
+
+def build_storage(s: Settings) -> ObjectStorage:
+    if s.storage_backend == "s3" or (s.storage_backend == "auto" and s.s3.endpoint):
+        primary = S3Bucket(**s.s3.model_dump())
+        if s.fallback_s3.endpoint:
+            fallback = S3Bucket(**s.fallback_s3.model_dump(), served_as="fallback",
+                                service="supabase" if "supabase" in s.fallback_s3.endpoint else "s3")
+            return FallbackStorage(primary=primary, fallback=fallback)
         return primary
     return LocalBucket(root=str(s.bucket_dir))
 
 
-def transcriber(settings: Settings | None = None) -> Transcriber:
-    """OpenAI when chosen or OPENAI_API_KEY is set; faster-whisper otherwise."""
-    s = settings or get_settings()
-    if s.transcriber_backend == "openai" or (s.transcriber_backend == "auto" and s.openai_api_key):
-        from blocks.transcriber import OpenAITranscriber
-
-        return OpenAITranscriber.from_settings(s)
-    return LocalWhisper.from_settings(s.whisper).model_copy(update={"model_cache": str(s.model_cache)})
+def build_transcriber(s: Settings) -> Transcriber:
+    if s.transcriber_backend == "openai" or (s.transcriber_backend == "auto" and s.openai.api_key):
+        return OpenAITranscriber(**s.openai.model_dump())
+    return LocalWhisper(**s.whisper.model_dump(), model_cache=str(s.model_cache))
 
 
-def analyzer(settings: Settings | None = None) -> Analyzer:
-    """Gemini (beside the local metrics) when chosen or GEMINI_API_KEY / GOOGLE_API_KEY is set."""
-    s = settings or get_settings()
-    if s.analyzer_backend == "gemini" or (s.analyzer_backend == "auto" and (s.gemini_api_key or s.google_api_key)):
-        from blocks.analyzer import GeminiAnalyzer
-
-        return GeminiAnalyzer.from_settings(s)
+def build_analyzer(s: Settings) -> Analyzer:
+    if s.analyzer_backend == "gemini" or (s.analyzer_backend == "auto" and s.gemini.api_key):
+        return GeminiAnalyzer(**s.gemini.model_dump())
     return LocalAnalyzer()
 
 
-def status_store(settings: Settings | None = None) -> StatusStore:
-    """VIBEINSIGHT_STATUS_URL=postgresql://… → PostgreSQL; else SUPABASE_URL + service role key → Supabase;
-    else the SQLite file under VIBEINSIGHT_HOME."""
-    s = settings or get_settings()
-    if s.status_url and s.status_url.startswith(("postgresql://", "postgres://")):
-        return PostgresStatusStore(url=s.status_url, role=s.status_pg_role)
-    if s.status_url and s.status_url.startswith("sqlite:///"):
-        return SQLiteStatusStore(path=s.status_url.removeprefix("sqlite:///"))
-    if s.supabase_url and s.supabase_service_role_key:
-        return SupabaseStatusStore(url=s.supabase_url, service_role_key=s.supabase_service_role_key)
+def build_status_store(s: Settings) -> StatusStore:
+    url = s.status.url
+    if url and url.startswith(PG_SCHEMES):
+        return PostgresStatusStore(url=url, pg_role=s.status.pg_role)
+    if url and url.startswith("sqlite:///"):
+        return SQLiteStatusStore(path=url.removeprefix("sqlite:///"))
+    if url:
+        raise SettingsError(f"VIBEINSIGHT_STATUS_URL must be postgresql://… or sqlite:///…, got {url.split(':')[0]}:…")
+    if s.supabase.url and s.supabase.service_role_key:
+        return SupabaseStatusStore(**s.supabase.model_dump())
     return SQLiteStatusStore(path=str(s.status_db))
 
 
-def usage_ledger(settings: Settings | None = None):
-    """VIBEINSIGHT_QUOTA_LEDGER_URL, else a PostgreSQL VIBEINSIGHT_STATUS_URL, else usage.db under VIBEINSIGHT_HOME."""
-    from blocks.usage_ledger import PostgresUsageLedger, SQLiteUsageLedger
-
-    s = settings or get_settings()
-    url = s.quota.ledger_url or s.status_url
-    if url and url.startswith(("postgresql://", "postgres://")):
+def build_usage_ledger(s: Settings) -> UsageLedger:
+    url = s.quota.ledger_url or s.status.url
+    if url and url.startswith(PG_SCHEMES):
         return PostgresUsageLedger(url=url)
     if url and url.startswith("sqlite:///") and s.quota.ledger_url:
         return SQLiteUsageLedger(path=url.removeprefix("sqlite:///"))
     return SQLiteUsageLedger(path=str(s.home / "usage.db"))
 
 
-def plans(settings: Settings | None = None, table: str | None = None):
-    """Plan limits from VIBEINSIGHT_QUOTA_PLANS_FILE (default vibeinsight/data/plans.json)."""
-    from blocks.plans import DEFAULT_FILE, Plans
+def build_plans(s: Settings, table: str | None = None) -> Plans:
+    return Plans(plans_file=s.quota.plans_file, plan_table=table or s.quota.plan_table)
 
+
+# What runs call: the saved document when there is one, else the block the settings describe.
+
+def storage(settings: Settings | None = None) -> ObjectStorage:
+    """S3 (Tigris) when chosen or FLY_S3_ENDPOINT is set, behind a fallback when one is configured."""
+    return _saved_or(build_storage(settings or get_settings()))
+
+
+def transcriber(settings: Settings | None = None) -> Transcriber:
+    """OpenAI when chosen or OPENAI_API_KEY is set; faster-whisper otherwise."""
+    return _saved_or(build_transcriber(settings or get_settings()))
+
+
+def analyzer(settings: Settings | None = None) -> Analyzer:
+    """Gemini (beside the local metrics) when chosen or GEMINI_API_KEY / GOOGLE_API_KEY is set."""
+    return _saved_or(build_analyzer(settings or get_settings()))
+
+
+def status_store(settings: Settings | None = None) -> StatusStore:
+    """VIBEINSIGHT_STATUS_URL=postgresql://… → PostgreSQL; sqlite:///… → that file; else SUPABASE_URL +
+    service role key → Supabase; else the SQLite file under VIBEINSIGHT_HOME."""
+    return _saved_or(build_status_store(settings or get_settings()))
+
+
+def usage_ledger(settings: Settings | None = None) -> UsageLedger:
+    """VIBEINSIGHT_QUOTA_LEDGER_URL, else a PostgreSQL VIBEINSIGHT_STATUS_URL, else usage.db under VIBEINSIGHT_HOME."""
+    return _saved_or(build_usage_ledger(settings or get_settings()))
+
+
+def plans(settings: Settings | None = None, table: str | None = None) -> Plans:
+    """Plan limits from VIBEINSIGHT_QUOTA_PLANS_FILE (default vibeinsight/data/plans.json)."""
+    return _saved_or(build_plans(settings or get_settings(), table))
+
+
+def save_all(settings: Settings | None = None, overwrite: bool = True) -> dict[str, str]:
+    """Save the blocks the settings describe under BLOCK_NAME; returns {role: block type slug}."""
     s = settings or get_settings()
-    return Plans(path=str(s.quota.plans_file or DEFAULT_FILE), table=table or s.quota.plan_table)
+    built = {"storage": build_storage(s), "transcriber": build_transcriber(s), "analyzer": build_analyzer(s),
+             "status_store": build_status_store(s), "usage_ledger": build_usage_ledger(s), "plans": build_plans(s)}
+    for block in built.values():
+        block.save(BLOCK_NAME, overwrite=overwrite)
+    return {role: block.get_block_type_slug() for role, block in built.items()}

@@ -15,12 +15,13 @@ from abc import abstractmethod
 from datetime import datetime, timezone
 from pathlib import Path
 
-from prefect.blocks.core import Block
 from typing import Any
 
+from prefect.blocks.core import Block
 from pydantic import Field, PrivateAttr, SecretStr
 
 from vibeinsight.schemas import TERMINAL, Status, StatusRow, StatusUpdate
+from vibeinsight.settings import SupabaseOptions
 
 TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL, key=lambda s: s.value))
 
@@ -132,19 +133,8 @@ ROW_COLUMNS = ("session_id", "user_id", "flow_run_id", "status", "stage", "progr
                "error_message", "result_key", "seq", "updated_at")
 
 
-MAX_MESSAGE_BYTES = 480  # keeps a row, and each Realtime payload, well under 1 KB even in Japanese
-
-
-def clip_utf8(text: str | None, limit: int = MAX_MESSAGE_BYTES) -> str | None:
-    """Cut to at most `limit` UTF-8 bytes without splitting a character."""
-    if text is None or len(text.encode()) <= limit:
-        return text
-    return text.encode()[:limit].decode("utf-8", errors="ignore").rstrip() + "…"
-
-
 def rpc_params(update: StatusUpdate, deployment: str | None = None) -> dict[str, Any]:
     """The named arguments of public.apply_status_update for one update."""
-    update = update.model_copy(update={"error_message": clip_utf8(update.error_message)})
     return {
         "p_session_id": update.session_id, "p_status": update.status.value, "p_seq": update.seq,
         "p_user_id": update.user_id, "p_flow_run_id": update.flow_run_id, "p_deployment": deployment,
@@ -170,7 +160,7 @@ class PostgresStatusStore(StatusStore):
     _block_type_name = "VibeInsight PostgreSQL Status Store"
 
     url: SecretStr = Field(description="postgresql:// connection URL (a role allowed to call the function)")
-    role: str | None = Field(None, description="SET ROLE before each statement, e.g. service_role")
+    pg_role: str | None = Field(None, description="SET ROLE before each statement, e.g. service_role")
     connect_timeout_s: int = Field(5, description="fail fast when the database is down: the writer retries")
 
     def _connect(self):
@@ -179,8 +169,8 @@ class PostgresStatusStore(StatusStore):
 
         conn = psycopg.connect(self.url.get_secret_value(), autocommit=True, row_factory=dict_row,
                                connect_timeout=self.connect_timeout_s)
-        if self.role:
-            conn.execute(f'SET ROLE "{self.role}"')
+        if self.pg_role:
+            conn.execute(f'SET ROLE "{self.pg_role}"')
         return conn
 
     def apply(self, update: StatusUpdate, deployment: str | None = None) -> bool:
@@ -200,14 +190,11 @@ class PostgresStatusStore(StatusStore):
         return [parse_row(r) for r in rows]
 
 
-class SupabaseStatusStore(StatusStore):
+class SupabaseStatusStore(StatusStore, SupabaseOptions):
     """Supabase through PostgREST (supabase-py) with the service role key: server side only."""
 
     _block_type_name = "VibeInsight Supabase Status Store"
 
-    url: str = Field(description="SUPABASE_URL, https://<ref>.supabase.co")
-    service_role_key: SecretStr = Field(description="SUPABASE_SERVICE_ROLE_KEY; never shipped to a client")
-    timeout_s: float = Field(5.0)
     _cached_client: Any = PrivateAttr(None)
 
     def _client(self):

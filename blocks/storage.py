@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, PrivateAttr, SecretStr
 from vibeinsight.errors import InputRejected, StorageFailed
 from vibeinsight.hashing import copy_hashed
 from vibeinsight.keys import InvalidKey, split_s3_uri, validate_upload_key
+from vibeinsight.settings import S3Options
 
 
 class FetchedObject(BaseModel):
@@ -128,7 +129,7 @@ class Presigned(BaseModel):
     max_bytes: int | None = None
 
 
-class S3Bucket(ObjectStorage):
+class S3Bucket(ObjectStorage, S3Options):
     """An S3-compatible bucket through boto3: Fly.io's Tigris by default, any endpoint by URL.
 
     Without access keys boto3's own credential chain is used (on Fly Machines: the OIDC
@@ -137,13 +138,6 @@ class S3Bucket(ObjectStorage):
 
     _block_type_name = "VibeInsight S3 Bucket"
 
-    endpoint_url: str | None = Field(None, description="e.g. https://fly.storage.tigris.dev; None: AWS")
-    bucket: str = "vibeinsight-audio"
-    region: str = "nrt"
-    access_key_id: str | None = None
-    secret_access_key: SecretStr | None = None
-    addressing_style: Literal["auto", "virtual", "path"] = "auto"
-    upload_prefixes: list[str] = Field(default_factory=lambda: ["uploads/"], description="keys clients may upload to")
     multipart_threshold: int = 5 * 1024**2  # transfers above this go multipart, in parts of this size
     max_concurrency: int = 4  # parts in flight: memory stays near threshold x concurrency
     connect_timeout_s: float = 5.0
@@ -151,21 +145,6 @@ class S3Bucket(ObjectStorage):
     max_attempts: int = 3  # botocore's standard retry mode (throttling and 5xx)
     served_as: Literal["primary", "fallback"] = "primary"
     service: str = Field("tigris", description="name in usage records: tigris, supabase, s3")
-
-    @classmethod
-    def from_settings(cls, s=None, fallback: bool = False) -> "S3Bucket":
-        from vibeinsight.settings import get_settings
-
-        s = s or get_settings()
-        if fallback:
-            return cls(endpoint_url=s.fallback_s3_endpoint, bucket=s.fallback_s3_bucket_name or s.fly_s3_bucket_name,
-                       region=s.fallback_s3_region, access_key_id=s.fallback_s3_access_key_id,
-                       secret_access_key=s.fallback_s3_secret_access_key, addressing_style=s.s3_addressing_style,
-                       upload_prefixes=s.upload_prefixes, served_as="fallback",
-                       service="supabase" if "supabase" in (s.fallback_s3_endpoint or "") else "s3")
-        return cls(endpoint_url=s.fly_s3_endpoint, bucket=s.fly_s3_bucket_name, region=s.fly_s3_region,
-                   access_key_id=s.fly_s3_access_key_id, secret_access_key=s.fly_s3_secret_access_key,
-                   addressing_style=s.s3_addressing_style, upload_prefixes=s.upload_prefixes)
 
     def role(self) -> str:
         return self.served_as
@@ -194,7 +173,7 @@ class S3Bucket(ObjectStorage):
                         s3={"addressing_style": self.addressing_style},
                         connect_timeout=self.connect_timeout_s, read_timeout=self.read_timeout_s,
                         retries={"mode": "standard", "max_attempts": self.max_attempts})
-        return boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, config=config, **creds)
+        return boto3.session.Session().client("s3", endpoint_url=self.endpoint, config=config, **creds)
 
     def transfer_config(self):
         from boto3.s3.transfer import TransferConfig
@@ -204,7 +183,7 @@ class S3Bucket(ObjectStorage):
 
     def _locate(self, uri: str) -> tuple[str, str]:
         try:
-            return split_s3_uri(uri, self.bucket)
+            return split_s3_uri(uri, self.bucket_name)
         except InvalidKey as exc:
             raise InputRejected(str(exc), "not_found") from exc
 
@@ -228,13 +207,13 @@ class S3Bucket(ObjectStorage):
         import io
 
         with _s3_errors(key):
-            self.client().upload_fileobj(io.BytesIO(data), self.bucket, key, Config=self.transfer_config(),
+            self.client().upload_fileobj(io.BytesIO(data), self.bucket_name, key, Config=self.transfer_config(),
                                          ExtraArgs={"ContentType": content_type})
         return key
 
     def upload_file(self, path: Path, key: str, content_type: str = "application/octet-stream") -> str:
         with _s3_errors(key):
-            self.client().upload_file(str(path), self.bucket, key, Config=self.transfer_config(),
+            self.client().upload_file(str(path), self.bucket_name, key, Config=self.transfer_config(),
                                       ExtraArgs={"ContentType": content_type})
         return key
 
@@ -249,15 +228,15 @@ class S3Bucket(ObjectStorage):
         client = self.client()
         if max_bytes is None:
             url = client.generate_presigned_url(
-                "put_object", Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
+                "put_object", Params={"Bucket": self.bucket_name, "Key": key, "ContentType": content_type},
                 ExpiresIn=expires_in, HttpMethod="PUT")
-            return Presigned(method="PUT", url=url, key=key, bucket=self.bucket, expires_in=expires_in,
+            return Presigned(method="PUT", url=url, key=key, bucket=self.bucket_name, expires_in=expires_in,
                              headers={"Content-Type": content_type})
         post = client.generate_presigned_post(
-            self.bucket, key, Fields={"Content-Type": content_type},
+            self.bucket_name, key, Fields={"Content-Type": content_type},
             Conditions=[{"Content-Type": content_type}, ["content-length-range", 1, max_bytes]],
             ExpiresIn=expires_in)
-        return Presigned(method="POST", url=post["url"], key=key, bucket=self.bucket, expires_in=expires_in,
+        return Presigned(method="POST", url=post["url"], key=key, bucket=self.bucket_name, expires_in=expires_in,
                          fields=post["fields"], max_bytes=max_bytes)
 
 

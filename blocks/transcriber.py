@@ -8,17 +8,16 @@ import threading
 from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 from prefect.blocks.core import Block
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field
 
 from vibeinsight.errors import InputRejected, TranscriptionFailed
 from vibeinsight.models import is_multilingual, model_dir
-from vibeinsight.pricing import ServiceUsage
 from vibeinsight.schemas import Segment
 from vibeinsight.scoring import segment_confidence
-from vibeinsight.settings import WhisperSettings, get_settings
+from vibeinsight.settings import OpenAIOptions, WhisperOptions
+from vibeinsight.usage import ServiceUsage
 
 ProgressFn = Callable[[float], None]  # seconds of this chunk done
 
@@ -56,9 +55,7 @@ class Transcriber(Block):
         """The language to force, or None to detect; reject what the model cannot do."""
         if language in ("", "auto"):
             return None
-        from faster_whisper.tokenizer import _LANGUAGE_CODES  # Whisper's languages, for either engine
-
-        if language not in _LANGUAGE_CODES:
+        if language not in whisper_languages():
             raise InputRejected(f"unknown language {language!r}; use auto or a Whisper language code "
                                 "such as ja or en", "unsupported_language")
         return language
@@ -83,31 +80,25 @@ class Transcriber(Block):
                                                      "base_url", "timeout_s", "attempts", "block_type_slug"})
 
 
+def whisper_languages(multilingual: bool = True) -> list[str]:
+    """faster-whisper's public WhisperModel.supported_languages, read without loading a model."""
+    from types import SimpleNamespace
+
+    from faster_whisper import WhisperModel
+
+    return WhisperModel.supported_languages.fget(SimpleNamespace(model=SimpleNamespace(is_multilingual=multilingual)))
+
+
 _models: dict[tuple, object] = {}
 _models_lock = threading.Lock()
 
 
-class LocalWhisper(Transcriber):
+class LocalWhisper(Transcriber, WhisperOptions):
     """faster-whisper on the CPU with a bundled model: nothing is downloaded."""
 
     _block_type_name = "VibeInsight Local Whisper"
 
-    model: Literal["base", "tiny.en"] = "base"
-    beam_size: int = 5
-    vad_filter: bool = True
-    no_speech_threshold: float = 0.6
-    concurrency: int = Field(1, ge=1, description="chunks transcribed at once in one process")
-    cpu_threads: int = Field(0, ge=0, description="0: the machine's cores shared among concurrent chunks")
-    max_chunk_s: float = Field(120.0, gt=0, description="longest chunk; peak memory grows with it")
-    model_cache: str = Field(default_factory=lambda: str(get_settings().model_cache))
-
-    @classmethod
-    def from_settings(cls, s: WhisperSettings | None = None) -> "LocalWhisper":
-        s = s or get_settings().whisper
-        return cls(model=s.model, beam_size=s.beam_size, vad_filter=s.vad_filter,
-                   no_speech_threshold=s.no_speech_threshold, concurrency=s.concurrency,
-                   max_chunk_s=s.max_chunk_s,
-                   cpu_threads=s.cpu_threads)
+    model_cache: str = Field(description="where the bundled model is assembled (VIBEINSIGHT_HOME/models)")
 
     @property
     def model_name(self) -> str:
@@ -115,8 +106,8 @@ class LocalWhisper(Transcriber):
 
     def check_language(self, language: str) -> str | None:
         lang = super().check_language(language)
-        if not is_multilingual(self.model):
-            if lang not in (None, "en"):
+        if not is_multilingual(self.model):  # an English-only model: English, whatever was asked
+            if lang not in (None, *whisper_languages(multilingual=False)):
                 raise InputRejected(f"model {self.model} transcribes English only, not {lang!r}", "unsupported_language")
             return "en"
         return lang
@@ -187,29 +178,14 @@ _WHISPER_LANGUAGE_CODES = {
 OPENAI_MAX_FILE_BYTES = 25 * 1024**2  # the transcription endpoint's limit per request
 
 
-class OpenAITranscriber(Transcriber):
+class OpenAITranscriber(Transcriber, OpenAIOptions):
     """OpenAI's /v1/audio/transcriptions on the compact chunks of the transcode stage.
 
-    The SDK's own retries are off: vibeinsight.retry retries 429/5xx/timeouts with backoff and
-    jitter, honoring Retry-After, and counts them for the usage record.
+    The SDK's own retries are off: vibeinsight.retry.metered_call retries 429/5xx/timeouts with
+    back-off and jitter, honouring Retry-After, and counts them for the usage record.
     """
 
     _block_type_name = "VibeInsight OpenAI Transcriber"
-
-    model: Literal["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"] = "whisper-1"
-    api_key: SecretStr | None = Field(None, description="None: the SDK reads OPENAI_API_KEY")
-    base_url: str | None = Field(None, description="None: the SDK reads OPENAI_BASE_URL (OpenAI-compatible servers)")
-    concurrency: int = Field(8, ge=1, description="chunks in flight per run (the Prefect limit caps all runs)")
-    chunk_s: float = Field(300.0, description="chunk length: shorter chunks finish sooner in parallel")
-    timeout_s: float = 120.0
-    attempts: int = 5
-    prompt: str | None = Field(None, description="vocabulary hint (names, jargon)")
-
-    @classmethod
-    def from_settings(cls, s=None) -> "OpenAITranscriber":
-        s = s or get_settings()
-        return cls(model=s.openai_model, api_key=s.openai_api_key, concurrency=s.openai_concurrency,
-                   chunk_s=s.openai_chunk_s)
 
     @property
     def model_name(self) -> str:
@@ -241,7 +217,7 @@ class OpenAITranscriber(Transcriber):
         return fields
 
     def transcribe(self, job: ChunkJob, language: str | None, on_progress: ProgressFn | None = None) -> ChunkTranscript:
-        from vibeinsight.retry import RetryPolicy, Transient, call_with_retries
+        from vibeinsight.retry import metered_call
 
         size = job.path.stat().st_size
         if size > OPENAI_MAX_FILE_BYTES:
@@ -250,22 +226,12 @@ class OpenAITranscriber(Transcriber):
         client, fields = self.client(), self.request(job, language)
 
         def once():
-            usage.calls += 1
             usage.bytes_sent += size
             with job.path.open("rb") as f:
-                try:
-                    return client.audio.transcriptions.create(file=(job.path.name, f, "audio/ogg"), **fields)
-                except Exception as exc:
-                    raise _openai_error(exc, job.index) from exc
+                return client.audio.transcriptions.create(file=(job.path.name, f, "audio/ogg"), **fields)
 
-        def counted(exc) -> None:
-            usage.retries += 1
-
-        try:
-            result = call_with_retries(once, RetryPolicy(attempts=self.attempts), on_retry=counted)
-        except Transient as exc:  # out of attempts: say so, and let no outer retry pile on
-            code = "api_rate_limited" if exc.status == 429 else "api_unavailable"
-            raise TranscriptionFailed(f"{exc} (after {usage.calls} attempts)", code) from exc
+        result = metered_call(once, usage, lambda exc: _openai_error(exc, job.index), self.attempts,
+                              TranscriptionFailed)
         segments = self._segments(result, job)
         usage.audio_seconds = _billed_seconds(result, job.duration)
         tokens = getattr(getattr(result, "usage", None), "input_tokens", None)

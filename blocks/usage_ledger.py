@@ -23,7 +23,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from vibeinsight.quota import COLUMNS, EGRESS_KINDS, META_FIELDS, to_frame
-from vibeinsight.quota_usage import UsageEvent
+from vibeinsight.usage import UsageEvent
 
 _EVENT_COLS = ("session_id", "kind", "service", "bytes", "calls", "retries", "tokens", "audio_seconds",
                "cost_usd", "at", "meta")

@@ -77,7 +77,7 @@ def start_worker(api_url: str, pool: str, name: str, log: Path, extra_env: dict[
 
 def start_observer(api_url: str, log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     env = {**os.environ, "PREFECT_API_URL": api_url, **(extra_env or {})}
-    return _spawn([sys.executable, "-m", "flows.status_observer"], env, log)
+    return _spawn([sys.executable, "-m", "deployments.status_observer"], env, log)
 
 
 def stop(proc_or_pid: subprocess.Popen | int, timeout_s: float = 20) -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 DEPLOYMENT = "process-audio/api"
 PENDING_SEQ = 1
@@ -35,18 +36,20 @@ class Triggered:
 RETRY_STATUSES = {429, 502, 503, 504}  # Prefect answers 503 for errors a client may retry (a locked database)
 
 
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, urllib.error.HTTPError) and exc.code in RETRY_STATUSES
+
+
 def _call(method: str, url: str, body: dict | None = None, api_key: str | None = None, attempts: int = 5) -> dict:
     """One JSON call; retried with back-off on a retryable status (safe: create_flow_run is idempotent)."""
-    for attempt in range(attempts):
-        try:
-            return _call_once(method, url, body, api_key)
-        except urllib.error.HTTPError as exc:
-            if exc.code not in RETRY_STATUSES or attempt == attempts - 1:
-                raise TriggerError(f"{method} {url}: HTTP {exc.code}: {exc.read()[:300]!r}") from exc
-            time.sleep(0.5 * 2**attempt)
-        except OSError as exc:
-            raise TriggerError(f"{method} {url}: {exc}") from exc
-    raise AssertionError("unreachable")
+    retrying = Retrying(stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.5),
+                        retry=retry_if_exception(_retryable), reraise=True)
+    try:
+        return retrying(_call_once, method, url, body, api_key)
+    except urllib.error.HTTPError as exc:
+        raise TriggerError(f"{method} {url}: HTTP {exc.code}: {exc.read()[:300]!r}") from exc
+    except OSError as exc:
+        raise TriggerError(f"{method} {url}: {exc}") from exc
 
 
 def _call_once(method: str, url: str, body: dict | None, api_key: str | None) -> dict:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import time
 from contextlib import contextmanager, nullcontext
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -19,19 +20,19 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks import registry
 from blocks.transcriber import ChunkJob, ChunkTranscript, Transcriber
-from flows.quota_guard import guard_run
-from flows.quota_usage import record_run_usage
-from flows.status import HOOKS, StageReporter, result_key
+from flows import status_hooks
+from flows.status_hooks import HOOKS, StageReporter
 from vibeinsight.audio import probe as probing
 from vibeinsight.audio import transcode as tc
-from vibeinsight.errors import PipelineError, TranscriptionFailed, error_code
-from vibeinsight.schemas import (
-    ChunkInfo, ErrorInfo, ResultDocument, SourceInfo, Status, TranscodeInfo, Transcript, Usage,
-)
-from vibeinsight.pricing import ServiceUsage, load_table
+from vibeinsight.errors import InputRejected, PipelineError, TranscriptionFailed, error_code
+from vibeinsight.quota import compact_settings, current_month, guard_decision, month_bounds
+from vibeinsight.schemas import ChunkInfo, ErrorInfo, ResultDocument, SourceInfo, Status, TranscodeInfo, Transcript
 from vibeinsight.scoring import weighted_confidence
 from vibeinsight.settings import Settings, get_settings
-from vibeinsight.usage import build_usage
+from vibeinsight.status_rule import result_key
+from vibeinsight.usage import ServiceUsage, Usage, build_usage, events_from_document, load_table
+
+log = logging.getLogger("vibeinsight.flow")
 
 
 def _transient(task, task_run, state) -> bool:
@@ -79,6 +80,42 @@ class Run:
         finally:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
         self.reporter.report(name, 1.0)
+
+
+def quota_guard(run: Run) -> Settings:
+    """This month's egress against the plan: the settings the run should use, or InputRejected."""
+    settings = run.settings
+    q = settings.quota
+    if not (q.guard or q.enforce):
+        return settings
+    try:
+        now = datetime.now(timezone.utc)
+        start, end, _ = month_bounds(current_month(now))
+        decision = guard_decision(registry.usage_ledger(settings).daily_egress(start, end),
+                                  registry.plans(settings).limits(q.plan), now, guard=q.guard, enforce=q.enforce,
+                                  limit_pct=q.limit_pct)
+    except Exception as exc:  # noqa: BLE001 - an unreadable ledger must not stop the pipeline
+        log.warning("quota guard skipped: %s", exc)
+        return settings
+    if decision.mode == "refuse":
+        raise InputRejected(f"{decision.reason}; new sessions are refused until the plan allows more "
+                            "(VIBEINSIGHT_QUOTA_ENFORCE=false to run anyway)", "quota_exceeded")
+    if decision.mode != "compact":
+        return settings
+    log.warning("quota guard: %s; compact transcode and slower status updates", decision.reason)
+    guarded = compact_settings(settings)
+    status_hooks.slow_down(run.session_id, guarded.status.min_interval_s)  # the hooks' writer exists already
+    return guarded
+
+
+def record_usage(document: ResultDocument) -> int:
+    """One usage_events row per kind and service; never fails the run (the ledger is bookkeeping)."""
+    try:
+        events = events_from_document(document, status_writes=status_hooks.write_stats(document.session_id))
+        return registry.usage_ledger().record(events)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("usage not recorded: %s", exc)
+        return 0
 
 
 @task(name="ingest", **RETRY)
@@ -230,7 +267,7 @@ def process_audio(source: str, session_id: str | None = None, user_id: str | Non
     run = Run(session_id, user_id, flow_run_id, get_settings())
     doc = ResultDocument(session_id=session_id, user_id=user_id, flow_run_id=flow_run_id, status=Status.RUNNING)
     try:
-        run.settings = guard_run(run.settings, session_id)  # quota: refuse, or go compact
+        run.settings = quota_guard(run)  # quota: refuse, or go compact
         doc.source = ingest(source, run)
         doc.transcode = transcode(doc.source, run)
         doc.transcript, chunk_results = transcribe(doc.transcode, language, run)
@@ -247,7 +284,7 @@ def process_audio(source: str, session_id: str | None = None, user_id: str | Non
         _publish_failure(doc, run)
         raise
     finally:
-        record_run_usage(doc)  # usage_events rows for the quota ledger; never raises
+        record_usage(doc)  # usage_events rows for the quota ledger; never raises
         shutil.rmtree(run.workspace, ignore_errors=True)  # only our copies; the upload is untouched
 
 

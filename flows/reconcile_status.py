@@ -19,10 +19,9 @@ from uuid import UUID
 from prefect import flow, get_run_logger
 
 from blocks import registry
-from flows.status_observer import STATE_MAP, seq_of, update_for_state
-from vibeinsight.schemas import Status, StatusUpdate
+from vibeinsight.schemas import Status
 from vibeinsight.settings import get_settings
-from vibeinsight.throttle import next_seq
+from vibeinsight.status_rule import STATE_STATUS, next_seq, seq_of, update_for_state
 
 
 async def _last_sign_of_life(client, flow_run) -> datetime:
@@ -56,7 +55,7 @@ async def reconcile_once(min_age_s: float | None = None, limit: int = 500,
     from prefect.settings import get_current_settings
 
     settings = get_settings()
-    min_age_s = settings.status_reconcile_min_age_s if min_age_s is None else min_age_s
+    min_age_s = settings.status.reconcile_min_age_s if min_age_s is None else min_age_s
     if stale_after_s is None:
         stale_after_s = 3 * (get_current_settings().flows.heartbeat_frequency or 180)
     store = registry.status_store(settings)
@@ -73,12 +72,11 @@ async def reconcile_once(min_age_s: float | None = None, limit: int = 500,
                 run = await client.read_flow_run(UUID(row.flow_run_id))
             except (ObjectNotFound, ValueError):
                 declared = False
-                update = StatusUpdate(session_id=row.session_id, status=Status.CRASHED, seq=next_seq(),
-                                      flow_run_id=row.flow_run_id, error_code="crashed",
-                                      error_message="flow run missing in Prefect")
+                update = update_for_state("CRASHED", session_id=row.session_id, flow_run_id=row.flow_run_id,
+                                          user_id=row.user_id, seq=next_seq(), message="flow run missing in Prefect")
             else:
                 state = run.state
-                status = STATE_MAP.get(state.type.value) if state else None
+                status = STATE_STATUS.get(state.type.value) if state else None
                 declared = False
                 if status is Status.RUNNING:
                     silent_s = (now - await _last_sign_of_life(client, run)).total_seconds()
@@ -88,8 +86,9 @@ async def reconcile_once(min_age_s: float | None = None, limit: int = 500,
                     status, declared = Status.CRASHED, True
                 if status is None or not status.terminal:
                     continue
-                update = update_for_state(status, max(seq_of(state.timestamp), row.seq + 1), row.session_id,
-                                          row.flow_run_id, row.user_id, state.message)
+                update = update_for_state(state.type.value, session_id=row.session_id, flow_run_id=row.flow_run_id,
+                                          user_id=row.user_id, seq=max(seq_of(state.timestamp), row.seq + 1),
+                                          message=state.message)
             # The observer may write the Crashed we just declared before we do: still our repair.
             if store.apply(update) or declared:
                 repaired.append({"session_id": row.session_id, "flow_run_id": row.flow_run_id,

@@ -27,11 +27,6 @@ class InputRejected(PipelineError):
 
     default_code = "rejected"
 
-    CODES: ClassVar[frozenset[str]] = frozenset(
-        {"not_audio", "empty", "too_short", "too_long", "too_large", "corrupt", "not_found",
-         "quota_exceeded", "unsupported_language"}
-    )
-
 
 class TranscodeFailed(PipelineError):
     default_code = "transcode_failed"

@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from vibeinsight.settings import Settings
+
 GB = 1_000_000_000
 EGRESS_KINDS = ("storage_download", "edge_response", "realtime_message", "status_write", "result_download")
 KINDS = EGRESS_KINDS + ("storage_upload", "api_call")
@@ -327,3 +329,16 @@ def guard_decision(daily_egress: dict[str, int], limits: QuotaLimits, as_of: dat
         return GuardDecision(mode="compact", reason=(
             f"egress is forecast to reach {fpct:.1f} % of the {limits.plan} plan by month end"), **common)
     return GuardDecision(mode="normal", reason="within plan", **common)
+
+
+def compact_settings(settings: Settings) -> Settings:
+    """What a run under the guard uses: the most compact transcode (Opus at the compact bitrate,
+    one mono mix even for stereo) and the slower status interval."""
+    q = settings.quota
+    transcode = settings.transcode.model_copy(update={
+        "bitrate_kbps": min(settings.transcode.bitrate_kbps, q.compact_bitrate_kbps),
+        "stereo_min_difference": 2.0,  # a side/mid ratio never reaches 2: always one mix
+    })
+    status = settings.status.model_copy(update={
+        "min_interval_s": max(settings.status.min_interval_s, q.compact_status_interval_s)})
+    return settings.model_copy(update={"transcode": transcode, "status": status})

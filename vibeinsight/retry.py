@@ -1,21 +1,27 @@
-"""Retry policy for remote APIs: exponential backoff with full jitter, honoring Retry-After.
+"""Retries and back-off, all through tenacity: one wait that honours Retry-After, and the
+metered call the OpenAI and Gemini blocks share (it counts calls and retries for the usage record).
 
-Plain logic (no SDK): the OpenAI and Gemini blocks classify their SDK's errors into
-Transient / Permanent and run calls through `call_with_retries`, which counts retries.
+Plain logic (no SDK): a block classifies its SDK's errors into Transient (worth another try)
+or a final PipelineError, and hands the call to `metered_call`.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
+from tenacity import (
+    RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_base, wait_random_exponential,
+)
+
+from vibeinsight.errors import PipelineError
+from vibeinsight.usage import ServiceUsage
+
 T = TypeVar("T")
 
-TRANSIENT_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+MAX_RETRY_AFTER_S = 120.0  # a longer wait is the caller's quota problem, not ours
 
 
 class Transient(Exception):
@@ -27,18 +33,24 @@ class Transient(Exception):
         self.status = status
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 5  # tries in all, the first included
-    base_s: float = 0.5
-    cap_s: float = 30.0
-    max_retry_after_s: float = 120.0  # a longer wait is the caller's quota problem, not ours
+def backoff(base_s: float = 0.5, cap_s: float = 30.0) -> wait_base:
+    """Exponential back-off with full jitter: uniform(0, min(cap, base·2^n))."""
+    return wait_random_exponential(multiplier=base_s, max=cap_s)
 
-    def delay(self, retry: int, retry_after: float | None = None, rng: Callable[[], float] = random.random) -> float:
-        """Seconds before retry number `retry` (1-based). Retry-After wins when given."""
-        if retry_after is not None and retry_after >= 0:
-            return min(retry_after, self.max_retry_after_s)
-        return rng() * min(self.cap_s, self.base_s * 2 ** (retry - 1))  # full jitter
+
+class wait_retry_after(wait_base):
+    """The server's Retry-After when the last error carried one (capped), else `fallback`."""
+
+    def __init__(self, fallback: wait_base | None = None, cap_s: float = MAX_RETRY_AFTER_S) -> None:
+        self.fallback = fallback or backoff()
+        self.cap_s = cap_s
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        after = getattr(exc, "retry_after", None)
+        if after is not None and after >= 0:
+            return min(after, self.cap_s)
+        return self.fallback(retry_state)
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -63,16 +75,33 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
             return None
 
 
-def call_with_retries(fn: Callable[[], T], policy: RetryPolicy, on_retry: Callable[[Transient], None] | None = None,
-                      sleep: Callable[[float], None] = time.sleep) -> T:
-    """Run fn; retry Transient failures per policy; anything else propagates at once."""
-    for attempt in range(1, policy.attempts + 1):
+def transient_retrying(attempts: int, on_retry: Callable[[BaseException], None] | None = None,
+                       sleep: Callable[[float], None] = time.sleep) -> Retrying:
+    """Retry Transient failures up to `attempts` tries in all; anything else propagates at once."""
+    return Retrying(stop=stop_after_attempt(attempts), wait=wait_retry_after(),
+                    retry=retry_if_exception_type(Transient), reraise=True, sleep=sleep,
+                    before_sleep=(lambda rs: on_retry(rs.outcome.exception())) if on_retry else None)
+
+
+def metered_call(fn: Callable[[], T], usage: ServiceUsage, classify: Callable[[Exception], Exception],
+                 attempts: int, error: type[PipelineError], sleep: Callable[[float], None] = time.sleep) -> T:
+    """Call a paid API: every try counts in usage.calls, every retry in usage.retries.
+
+    `classify` turns an SDK error into Transient (retried) or the final error to raise; when the
+    tries run out, `error` is raised with api_rate_limited (429) or api_unavailable.
+    """
+    def once() -> T:
+        usage.calls += 1
         try:
             return fn()
-        except Transient as exc:
-            if attempt == policy.attempts:
-                raise
-            if on_retry:
-                on_retry(exc)
-            sleep(policy.delay(attempt, exc.retry_after))
-    raise AssertionError("unreachable")
+        except Exception as exc:  # noqa: BLE001 - classified below
+            raise classify(exc) from exc
+
+    def counted(_: BaseException) -> None:
+        usage.retries += 1
+
+    try:
+        return transient_retrying(attempts, counted, sleep)(once)
+    except Transient as exc:  # out of tries: say so, and let no outer retry pile on
+        code = "api_rate_limited" if exc.status == 429 else "api_unavailable"
+        raise error(f"{usage.service}: {exc} (after {usage.calls} calls)", code) from exc

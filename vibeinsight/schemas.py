@@ -7,7 +7,9 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from vibeinsight.usage import Usage
 
 SCHEMA_VERSION = "1.0"
 
@@ -77,23 +79,6 @@ class Transcript(BaseModel):
     segments: list[Segment]
 
 
-class Usage(BaseModel):
-    """What a run moved and spent: the result document's usage, and the quota ledger's input."""
-
-    bytes_in: int = Field(0, description="upload bytes read from storage")
-    bytes_transcoded: int = Field(0, description="compact audio produced by transcode")
-    bytes_out: int = Field(0, description="bytes written to storage (results)")
-    bytes_sent: dict[str, int] = Field(default_factory=dict, description="bytes sent to each API service")
-    api_calls: dict[str, int] = Field(default_factory=dict, description="requests per service")
-    retries: dict[str, int] = Field(default_factory=dict, description="retried requests per service")
-    audio_seconds: float = 0.0
-    audio_minutes_billed: float = 0.0
-    tokens: dict[str, int] = Field(default_factory=dict, description="e.g. gemini_input, gemini_output")
-    cost_usd: float = 0.0
-    cost_by_service: dict[str, float] = Field(default_factory=dict)
-    storage: str = Field("local", description="which storage served the run: local, primary or fallback")
-
-
 class ErrorInfo(BaseModel):
     code: str
     message: str
@@ -119,6 +104,16 @@ class ResultDocument(BaseModel):
     error: ErrorInfo | None = None
 
 
+MAX_MESSAGE_BYTES = 480  # keeps a row, and each Realtime payload, well under 1 KB even in Japanese
+
+
+def clip_utf8(text: str | None, limit: int = MAX_MESSAGE_BYTES) -> str | None:
+    """Cut to at most `limit` UTF-8 bytes without splitting a character."""
+    if text is None or len(text.encode()) <= limit:
+        return text
+    return text.encode()[: limit - 3].decode("utf-8", errors="ignore").rstrip() + "…"
+
+
 class StatusUpdate(BaseModel):
     """One write to a session's row. seq orders writers: an older one never wins."""
 
@@ -130,8 +125,13 @@ class StatusUpdate(BaseModel):
     stage: str | None = None
     progress: int | None = Field(None, ge=0, le=100)
     error_code: str | None = None
-    error_message: str | None = Field(None, max_length=500)
+    error_message: str | None = Field(None, description=f"at most {MAX_MESSAGE_BYTES} UTF-8 bytes; longer is clipped")
     result_key: str | None = None
+
+    @field_validator("error_message")
+    @classmethod
+    def _clip(cls, value: str | None) -> str | None:
+        return clip_utf8(value)
 
 
 class StatusRow(BaseModel):

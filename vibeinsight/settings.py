@@ -1,4 +1,10 @@
-"""Settings read from the environment (pydantic-settings); no Prefect, no network."""
+"""Settings read from the environment (pydantic-settings); no Prefect, no network.
+
+Each outside system's options are declared once, as a plain model (`S3Options`,
+`WhisperOptions`, …). Its settings group reads them from the environment (the names below are
+the project's documented variables), and its Prefect block in blocks/ inherits the same model,
+so a field, its type and its default exist in one place. blocks/registry.py builds the blocks.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,38 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic.aliases import AliasGenerator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def default_home() -> Path:
     return Path(os.environ.get("VIBEINSIGHT_HOME") or Path.home() / ".vibeinsight")
 
+
+def env_group(options: type[BaseModel], prefix: str, names: dict[str, str | AliasChoices] | None = None,
+              **defaults) -> type[BaseSettings]:
+    """A settings class with `options`' fields, each read from PREFIX+FIELD (or `names[field]`).
+
+    `defaults` overrides a field's default for this group only (a second S3 endpoint, say).
+    """
+    names = names or {}
+
+    def alias(field: str) -> AliasChoices:
+        name = names.get(field, prefix + field.upper())
+        return name if isinstance(name, AliasChoices) else AliasChoices(name, field)
+
+    config = SettingsConfigDict(extra="ignore", populate_by_name=True,
+                                alias_generator=AliasGenerator(validation_alias=alias))
+    namespace: dict = {"model_config": config, "__module__": __name__, "__annotations__": {}}
+    for field, value in defaults.items():
+        namespace["__annotations__"][field] = options.model_fields[field].annotation
+        namespace[field] = value
+    name = options.__name__.replace("Options", "") + ("Settings" if not defaults else "OverrideSettings")
+    return type(name, (options, BaseSettings), namespace)
+
+
+# --- what ingest and transcode do (core only) ---
 
 class Limits(BaseSettings):
     """What ingest accepts. Defaults fit a meeting or call recording."""
@@ -45,19 +76,79 @@ class TranscodeSettings(BaseSettings):
     stereo_min_difference: float = 0.1
 
 
-class WhisperSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VIBEINSIGHT_WHISPER_", extra="ignore")
+# --- the outside systems' options: the fields of their blocks ---
+
+class S3Options(BaseModel):
+    """An S3-compatible bucket (blocks.storage.S3Bucket)."""
+
+    endpoint: str | None = Field(None, description="e.g. https://fly.storage.tigris.dev; None: AWS")
+    bucket_name: str = "vibeinsight-audio"
+    region: str = "nrt"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    addressing_style: Literal["auto", "virtual", "path"] = "auto"
+    upload_prefixes: list[str] = Field(default_factory=lambda: ["uploads/"], description="keys clients may upload to")
+
+
+class WhisperOptions(BaseModel):
+    """faster-whisper on the CPU (blocks.transcriber.LocalWhisper)."""
 
     model: Literal["base", "tiny.en"] = "base"
     beam_size: int = 5
     vad_filter: bool = True
     no_speech_threshold: float = 0.6
-    concurrency: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2))
-    cpu_threads: int = 0  # 0: share the machine's cores among concurrent chunks
+    concurrency: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2), ge=1,
+                             description="chunks transcribed at once in one process")
+    cpu_threads: int = Field(0, ge=0, description="0: the machine's cores shared among concurrent chunks")
     # faster-whisper computes the spectrogram of a whole chunk at once, so its peak memory grows
     # with chunk length (measured: +220 MB for 300 s, +545 MB for 600 s): short chunks keep the
     # peak flat however long the recording.
-    max_chunk_s: float = 120.0
+    max_chunk_s: float = Field(120.0, gt=0, description="longest chunk; peak memory grows with it")
+
+
+class OpenAIOptions(BaseModel):
+    """OpenAI's transcription endpoint (blocks.transcriber.OpenAITranscriber)."""
+
+    model: Literal["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"] = "whisper-1"
+    api_key: SecretStr | None = Field(None, description="None: the SDK reads OPENAI_API_KEY")
+    base_url: str | None = Field(None, description="None: the SDK's default (OpenAI-compatible servers)")
+    concurrency: int = Field(8, ge=1, description="chunks in flight per run (the Prefect limit caps all runs)")
+    chunk_s: float = Field(300.0, description="chunk length: shorter chunks finish sooner in parallel")
+    timeout_s: float = 120.0
+    attempts: int = 5
+    prompt: str | None = Field(None, description="vocabulary hint (names, jargon)")
+
+
+class GeminiOptions(BaseModel):
+    """Gemini through google-genai (blocks.analyzer.GeminiAnalyzer)."""
+
+    model: str = "gemini-2.5-flash"
+    api_key: SecretStr | None = Field(None, description="None: the SDK reads GOOGLE_API_KEY / GEMINI_API_KEY")
+    base_url: str | None = Field(None, description="None: the SDK's default endpoint")
+    max_input_tokens: int = Field(800_000, description="above this the transcript is split, analyzed in parts, merged")
+    attempts: int = 5
+    timeout_s: float = 180.0
+
+
+class SupabaseOptions(BaseModel):
+    """Supabase's REST API with the service role (blocks.status_store.SupabaseStatusStore)."""
+
+    url: str | None = Field(None, description="SUPABASE_URL, https://<ref>.supabase.co")
+    service_role_key: SecretStr | None = Field(None, description="never shipped to a client")
+    timeout_s: float = 5.0
+
+
+class StatusSettings(BaseSettings):
+    """The processing_status mirror: where it is written and how often."""
+
+    model_config = SettingsConfigDict(env_prefix="VIBEINSIGHT_STATUS_", extra="ignore")
+
+    # postgresql://… or sqlite:///…; unset: Supabase when SUPABASE_URL and the key are set, else SQLite.
+    url: str | None = None
+    pg_role: str | None = Field(None, description="SET ROLE with a direct PostgreSQL store, e.g. service_role")
+    min_interval_s: float = 1.0
+    terminal_grace_s: float = 3.0
+    reconcile_min_age_s: float = 60.0
 
 
 class QuotaSettings(BaseSettings):
@@ -78,6 +169,25 @@ class QuotaSettings(BaseSettings):
     compact_status_interval_s: float = 5.0
 
 
+S3Settings = env_group(S3Options, "FLY_S3_", {"addressing_style": "VIBEINSIGHT_S3_ADDRESSING_STYLE",
+                                              "upload_prefixes": "VIBEINSIGHT_UPLOAD_PREFIXES"})
+# A second S3 endpoint used only when the primary fails: Supabase Storage's S3 endpoint
+# (https://<ref>.supabase.co/storage/v1/s3, in the Supabase project's region) or any other.
+FallbackS3Settings = env_group(S3Options, "VIBEINSIGHT_FALLBACK_S3_",
+                               {"addressing_style": "VIBEINSIGHT_S3_ADDRESSING_STYLE",
+                                "upload_prefixes": "VIBEINSIGHT_UPLOAD_PREFIXES",
+                                "bucket_name": AliasChoices("VIBEINSIGHT_FALLBACK_S3_BUCKET_NAME", "FLY_S3_BUCKET_NAME",
+                                                            "bucket_name")},
+                               region="ap-northeast-1")
+WhisperSettings = env_group(WhisperOptions, "VIBEINSIGHT_WHISPER_")
+OpenAISettings = env_group(OpenAIOptions, "VIBEINSIGHT_OPENAI_", {"api_key": "OPENAI_API_KEY",
+                                                                  "base_url": "OPENAI_BASE_URL"})
+GeminiSettings = env_group(GeminiOptions, "VIBEINSIGHT_GEMINI_",
+                           {"api_key": AliasChoices("GOOGLE_API_KEY", "GEMINI_API_KEY", "api_key"),
+                            "base_url": "GOOGLE_GEMINI_BASE_URL"})
+SupabaseSettings = env_group(SupabaseOptions, "SUPABASE_")
+
+
 class Settings(BaseSettings):
     """Everything a run needs to know, from VIBEINSIGHT_* and the design's variables."""
 
@@ -85,45 +195,10 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=default_home, alias="VIBEINSIGHT_HOME")
     log_level: str = Field("WARNING", alias="LOG_LEVEL")
-    enable_tracing: bool = Field(False, alias="ENABLE_TRACING")
-    status_min_interval_s: float = Field(1.0, alias="VIBEINSIGHT_STATUS_MIN_INTERVAL_S")
-
-    # Cloud settings of the design; unused while they are empty (local defaults).
-    fly_s3_endpoint: str | None = Field(None, alias="FLY_S3_ENDPOINT")
-    fly_s3_access_key_id: str | None = Field(None, alias="FLY_S3_ACCESS_KEY_ID")
-    fly_s3_secret_access_key: SecretStr | None = Field(None, alias="FLY_S3_SECRET_ACCESS_KEY")
-    fly_s3_region: str = Field("nrt", alias="FLY_S3_REGION")
-    fly_s3_bucket_name: str = Field("vibeinsight-audio", alias="FLY_S3_BUCKET_NAME")
-    supabase_url: str | None = Field(None, alias="SUPABASE_URL")
-    supabase_service_role_key: SecretStr | None = Field(None, alias="SUPABASE_SERVICE_ROLE_KEY")
-    openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
-    gemini_api_key: SecretStr | None = Field(None, alias="GEMINI_API_KEY")
     # Backend choice: "auto" uses the cloud service when its settings are present, else local.
     storage_backend: Literal["auto", "local", "s3"] = Field("auto", alias="VIBEINSIGHT_STORAGE")
     transcriber_backend: Literal["auto", "local", "openai"] = Field("auto", alias="VIBEINSIGHT_TRANSCRIBER")
     analyzer_backend: Literal["auto", "local", "gemini"] = Field("auto", alias="VIBEINSIGHT_ANALYZER")
-    # Status store: SUPABASE_URL + SUPABASE_SERVICE_ROLE_KEY, or postgresql://… here, else SQLite.
-    status_url: str | None = Field(None, alias="VIBEINSIGHT_STATUS_URL")
-    # STATUS area: role to SET with a direct PostgreSQL store (e.g. service_role), observer timing.
-    status_pg_role: str | None = Field(None, alias="VIBEINSIGHT_STATUS_PG_ROLE")
-    status_terminal_grace_s: float = Field(3.0, alias="VIBEINSIGHT_STATUS_TERMINAL_GRACE_S")
-    status_reconcile_min_age_s: float = Field(60.0, alias="VIBEINSIGHT_STATUS_RECONCILE_MIN_AGE_S")
-    # Cloud backends (CLOUD area). Fallback storage: Supabase Storage's S3 endpoint
-    # (https://<ref>.supabase.co/storage/v1/s3) or any second S3 endpoint.
-    fallback_s3_endpoint: str | None = Field(None, alias="VIBEINSIGHT_FALLBACK_S3_ENDPOINT")
-    fallback_s3_access_key_id: str | None = Field(None, alias="VIBEINSIGHT_FALLBACK_S3_ACCESS_KEY_ID")
-    fallback_s3_secret_access_key: SecretStr | None = Field(None, alias="VIBEINSIGHT_FALLBACK_S3_SECRET_ACCESS_KEY")
-    fallback_s3_region: str = Field("ap-northeast-1", alias="VIBEINSIGHT_FALLBACK_S3_REGION")
-    fallback_s3_bucket_name: str | None = Field(None, alias="VIBEINSIGHT_FALLBACK_S3_BUCKET_NAME")
-    s3_addressing_style: Literal["auto", "virtual", "path"] = Field("auto", alias="VIBEINSIGHT_S3_ADDRESSING_STYLE")
-    upload_prefixes: list[str] = Field(["uploads/"], alias="VIBEINSIGHT_UPLOAD_PREFIXES")
-    openai_model: Literal["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"] = Field(
-        "whisper-1", alias="VIBEINSIGHT_OPENAI_MODEL")
-    openai_concurrency: int = Field(8, ge=1, alias="VIBEINSIGHT_OPENAI_CONCURRENCY")
-    openai_chunk_s: float = Field(300.0, alias="VIBEINSIGHT_OPENAI_CHUNK_S")
-    google_api_key: SecretStr | None = Field(None, alias="GOOGLE_API_KEY")
-    gemini_model: str = Field("gemini-2.5-flash", alias="VIBEINSIGHT_GEMINI_MODEL")
-    gemini_max_input_tokens: int = Field(800_000, alias="VIBEINSIGHT_GEMINI_MAX_INPUT_TOKENS")
     # Prefect global concurrency limit held around every transcription API call, across runs.
     api_concurrency_limit: str = Field("openai-transcribe", alias="VIBEINSIGHT_API_CONCURRENCY_LIMIT")
     price_table: Path | None = Field(None, alias="VIBEINSIGHT_PRICE_TABLE")
@@ -131,6 +206,12 @@ class Settings(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     transcode: TranscodeSettings = Field(default_factory=TranscodeSettings)
     whisper: WhisperSettings = Field(default_factory=WhisperSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    gemini: GeminiSettings = Field(default_factory=GeminiSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    fallback_s3: FallbackS3Settings = Field(default_factory=FallbackS3Settings)
+    supabase: SupabaseSettings = Field(default_factory=SupabaseSettings)
+    status: StatusSettings = Field(default_factory=StatusSettings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
 
     @property

@@ -11,25 +11,11 @@ import threading
 import time
 from collections.abc import Callable
 
+from tenacity import Retrying, stop_after_attempt, wait_exponential
+
 from vibeinsight.schemas import StatusUpdate
 
 log = logging.getLogger(__name__)
-
-_seq_lock = threading.Lock()
-_last_seq = 0
-
-
-def next_seq() -> int:
-    """Microseconds since the epoch, strictly increasing in this process.
-
-    Wall-clock based so that writers in other processes (hooks after a crash, the
-    server-event observer) order against it by the time of the state change.
-    """
-    global _last_seq
-    with _seq_lock:
-        _last_seq = max(_last_seq + 1, time.time_ns() // 1000)
-        return _last_seq
-
 
 class CoalescingWriter:
     """Spaces writes at least `min_interval` apart; later updates replace pending ones."""
@@ -103,20 +89,22 @@ class CoalescingWriter:
         return update
 
     def _send(self, update: StatusUpdate, retries: int) -> None:
+        def attempt() -> None:
+            try:
+                self._write(update)
+            except Exception as exc:  # the mirror never breaks a run
+                self.failures += 1
+                log.warning("status write for %s failed (%s)", update.session_id, exc)
+                raise
+
         with self._io:
-            for attempt in range(retries + 1):
-                try:
-                    self._write(update)
-                except Exception as exc:  # the mirror never breaks a run
-                    self.failures += 1
-                    log.warning("status write for %s failed (%s)", update.session_id, exc)
-                    if attempt < retries:
-                        time.sleep(self._backoff * 2**attempt)
-                        continue
-                    with self._lock:  # keep the latest state for the next write
-                        if not update.status.terminal and (self._pending is None or self._pending.seq < update.seq):
-                            self._pending = update
-                else:
-                    self.writes += 1
-                    self.bytes_written += len(update.model_dump_json(exclude_none=True))
-                    break
+            try:
+                Retrying(stop=stop_after_attempt(retries + 1), wait=wait_exponential(multiplier=self._backoff),
+                         reraise=True)(attempt)
+            except Exception:  # noqa: BLE001 - out of tries: keep the latest state for the next write
+                with self._lock:
+                    if not update.status.terminal and (self._pending is None or self._pending.seq < update.seq):
+                        self._pending = update
+            else:
+                self.writes += 1
+                self.bytes_written += len(update.model_dump_json(exclude_none=True))

@@ -1,20 +1,18 @@
-"""CLI commands: quota report."""
+"""`vibeinsight quota report`: usage against the plan."""
 
 from __future__ import annotations
 
 import json
-import sys
 from typing import Optional
 
 import typer
 
-from vibeinsight.cli import app
+from vibeinsight.cli.common import fail
 
-quota_app = typer.Typer(no_args_is_help=True, help="Bandwidth, Realtime and cost against the plan")
-app.add_typer(quota_app, name="quota")
+app = typer.Typer(no_args_is_help=True, help="Bandwidth, Realtime and cost against the plan")
 
 
-@quota_app.command("report")
+@app.command("report")
 def report(
     plan: Optional[str] = typer.Option(None, "--plan", help="free, pro or team (default VIBEINSIGHT_QUOTA_PLAN)"),
     month: Optional[str] = typer.Option(None, "--month", help="YYYY-MM (default: this month, UTC)"),
@@ -32,13 +30,11 @@ def report(
     settings = get_settings()
     plan = plan or settings.quota.plan
     if plan not in ("free", "pro", "team"):
-        print(f"error: invalid_argument: --plan must be free, pro or team, got {plan!r}", file=sys.stderr)
-        raise typer.Exit(2)
+        fail("invalid_argument", f"--plan must be free, pro or team, got {plan!r}")
     try:
         summary, daily = build_report(settings, plan, month or current_month(), table)
     except ValueError as exc:
-        print(f"error: invalid_argument: {exc}", file=sys.stderr)
-        raise typer.Exit(2)
+        fail("invalid_argument", str(exc))
     store_report(settings, summary, daily)
     if as_json:
         print(json.dumps(summary, ensure_ascii=False, default=str))

@@ -1,14 +1,15 @@
-"""CLI commands: upload-url (cloud storage)."""
+"""`vibeinsight upload-url`: presigned uploads (cloud storage)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from typing import Optional
 
 import typer
 
-from vibeinsight.cli import app
+from vibeinsight.cli.common import EXIT_FAILED, fail
+
+app = typer.Typer()
 
 # What a recording may be uploaded as; ingest still probes the bytes (a type is only a claim).
 ALLOWED_TYPES = ("audio/", "video/mp4", "video/webm", "video/quicktime", "application/ogg")
@@ -27,16 +28,12 @@ def upload_url(
     from vibeinsight.keys import InvalidKey
 
     if not content_type.startswith(ALLOWED_TYPES):
-        print(f"error: invalid_content_type: content type {content_type!r} is not audio or video", file=sys.stderr)
-        raise typer.Exit(2)
+        fail("invalid_content_type", f"content type {content_type!r} is not audio or video")
     store = registry.storage()
     if not hasattr(store, "presign_upload"):
-        print("error: no_cloud_storage: set FLY_S3_ENDPOINT (or VIBEINSIGHT_STORAGE=s3) to presign uploads",
-              file=sys.stderr)
-        raise typer.Exit(1)
+        fail("no_cloud_storage", "set FLY_S3_ENDPOINT (or VIBEINSIGHT_STORAGE=s3) to presign uploads", EXIT_FAILED)
     try:
         presigned = store.presign_upload(key, content_type, expires, max_bytes)
     except InvalidKey as exc:
-        print(f"error: invalid_key: {exc}", file=sys.stderr)
-        raise typer.Exit(2)
+        fail("invalid_key", str(exc))
     print(json.dumps(presigned.model_dump(mode="json"), ensure_ascii=False))

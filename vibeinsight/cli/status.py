@@ -1,4 +1,4 @@
-"""CLI commands: status observer and reconcile."""
+"""`vibeinsight status|status-observer|reconcile`: read a session's row, mirror and repair states."""
 
 from __future__ import annotations
 
@@ -6,7 +6,30 @@ import json
 
 import typer
 
-from vibeinsight.cli import app
+from vibeinsight.cli.common import EXIT_FAILED, fail
+
+app = typer.Typer()
+
+
+@app.command()
+def status(
+    session_id: str = typer.Argument(...),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Print a session's status row."""
+    from blocks import registry
+
+    row = registry.status_store().get(session_id)
+    if row is None:
+        fail("not_found", f"no status for session {session_id}", EXIT_FAILED)
+    fields = ("session_id", "user_id", "flow_run_id", "status", "stage", "progress", "error_code",
+              "error_message", "updated_at")
+    data = row.model_dump(mode="json", include=set(fields))
+    if as_json:
+        print(json.dumps({k: data[k] for k in fields}, ensure_ascii=False))
+    else:
+        for k in fields:
+            print(f"{k:14} {data[k] if data[k] is not None else ''}")
 
 
 @app.command("status-observer")
@@ -16,7 +39,7 @@ def status_observer() -> None:
     Needs PREFECT_API_URL (the server to watch) and the status store's settings
     (VIBEINSIGHT_STATUS_URL, or SUPABASE_URL + SUPABASE_SERVICE_ROLE_KEY).
     """
-    from flows.status_observer import main
+    from deployments.status_observer import main
 
     main()
 
