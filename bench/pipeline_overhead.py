@@ -26,7 +26,7 @@ def main() -> None:
         from vibeinsight.settings import get_settings
 
         transcriber = registry.transcriber(get_settings())
-        model = transcriber.load()  # both sides use this one loaded model
+        model = transcriber.whisper_model()  # both sides use this one loaded model
         options = transcriber.transcribe_options(None)
 
         def direct() -> float:

@@ -39,9 +39,9 @@ def main() -> None:
     url = create_database()
     os.environ.update(VIBEINSIGHT_STATUS_URL=url, VIBEINSIGHT_STATUS_PG_ROLE="service_role",
                       VIBEINSIGHT_STATUS_MIN_INTERVAL_S="1.0")
-    from blocks import status_store as ss
     from prefect.states import Completed, Running
 
+    from blocks import status_store as ss
     from flows import status_hooks as status
     from vibeinsight.schemas import Status
     from vibeinsight.settings import get_settings
@@ -97,7 +97,7 @@ def main() -> None:
     gaps, rates = [], []
     for s in sessions:
         times = [w["at"] for w in writes if w["session"] == s]
-        gaps += [b - a for a, b in zip(times, times[1:])]
+        gaps += [b - a for a, b in zip(times, times[1:], strict=False)]
         rates.append((len(times) - 1) / (times[-1] - times[0]))
     print(f"simulated run: {args.run_s:.0f} s x {args.sessions} session(s), {args.rate:.0f} progress calls/s "
           f"({int(args.run_s * args.rate)} calls per session)")

@@ -37,7 +37,7 @@ def compression_vs_lossless(tmp: Path) -> None:
     refs = json.loads((SHARED / "transcripts.json").read_text())
     cfg = get_settings().transcode
     whisper = registry.transcriber(get_settings())
-    model = whisper.load()
+    model = whisper.whisper_model()
     print("1. bytes sent per audio minute, and Whisper's error rate: compact Opus vs lossless 16 kHz FLAC")
     print(f"   {'file':14} {'lang':4} {'KB/min':>7} {'err opus':>9} {'err flac':>9} {'diff (pts)':>10}")
     total_bytes = total_s = 0.0

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from vibeinsight import analysis
 from vibeinsight.errors import PipelineError
-from vibeinsight.settings import GeminiOptions
 from vibeinsight.schemas import Transcript
+from vibeinsight.settings import GeminiOptions
 from vibeinsight.usage import ServiceUsage
 
 
@@ -64,7 +64,7 @@ class GeminiAnalyzer(LocalAnalyzer, GeminiOptions):
         return self.analyze_metered(transcript, duration_s)[0]
 
     def analyze_metered(self, transcript: Transcript, duration_s: float) -> tuple[dict, ServiceUsage | None]:
-        from vibeinsight.insight import INSTRUCTIONS, MERGE_INSTRUCTIONS, transcript_lines, split_lines
+        from vibeinsight.insight import INSTRUCTIONS, MERGE_INSTRUCTIONS, split_lines, transcript_lines
 
         metrics = super().analyze(transcript, duration_s)
         usage = ServiceUsage(service="gemini", model=self.model)

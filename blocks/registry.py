@@ -9,7 +9,6 @@ document is what runs use, so an edit in the UI takes effect; otherwise the envi
 from __future__ import annotations
 
 import logging
-import os
 from typing import TypeVar
 
 from prefect.blocks.core import Block
@@ -35,7 +34,9 @@ class SettingsError(ValueError):
 
 def _saved_or(block: B) -> B:
     """The saved document of block's type under BLOCK_NAME when a Prefect API has one, else block."""
-    if not os.environ.get("PREFECT_API_URL"):  # no server to ask (and never start an ephemeral one)
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url:  # no server to ask (and never start an ephemeral one)
         return block
     try:
         return type(block).load(BLOCK_NAME, validate=True, _sync=True)

@@ -14,7 +14,6 @@ import threading
 from abc import abstractmethod
 from datetime import datetime, timezone
 from pathlib import Path
-
 from typing import Any
 
 from prefect.blocks.core import Block

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prefect.blocks.core import Block
-from pydantic import BaseModel, Field, PrivateAttr, SecretStr
+from pydantic import BaseModel, Field, PrivateAttr
 
 from vibeinsight.errors import InputRejected, StorageFailed
 from vibeinsight.hashing import copy_hashed

@@ -115,7 +115,8 @@ class LocalWhisper(Transcriber, WhisperOptions):
     def chunk_limit_s(self) -> float | None:
         return self.max_chunk_s
 
-    def load(self):
+    def whisper_model(self):
+        """The loaded faster-whisper model (named apart from Block.load, which reads a saved document)."""
         threads = self.cpu_threads or max(1, (os.cpu_count() or 1) // self.concurrency)
         key = (self.model, self.model_cache, threads, self.concurrency)
         with _models_lock:  # one load per process, shared by concurrent chunks
@@ -129,7 +130,7 @@ class LocalWhisper(Transcriber, WhisperOptions):
             return _models[key]
 
     def warm_up(self) -> None:
-        self.load()
+        self.whisper_model()
 
     def transcribe_options(self, language: str | None) -> dict:
         """The faster-whisper options of a run (the benchmark calls faster-whisper with these too)."""
@@ -139,7 +140,7 @@ class LocalWhisper(Transcriber, WhisperOptions):
                     no_speech_threshold=self.no_speech_threshold, word_timestamps=True)
 
     def transcribe(self, job: ChunkJob, language: str | None, on_progress: ProgressFn | None = None) -> ChunkTranscript:
-        model = self.load()
+        model = self.whisper_model()
         segments_iter, info = model.transcribe(str(job.path), **self.transcribe_options(language))
         segments: list[Segment] = []
         for s in segments_iter:  # lazy: decoding happens as we iterate

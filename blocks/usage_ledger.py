@@ -123,7 +123,7 @@ class UsageLedger(Block):
         with self._conn() as conn:
             cur = conn.cursor()
             cur.execute(sql + " ORDER BY month, metric, basis, level", params)
-            return [dict(zip(cols, r)) for r in cur.fetchall()]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
 _SQLITE_SCHEMA = """

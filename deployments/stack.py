@@ -128,7 +128,7 @@ class StackState:
         self.path(home).write_text(json.dumps({"api_url": self.api_url, "pids": self.pids}))
 
     @classmethod
-    def load(cls, home: Path) -> "StackState | None":
+    def load(cls, home: Path) -> StackState | None:
         p = cls.path(home)
         return cls(**json.loads(p.read_text())) if p.is_file() else None
 

@@ -41,7 +41,7 @@ def _transient(task, task_run, state) -> bool:
         state.result()
     except PipelineError as exc:
         return exc.code in {"storage_failed", "transcription_failed", "internal"}
-    except Exception:
+    except Exception:  # noqa: BLE001 - an unknown error may pass on a retry
         return True
     return False
 
@@ -147,7 +147,7 @@ def transcode(source: SourceInfo, run: Run) -> TranscodeInfo:
         spans = tc.chunk_spans(out, cfg)
         chunks: list[ChunkInfo] = []
         for track in tracks:
-            for (start, end), path in zip(spans, tc.split_track(track, spans, run.workspace / "compact")):
+            for (start, end), path in zip(spans, tc.split_track(track, spans, run.workspace / "compact"), strict=True):
                 chunks.append(ChunkInfo(index=len(chunks), track=track.name, start=round(start, 3),
                                         end=round(end, 3), bytes=path.stat().st_size,
                                         key=str(path.relative_to(run.workspace))))
@@ -215,7 +215,7 @@ def transcribe(compact: TranscodeInfo, language: str, run: Run) -> tuple[Transcr
                 session_id=run.session_id, content_id=run.content_id(), api_limit=run.settings.api_concurrency_limit))
                 for job in jobs]
             results = [f.result() for f in futures]
-        for f, r in zip(futures, results):
+        for f, r in zip(futures, results, strict=True):
             if r.usage and f.state.name != "Cached":  # a cache hit called nobody
                 run.api_usage.append(r.usage)
         return merge_chunks(results, run.transcriber.model_name, lang), results
@@ -303,5 +303,5 @@ def _publish_failure(doc: ResultDocument, run: Run) -> None:
     doc.usage = usage_of(doc, run)
     try:
         run.storage.put_json(result_key(doc.session_id), doc.model_dump(mode="json"))
-    except Exception:
+    except Exception:  # noqa: BLE001
         pass  # the FAILED row still carries the code; the run's own error matters more

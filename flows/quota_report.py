@@ -14,7 +14,10 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.artifacts import (
-    create_image_artifact, create_link_artifact, create_markdown_artifact, create_table_artifact,
+    create_image_artifact,
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
 )
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context

@@ -56,7 +56,7 @@ def publish(update: StatusUpdate) -> None:
     for fn in list(_listeners):
         try:
             fn(update)
-        except Exception:  # a listener must not break the run
+        except Exception:  # noqa: BLE001 - a listener must not break the run
             pass
     if update.status.terminal:
         _writer(update.session_id).final(update)

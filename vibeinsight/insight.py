@@ -37,7 +37,7 @@ class Insight(BaseModel):
     action_items: list[ActionItem]
     key_quotes: list[KeyQuote]
 
-    def clamped(self) -> "Insight":
+    def clamped(self) -> Insight:
         self.sentiment.score = max(-1.0, min(1.0, self.sentiment.score))
         return self
 

@@ -13,7 +13,12 @@ from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 from tenacity import (
-    RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_base, wait_random_exponential,
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_base,
+    wait_random_exponential,
 )
 
 from vibeinsight.errors import PipelineError

@@ -25,7 +25,8 @@ def trigger(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Start a process-audio run on the deployment through Prefect's REST API (as the Edge Function does)."""
-    from deployments.trigger import TriggerError, trigger as do_trigger
+    from deployments.trigger import TriggerError
+    from deployments.trigger import trigger as do_trigger
 
     try:
         t = do_trigger(source, session_id, user_id, language, deployment=deployment)
@@ -47,7 +48,8 @@ def stack_up(
     observer: bool = typer.Option(True, "--observer/--no-observer"),
 ) -> None:
     """Start the stack in the background; `stack down` stops it."""
-    from deployments.stack import StackState, stack_up as up
+    from deployments.stack import StackState
+    from deployments.stack import stack_up as up
     from vibeinsight.settings import get_settings
 
     home = get_settings().home

@@ -123,7 +123,7 @@ def _failure_document(session_id: str, exc, state) -> dict:
 
     try:
         return json.loads(registry.storage().get_bytes(result_key(session_id)))
-    except Exception:  # the run died before it could publish: say what we know
+    except Exception:  # noqa: BLE001 - the run died before it could publish: say what we know
         from vibeinsight.schemas import ErrorInfo, ResultDocument, Status
 
         status = Status.CRASHED if state.is_crashed() else Status.CANCELLED if state.is_cancelled() else Status.FAILED
@@ -191,5 +191,5 @@ def _background(fn) -> None:
         pass
     try:
         fn()
-    except Exception:
+    except Exception:  # noqa: BLE001
         pass  # the transcribe stage loads again and reports the real error

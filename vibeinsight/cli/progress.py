@@ -15,7 +15,7 @@ class ProgressView:
         )
         self._task = None
 
-    def __enter__(self) -> "ProgressView":
+    def __enter__(self) -> ProgressView:
         self._progress.__enter__()
         self._task = self._progress.add_task("starting", total=100)
         return self

@@ -1,0 +1,54 @@
+"""Blocks as Prefect users expect them: a document saved under the documented name is what runs use."""
+
+from __future__ import annotations
+
+import pytest
+
+from blocks import registry
+from blocks.transcriber import LocalWhisper
+from tests.conftest import SAMPLE
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+
+
+@pytest.fixture()
+def clean_blocks():
+    from prefect.client.orchestration import get_client
+
+    def delete_saved():
+        with get_client(sync_client=True) as client:
+            for doc in client.read_block_documents():
+                if doc.name == registry.BLOCK_NAME:
+                    client.delete_block_document(doc.id)
+
+    delete_saved()
+    yield
+    delete_saved()
+
+
+def test_environment_fills_in_when_nothing_is_saved(home, clean_blocks, monkeypatch):
+    monkeypatch.setenv("VIBEINSIGHT_WHISPER_BEAM_SIZE", "4")
+    assert registry.transcriber().beam_size == 4
+
+
+def test_a_saved_document_wins_over_the_environment(home, clean_blocks, monkeypatch):
+    saved = registry.save_all()
+    assert saved["transcriber"] == "vibeinsight-local-whisper"
+    # edited later, as in the Prefect UI
+    doc = LocalWhisper.load(registry.BLOCK_NAME)
+    doc.beam_size = 2
+    doc.save(registry.BLOCK_NAME, overwrite=True)
+    monkeypatch.setenv("VIBEINSIGHT_WHISPER_BEAM_SIZE", "4")
+    assert registry.transcriber().beam_size == 2
+    # a saved secret stays a secret (SecretStr round trip), and the status store is saved too
+    assert registry.status_store().path.endswith("status.db")
+
+
+def test_a_run_uses_the_saved_transcriber(home, clean_blocks):
+    from flows.process_audio import process_audio
+    from vibeinsight.settings import get_settings
+
+    LocalWhisper(model="tiny.en", model_cache=str(get_settings().model_cache)).save(registry.BLOCK_NAME)
+    doc = process_audio(source=str(SAMPLE), language="auto")
+    assert doc["status"] == "COMPLETED"
+    assert doc["transcript"]["model"] == "faster-whisper/tiny.en"  # the environment says base
