@@ -1,4 +1,4 @@
-"""Helpers for the benchmarks: long recordings built from ../shared/audio, and the CLI."""
+"""Helpers for the benchmarks: long recordings built from the test audio (tests/data), and the CLI."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "audio"
+AUDIO = ROOT / "tests" / "data"  # the repository's test recordings (tests/data/README.md)
 
 
 def speech_loop(dest: Path, minutes: float, rate: int = 16000, channels: int = 1,
-                parts: tuple[str, ...] = ("ja_meeting.wav",)) -> Path:
+                parts: tuple[str, ...] = ("ja_meeting.flac",)) -> Path:
     """Real speech with pauses, repeated to `minutes`, as PCM WAV. One language per recording, as
     in a real meeting: a mix of languages makes Whisper decode one language as another."""
     if dest.exists():
         return dest
-    parts = [SHARED / p for p in parts]
+    parts = [AUDIO / p for p in parts]
     inputs: list[str] = []
     graph = ""
     for i, p in enumerate(parts):

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from deployments.trigger import trigger  # noqa: E402
 from tests.prefect_server import start_local_prefect  # noqa: E402
 
-AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio" / "hotwords.mp3"
+AUDIO = Path(__file__).resolve().parents[1] / "tests" / "data" / "hotwords.mp3"
 
 
 def ts(s: str) -> float:
@@ -55,7 +55,7 @@ def main() -> None:
     for label, r in (("1 worker ", one), ("2 workers", two)):
         print(f"{label}: {r['ok']}/{n} completed, {r['wall_s']:.1f} s wall, {r['per_min']:.1f} sessions/min, "
               f"trigger call {r['trigger_ms']:.0f} ms, created->running {r['pickup_s']:.1f} s, run {r['run_s']:.1f} s")
-    print(f"speed-up with a second worker: {one['wall_s'] / two['wall_s']:.2f}x (2 shared cores)")
+    print(f"speed-up with a second worker: {one['wall_s'] / two['wall_s']:.2f}x (2 cores for both)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Transcription through an API: what is sent, what it costs in accuracy, and how parallel it runs.
 
-1. Bytes sent per audio minute (the compact Opus chunks of the transcode stage) on ../shared/audio,
+1. Bytes sent per audio minute (the compact Opus chunks of the transcode stage) on tests/data,
    and the error rate of Whisper on those chunks versus lossless 16 kHz FLAC of the same audio.
    OpenAI cannot be reached from here, so the bundled faster-whisper `base` model stands in for
    the API model: the figure is the cost of the compression to a Whisper model, not OpenAI's WER.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import SHARED, bench_home, embedded_prefect, speech_loop  # noqa: E402
+from _common import AUDIO, bench_home, embedded_prefect, speech_loop  # noqa: E402
 
 
 def compression_vs_lossless(tmp: Path) -> None:
@@ -34,7 +34,7 @@ def compression_vs_lossless(tmp: Path) -> None:
     from vibeinsight.scoring import normalize_chars, normalize_text
     from vibeinsight.settings import get_settings
 
-    refs = json.loads((SHARED / "transcripts.json").read_text())
+    refs = json.loads((AUDIO / "transcripts.json").read_text())
     cfg = get_settings().transcode
     whisper = registry.transcriber(get_settings())
     model = whisper.whisper_model()
@@ -42,13 +42,13 @@ def compression_vs_lossless(tmp: Path) -> None:
     print(f"   {'file':14} {'lang':4} {'KB/min':>7} {'err opus':>9} {'err flac':>9} {'diff (pts)':>10}")
     total_bytes = total_s = 0.0
     diffs = []
-    for name in ("jfk.flac", "ja_meeting.wav"):
+    for name in ("jfk.flac", "ja_meeting.flac"):
         info = refs[name]
-        out = tc.transcode(SHARED / name, tmp / name, 1, None, cfg)
+        out = tc.transcode(AUDIO / name, tmp / name, 1, None, cfg)
         track = tc.choose_tracks(out, cfg)[0]
         compact = track.path
         flac = tmp / f"{name}.16k.flac"
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SHARED / name), "-ac", "1", "-ar", "16000",
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(AUDIO / name), "-ac", "1", "-ar", "16000",
                         str(flac)], check=True)
         scores = []
         for path in (compact, flac):

@@ -1,3 +1,6 @@
+"""Fixtures every tier shares, and the tier rule: each test carries exactly one of the markers
+unit, integration or e2e (pyproject.toml registers them; `pytest -m unit` runs one tier)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_AUDIO = ROOT.parent / "shared" / "audio"
+DATA = Path(__file__).resolve().parent / "data"  # the test audio, in the repository (see data/README.md)
 SAMPLE = ROOT / "vibeinsight" / "samples" / "standup-en.ogg"
+TIERS = ("unit", "integration", "e2e")
 
 
 def pytest_configure(config):
@@ -19,16 +23,38 @@ def pytest_configure(config):
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
-@pytest.fixture(scope="session")
-def shared_audio() -> Path:
-    if not (SHARED_AUDIO / "transcripts.json").is_file():
-        pytest.fail(f"shared test audio missing at {SHARED_AUDIO}")
-    return SHARED_AUDIO
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Refuse a run in which any collected test has no tier or more than one (before -m selects)."""
+    wrong = []
+    for item in items:
+        tiers = {m.name for m in item.iter_markers() if m.name in TIERS}
+        if len(tiers) != 1:
+            wrong.append(f"{item.nodeid}: {sorted(tiers) or 'no tier'}")
+    if wrong:
+        raise pytest.UsageError("every test needs exactly one of the markers unit, integration, e2e:\n  "
+                                + "\n  ".join(wrong))
+
+
+def pytest_collection_finish(session):
+    """Integration and e2e tests decode real media: ffmpeg must be there (unit tests never call it)."""
+    if any(item.get_closest_marker("unit") is None for item in session.items):
+        for tool in ("ffmpeg", "ffprobe"):
+            if not shutil.which(tool):
+                raise pytest.UsageError(f"{tool} is not installed (bin/bootstrap installs it)")
 
 
 @pytest.fixture(scope="session")
-def references(shared_audio) -> dict:
-    return json.loads((shared_audio / "transcripts.json").read_text())
+def audio() -> Path:
+    """The folder of test recordings (tests/data)."""
+    if not (DATA / "transcripts.json").is_file():
+        pytest.fail(f"test audio missing at {DATA}")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def references(audio) -> dict:
+    return json.loads((audio / "transcripts.json").read_text())
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +79,8 @@ def home(tmp_path, monkeypatch, model_cache) -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_harness():
-    """A real Prefect API (SQLite) for the whole session: entering it costs ~20 s here."""
+    """Prefect's own in-process test harness (a real API on SQLite) for the flow tests: entering it
+    costs ~20 s here. Tests of whole stacks use tests.prefect_server (a real `prefect server start`)."""
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=180):
@@ -66,12 +93,3 @@ def ffmpeg(*args: str) -> None:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def require_tools():
-    for tool in ("ffmpeg", "ffprobe"):
-        if not shutil.which(tool):
-            pytest.fail(f"{tool} is not installed (.ci/run installs it)")
-
-
-require_tools()

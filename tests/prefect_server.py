@@ -1,29 +1,40 @@
-"""A real `prefect server start` + the project's deployments + worker(s), once per test module."""
+"""The one helper for a real `prefect server start` in tests (and bench/): deployments/stack.py's
+start_server + wait_healthy, on SQLite or a PostgreSQL URL, optionally with the project's work
+pool and deployments (prefect.yaml), worker(s), the status observer and any other process.
+
+`local_prefect(tmp, ...)` is the context manager tests use: it also points this process at the
+server (PREFECT_API_URL in the environment and in Prefect's settings, VIBEINSIGHT_HOME, `here`)
+and restores everything after. The in-process flow tests use Prefect's own harness instead
+(the `prefect_harness` fixture in conftest.py).
+"""
 
 from __future__ import annotations
 
 import contextlib
-
 import json
 import os
-import time
+import subprocess
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from deployments import stack
-from deployments.deploy import deploy_all
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
+TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
 @dataclass
 class LocalPrefect:
     api_url: str
-    home: Path
-    pool: str
+    home: Path  # VIBEINSIGHT_HOME of the workers (bucket, status db)
     logs: Path
-    procs: dict = field(default_factory=dict)
+    pool: str
+    env: dict[str, str] = field(default_factory=dict)  # extra environment of every process but the server
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    # --- the REST API ---
 
     def get(self, path: str) -> dict | list:
         with urllib.request.urlopen(self.api_url + path, timeout=30) as r:
@@ -36,63 +47,103 @@ class LocalPrefect:
             raw = r.read()
             return json.loads(raw) if raw else {}
 
-    def worker_env(self) -> dict[str, str]:
-        return {"VIBEINSIGHT_HOME": str(self.home), "VIBEINSIGHT_WHISPER_MODEL": "tiny.en",
-                "VIBEINSIGHT_WHISPER_CONCURRENCY": "1", "VIBEINSIGHT_STATUS_MIN_INTERVAL_S": "0.2"}
-
-    def add_worker(self, name: str, limit: int | None = None) -> None:
-        self.procs[name] = stack.start_worker(self.api_url, self.pool, name, self.logs / f"{name}.log",
-                                              self.worker_env(), limit=limit)
-
     def wait_run(self, flow_run_id: str, timeout_s: float = 240) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        """The flow run once it is in a terminal state."""
+        def finished():
             run = self.get(f"/flow_runs/{flow_run_id}")
-            if run["state"] and run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-                return run
-            time.sleep(0.5)
-        raise TimeoutError(f"flow run {flow_run_id} not finished: {run['state']}; logs in {self.logs}")
+            return run if run["state"] and run["state"]["type"] in TERMINAL else None
+
+        return wait_for(finished, timeout_s, 0.5, f"flow run {flow_run_id} to finish (logs in {self.logs})")
+
+    # --- processes ---
+
+    def process_env(self, **extra: str) -> dict[str, str]:
+        """What the processes started here get on top of this process's environment."""
+        return {"VIBEINSIGHT_HOME": str(self.home), **self.env, **extra}
+
+    def add_worker(self, name: str, limit: int | None = 1) -> subprocess.Popen:
+        self.procs[name] = stack.start_worker(self.api_url, self.pool, name, self.logs / f"{name}.log",
+                                              self.process_env(), limit=limit)
+        return self.procs[name]
+
+    def add_observer(self, **extra_env: str) -> subprocess.Popen:
+        self.procs["observer"] = stack.start_observer(self.api_url, self.logs / "observer.log",
+                                                      self.process_env(**extra_env))
+        return self.procs["observer"]
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+        """Any other process beside the stack (its own session, output in logs/<name>.log), stopped by close()."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with (self.logs / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
 
     def close(self) -> None:
-        for proc in reversed(list(self.procs.values())):
+        for proc in reversed(list(self.procs.values())):  # workers and observer before the server
             stack.stop(proc)
 
 
-def start_local_prefect(tmp: Path, db_url: str | None = None, pool: str = "vibeinsight-fly",
-                        workers: int = 1, observer: bool = False) -> LocalPrefect:
-    """Server (SQLite under tmp unless db_url), pool + all deployments of prefect.yaml, worker(s)."""
+def start_local_prefect(tmp: Path, db_url: str | None = None, *, deploy: bool = True, pool: str = "vibeinsight-fly",
+                        workers: int = 0, observer: bool = False, env: dict[str, str] | None = None) -> LocalPrefect:
+    """A server (SQLite under tmp unless db_url, e.g. postgresql+asyncpg://…), then when `deploy` the
+    pool and every deployment of prefect.yaml, `workers` workers on it and the observer if asked.
+
+    `env` is added to the environment of the workers, the observer and spawn()ed processes.
+    Sets PREFECT_API_URL in os.environ (deploy_all reads it); local_prefect() restores it.
+    """
     port = stack.free_port()
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
-    lp = LocalPrefect(f"http://127.0.0.1:{port}/api", home, pool, tmp / "logs")
+    lp = LocalPrefect(f"http://127.0.0.1:{port}/api", home, tmp / "logs", pool, dict(env or {}))
     lp.procs["server"] = stack.start_server(tmp / "prefect-home", port, lp.logs / "server.log", db_url)
     try:
         stack.wait_healthy(lp.api_url, lp.procs["server"], timeout_s=240)
         os.environ["PREFECT_API_URL"] = lp.api_url
-        deploy_all(pool=pool, app_dir=str(ROOT))
+        if deploy:
+            from deployments.deploy import deploy_all
+
+            deploy_all(pool=pool, app_dir=str(ROOT))
         for i in range(workers):
-            lp.add_worker(f"worker-{i + 1}", limit=1)
+            lp.add_worker(f"worker-{i + 1}")
         if observer:
-            lp.procs["observer"] = stack.start_observer(lp.api_url, lp.logs / "observer.log", lp.worker_env())
+            lp.add_observer()
     except BaseException:
         lp.close()
         raise
     return lp
 
 
+# What the deploy tests' workers use: the small English model, one chunk at a time, quick status writes.
+FAST_WORKERS = {"VIBEINSIGHT_WHISPER_MODEL": "tiny.en", "VIBEINSIGHT_WHISPER_CONCURRENCY": "1",
+                "VIBEINSIGHT_STATUS_MIN_INTERVAL_S": "0.2"}
+
+
 @contextlib.contextmanager
-def local_prefect_env(tmp: Path, **kwargs):
-    """start_local_prefect, with this process pointed at its API and VIBEINSIGHT_HOME, restored after."""
+def local_prefect(tmp: Path, db_url: str | None = None, *, here: dict[str, str] | None = None, **kwargs):
+    """start_local_prefect, with this process pointed at it (PREFECT_API_URL in the environment and in
+    Prefect's settings, VIBEINSIGHT_HOME = the workers' home, and `here`), all restored after."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from vibeinsight.settings import get_settings
 
-    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "VIBEINSIGHT_HOME")}
-    lp = start_local_prefect(tmp, **kwargs)
-    os.environ["VIBEINSIGHT_HOME"] = str(lp.home)
-    get_settings.cache_clear()
+    here = dict(here or {})
+    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "VIBEINSIGHT_HOME", *here)}
     try:
-        yield lp
+        lp = start_local_prefect(tmp, db_url, **kwargs)
+        os.environ.update(VIBEINSIGHT_HOME=str(lp.home), **here)
+        get_settings.cache_clear()
+        try:
+            # Prefect read its settings at import: in-process clients need the API set there too
+            with temporary_settings(updates={PREFECT_API_URL: lp.api_url}):
+                yield lp
+        finally:
+            lp.close()
     finally:
-        lp.close()
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
         get_settings.cache_clear()

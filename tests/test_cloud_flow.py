@@ -1,5 +1,5 @@
-"""process-audio on the cloud backends: S3 (moto server over HTTP), OpenAI and Gemini (fakes at the
-HTTP layer, real SDKs), under a real Prefect API (prefect_test_harness)."""
+"""process-audio on the cloud backends: S3 (SeaweedFS over HTTP, signatures checked), OpenAI and
+Gemini (fakes at the HTTP layer, real SDKs), under a real Prefect API (prefect_test_harness)."""
 
 from __future__ import annotations
 
@@ -11,26 +11,27 @@ import pytest
 
 from tests.fake_gemini import FakeGemini
 from tests.fake_openai import FakeOpenAI, rate_limited
-from tests.s3_server import free_port, make_bucket, s3_endpoint  # noqa: F401
+from tests.s3_server import free_port, s3_server  # noqa: F401
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory, shared_audio):
+def recording(tmp_path_factory, audio):
     """~2.5 minutes of Japanese speech with pauses: several 60 s chunks."""
     d = tmp_path_factory.mktemp("rec")
     out = d / "meeting.wav"
-    src = str(shared_audio / "ja_meeting.wav")
+    src = str(audio / "ja_meeting.flac")
     subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "13", "-i", src, "-af", "apad=pad_dur=0", "-ac", "1",
                     str(out)], check=True)
     return out
 
 
 @pytest.fixture()
-def cloud(home, monkeypatch, s3_endpoint, prefect_harness):
-    store = make_bucket(s3_endpoint, "vibeinsight-audio")
+def cloud(home, monkeypatch, s3_server, prefect_harness):  # noqa: F811
+    store = s3_server.bucket("vibeinsight-audio")
     with FakeOpenAI() as oa, FakeGemini() as gm:
-        env = dict(FLY_S3_ENDPOINT=s3_endpoint, FLY_S3_ACCESS_KEY_ID="test", FLY_S3_SECRET_ACCESS_KEY="test",
-                   VIBEINSIGHT_S3_ADDRESSING_STYLE="path", OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=oa.url + "/v1",
+        env = dict(**s3_server.env(), OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=oa.url + "/v1",
                    GEMINI_API_KEY="g-test", GOOGLE_GEMINI_BASE_URL=gm.url, VIBEINSIGHT_OPENAI_CHUNK_S="60",
                    VIBEINSIGHT_OPENAI_CONCURRENCY="4", VIBEINSIGHT_API_CONCURRENCY_LIMIT=f"openai-{uuid.uuid4().hex[:8]}")
         for k, v in env.items():
@@ -52,7 +53,7 @@ def run_flow(source: str, session_id: str):
 def test_cloud_run_end_to_end_with_usage_and_cache(cloud, recording):
     store, oa, gm = cloud
     store.upload_file(recording, "uploads/u1/meeting.wav", "audio/wav")
-    etag = store.client().head_object(Bucket=store.bucket, Key="uploads/u1/meeting.wav")["ETag"]
+    etag = store.client().head_object(Bucket=store.bucket_name, Key="uploads/u1/meeting.wav")["ETag"]
     sid = str(uuid.uuid4())
     state = run_flow("s3://vibeinsight-audio/uploads/u1/meeting.wav", sid)
     assert state.is_completed(), state.message
@@ -88,7 +89,7 @@ def test_cloud_run_end_to_end_with_usage_and_cache(cloud, recording):
 
     stored = json.loads(store.get_bytes(f"results/{sid}.json"))
     assert stored["status"] == "COMPLETED" and stored["usage"]["api_calls"]["openai"] == len(chunks)
-    assert store.client().head_object(Bucket=store.bucket, Key="uploads/u1/meeting.wav")["ETag"] == etag
+    assert store.client().head_object(Bucket=store.bucket_name, Key="uploads/u1/meeting.wav")["ETag"] == etag
 
     # a re-run of the same session reuses every finished chunk: no second transcription bill
     before = len(oa.requests)
@@ -123,14 +124,14 @@ def test_prefect_concurrency_limit_caps_api_calls_across_the_pool(cloud, recordi
     assert doc["usage"]["api_calls"]["openai"] == len(doc["transcode"]["chunks"]) + 1
 
 
-def test_fallback_storage_serves_when_primary_is_down(cloud, recording, monkeypatch, s3_endpoint):
+def test_fallback_storage_serves_when_primary_is_down(cloud, recording, monkeypatch, s3_server):  # noqa: F811
     store, oa, gm = cloud
-    fb = make_bucket(s3_endpoint, "fallback-audio")
+    fb = s3_server.bucket("fallback-audio")
     fb.upload_file(recording, "uploads/u1/fb.wav", "audio/wav")
     monkeypatch.setenv("FLY_S3_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listens there
-    monkeypatch.setenv("VIBEINSIGHT_FALLBACK_S3_ENDPOINT", s3_endpoint)
-    monkeypatch.setenv("VIBEINSIGHT_FALLBACK_S3_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("VIBEINSIGHT_FALLBACK_S3_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("VIBEINSIGHT_FALLBACK_S3_ENDPOINT", s3_server.endpoint)
+    monkeypatch.setenv("VIBEINSIGHT_FALLBACK_S3_ACCESS_KEY_ID", s3_server.access_key_id)
+    monkeypatch.setenv("VIBEINSIGHT_FALLBACK_S3_SECRET_ACCESS_KEY", s3_server.secret_access_key)
     monkeypatch.setenv("VIBEINSIGHT_FALLBACK_S3_BUCKET_NAME", "fallback-audio")
     from vibeinsight.settings import get_settings
 
@@ -158,9 +159,9 @@ def test_blocks_save_and_load_by_name(prefect_harness):
     from blocks.storage import FallbackStorage, S3Bucket
     from blocks.transcriber import OpenAITranscriber
 
-    primary = S3Bucket(endpoint_url="https://fly.storage.tigris.dev", access_key_id="tid",
+    primary = S3Bucket(endpoint="https://fly.storage.tigris.dev", access_key_id="tid",
                        secret_access_key=SecretStr("tsecret"))
-    fallback = S3Bucket(endpoint_url="https://ref.supabase.co/storage/v1/s3", served_as="fallback",
+    fallback = S3Bucket(endpoint="https://ref.supabase.co/storage/v1/s3", served_as="fallback",
                         service="supabase", region="ap-northeast-1")
     FallbackStorage(primary=primary, fallback=fallback).save("audio-storage", overwrite=True)
     OpenAITranscriber(model="gpt-4o-transcribe", api_key=SecretStr("sk-x")).save("openai", overwrite=True)

@@ -7,33 +7,32 @@ import json
 import os
 import re
 import subprocess
-import time
+import sys
 import uuid
 
 import pytest
 
-from tests.prefect_server import ROOT, local_prefect_env
+from tests.prefect_server import FAST_WORKERS, ROOT, local_prefect
+from tests.waiting import wait_for
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
 def prefect(tmp_path_factory):
-    with local_prefect_env(tmp_path_factory.mktemp("deploy"), workers=1, observer=True) as lp:
+    with local_prefect(tmp_path_factory.mktemp("deploy"), workers=1, observer=True, env=FAST_WORKERS) as lp:
         yield lp
 
 
 def row(session_id: str, want: set[str], timeout_s: float = 60):
     """The session's status row once it reaches one of `want` (the terminal write may trail the run)."""
     from blocks import registry
-    deadline = time.monotonic() + timeout_s
-    r = None
-    while time.monotonic() < deadline:
+
+    def reached():
         r = registry.status_store().get(session_id)
-        if r is not None and r.status.value in want:
-            return r
-        time.sleep(0.3)
-    raise AssertionError(f"status row of {session_id}: {r}")
+        return r if r is not None and r.status.value in want else None
+
+    return wait_for(reached, timeout_s, 0.3, f"the status row of {session_id} to reach {sorted(want)}")
 
 
 def test_deploy_all_creates_the_three_deployments(prefect):
@@ -57,19 +56,19 @@ def test_deploy_all_creates_the_three_deployments(prefect):
     assert pool["base_job_template"] == json.loads((ROOT / "deployments/fly-pool.json").read_text())
 
 
-def test_trigger_runs_to_completed_and_is_idempotent(prefect, shared_audio):
+def test_trigger_runs_to_completed_and_is_idempotent(prefect, audio):
     from deployments.trigger import trigger
     sid = str(uuid.uuid4())
     uid = str(uuid.uuid4())
-    first = trigger(str(shared_audio / "hotwords.mp3"), session_id=sid, user_id=uid, language="en",
+    first = trigger(str(audio / "hotwords.mp3"), session_id=sid, user_id=uid, language="en",
                     api_url=prefect.api_url)
     assert row(sid, {"PENDING", "RUNNING", "COMPLETED"}, 5).user_id == uid  # PENDING written before the run
-    again = trigger(str(shared_audio / "hotwords.mp3"), session_id=sid, user_id=uid, language="en",
+    again = trigger(str(audio / "hotwords.mp3"), session_id=sid, user_id=uid, language="en",
                     api_url=prefect.api_url)
     assert again.flow_run_id == first.flow_run_id  # idempotency_key = session id: no second run
     run = prefect.wait_run(first.flow_run_id)
     assert run["state"]["type"] == "COMPLETED", run["state"]
-    assert run["parameters"] == {"source": str(shared_audio / "hotwords.mp3"), "session_id": sid,
+    assert run["parameters"] == {"source": str(audio / "hotwords.mp3"), "session_id": sid,
                                  "user_id": uid, "language": "en"}
     r = row(sid, {"COMPLETED"})
     assert r.progress == 100 and r.flow_run_id == first.flow_run_id
@@ -82,7 +81,7 @@ def test_cli_trigger_failing_input_reaches_failed_with_code(prefect, tmp_path):
     missing = tmp_path / "nope.wav"
     sid = str(uuid.uuid4())
     env = {**os.environ, "PREFECT_API_URL": prefect.api_url, "VIBEINSIGHT_HOME": str(prefect.home)}
-    out = subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "vibeinsight", "trigger", str(missing),
+    out = subprocess.run([sys.executable, "-m", "vibeinsight", "trigger", str(missing),
                           "--session-id", sid, "--json"], env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
@@ -95,16 +94,16 @@ def test_cli_trigger_failing_input_reaches_failed_with_code(prefect, tmp_path):
 
 def test_cli_trigger_bad_session_id_is_a_clear_error(prefect):
     env = {**os.environ, "PREFECT_API_URL": prefect.api_url}
-    out = subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "vibeinsight", "trigger", "x.wav",
+    out = subprocess.run([sys.executable, "-m", "vibeinsight", "trigger", "x.wav",
                           "--session-id", "not-a-uuid"], env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 1 and out.stderr.startswith("error: trigger_failed:")
 
 
-def test_cancel_from_api_reaches_cancelled(prefect, shared_audio, tmp_path):
+def test_cancel_from_api_reaches_cancelled(prefect, audio, tmp_path):
     from deployments.trigger import trigger
     long = tmp_path / "long.flac"  # 66 s: long enough to be cancelled mid-transcription
-    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "5", "-i", str(shared_audio / "jfk.flac"),
+    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "5", "-i", str(audio / "jfk.flac"),
                     "-c:a", "flac", str(long)], check=True)
     sid = str(uuid.uuid4())
     t = trigger(str(long), session_id=sid, language="en", api_url=prefect.api_url)
@@ -115,11 +114,11 @@ def test_cancel_from_api_reaches_cancelled(prefect, shared_audio, tmp_path):
     assert row(sid, {"CANCELLED"}).status.value == "CANCELLED"
 
 
-def test_two_workers_share_ten_sessions_each_once(prefect, shared_audio):
+def test_two_workers_share_ten_sessions_each_once(prefect, audio):
     from deployments.trigger import trigger
-    prefect.add_worker("worker-2", limit=1)
+    prefect.add_worker("worker-2")
     sids = [str(uuid.uuid4()) for _ in range(10)]
-    runs = [trigger(str(shared_audio / "hotwords.mp3"), session_id=s, language="en", api_url=prefect.api_url)
+    runs = [trigger(str(audio / "hotwords.mp3"), session_id=s, language="en", api_url=prefect.api_url)
             for s in sids]
     for t in runs:
         assert prefect.wait_run(t.flow_run_id, 600)["state"]["type"] == "COMPLETED"

@@ -20,7 +20,7 @@ def cli(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProc
                           timeout=timeout)
 
 
-def test_stack_up_trigger_down(tmp_path, shared_audio):
+def test_stack_up_trigger_down(tmp_path, audio):
     import psycopg
     db = f"prefect_stack_{uuid.uuid4().hex[:8]}"
     port = free_port()
@@ -36,7 +36,7 @@ def test_stack_up_trigger_down(tmp_path, shared_audio):
         assert again.returncode != 0 and "already up" in again.stderr + again.stdout
         env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
         sid = str(uuid.uuid4())
-        t = cli("trigger", str(shared_audio / "hotwords.mp3"), "--session-id", sid, "--language", "en", "--json", env=env)
+        t = cli("trigger", str(audio / "hotwords.mp3"), "--session-id", sid, "--language", "en", "--json", env=env)
         assert t.returncode == 0, t.stderr
         assert json.loads(t.stdout)["session_id"] == sid
         deadline = time.monotonic() + 240

@@ -49,14 +49,14 @@ def test_server_runs_on_postgresql(prefect_pg):
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
-def test_custom_run_from_the_ui_completes(prefect_pg, shared_audio, tmp_path):
+def test_custom_run_from_the_ui_completes(prefect_pg, audio, tmp_path):
     from playwright.sync_api import sync_playwright
 
     from tests.test_deploy_e2e import row
 
     base = prefect_pg.api_url.removesuffix("/api")
     dep = prefect_pg.get("/deployments/name/process-audio/api")
-    source = str(shared_audio / "hotwords.mp3")
+    source = str(audio / "hotwords.mp3")
     sid = str(uuid.uuid4())
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)

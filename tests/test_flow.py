@@ -49,8 +49,8 @@ def row(session_id):
     return registry.status_store().get(session_id)
 
 
-def test_english_recording_end_to_end(home, shared_audio, references):
-    src = shared_audio / "jfk.flac"
+def test_english_recording_end_to_end(home, audio, references):
+    src = audio / "jfk.flac"
     before = sha256(src)
     state = run(src, session_id="5b0f3c52-3f7e-4c43-9a43-1d2c8c7f0a01", user_id="0e7f1a9e-3d53-4f3c-8d2f-3f0f6c9e2b11")
     assert state.is_completed(), state.message
@@ -77,10 +77,10 @@ def test_english_recording_end_to_end(home, shared_audio, references):
     assert not (home / "work" / doc.session_id).exists()  # workspace cleaned
 
 
-def test_japanese_meeting_auto_language(home, shared_audio, references):
-    state = run(shared_audio / "ja_meeting.wav")
+def test_japanese_meeting_auto_language(home, audio, references):
+    state = run(audio / "ja_meeting.flac")
     doc = ResultDocument.model_validate(state.result())
-    c = cer(references["ja_meeting.wav"]["reference"], doc.transcript.text)
+    c = cer(references["ja_meeting.flac"]["reference"], doc.transcript.text)
     print(f"CER ja {c:.3f}")
     assert doc.transcript.language == "ja" and c <= CER_JA
     assert doc.analysis["speaking_rate"]["unit"] == "characters_per_minute"
@@ -89,8 +89,8 @@ def test_japanese_meeting_auto_language(home, shared_audio, references):
     assert row(doc.session_id).status is Status.COMPLETED
 
 
-def test_stereo_channels_become_speakers(home, shared_audio, references):
-    doc = ResultDocument.model_validate(run(shared_audio / "stereo_diarization.wav").result())
+def test_stereo_channels_become_speakers(home, audio, references):
+    doc = ResultDocument.model_validate(run(audio / "stereo_diarization.wav").result())
     assert doc.transcode.tracks == ["left", "right"]
     ref = references["stereo_diarization.wav"]["reference_by_channel"]
     for speaker in ("left", "right"):
@@ -109,8 +109,8 @@ def test_silence_produces_no_words(home, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["video", "telephone"])
-def test_video_and_telephone_inputs(home, tmp_path, shared_audio, references, kind):
-    src = getattr(media, kind)(tmp_path / ("v.mp4" if kind == "video" else "tel.wav"), shared_audio / "jfk.flac")
+def test_video_and_telephone_inputs(home, tmp_path, audio, references, kind):
+    src = getattr(media, kind)(tmp_path / ("v.mp4" if kind == "video" else "tel.wav"), audio / "jfk.flac")
     doc = ResultDocument.model_validate(run(src).result())
     w = wer(references["jfk.flac"]["reference"], doc.transcript.text)
     print(f"WER {kind} {w:.3f}")
@@ -118,26 +118,26 @@ def test_video_and_telephone_inputs(home, tmp_path, shared_audio, references, ki
     assert doc.source.sample_rate == (8000 if kind == "telephone" else doc.source.sample_rate)
 
 
-def test_local_engine_caps_chunk_length(home, tmp_path, shared_audio, monkeypatch):
+def test_local_engine_caps_chunk_length(home, tmp_path, audio, monkeypatch):
     """The local engine's own cap (peak memory grows with chunk length) wins over the transcode default."""
     from vibeinsight.settings import get_settings
 
     monkeypatch.setenv("VIBEINSIGHT_WHISPER_MAX_CHUNK_S", "15")
     monkeypatch.setenv("VIBEINSIGHT_TRANSCODE_MIN_CHUNK_S", "5")
     get_settings.cache_clear()
-    src = media.with_gaps(tmp_path / "long.wav", shared_audio / "jfk.flac", repeats=3, gap_s=3.0)
+    src = media.with_gaps(tmp_path / "long.wav", audio / "jfk.flac", repeats=3, gap_s=3.0)
     doc = ResultDocument.model_validate(run(src).result())
     assert len(doc.transcode.chunks) >= 3 and all(c.end - c.start <= 15 for c in doc.transcode.chunks)
 
 
-def test_long_recording_chunks_concurrently_with_absolute_times(home, tmp_path, shared_audio, references, monkeypatch):
+def test_long_recording_chunks_concurrently_with_absolute_times(home, tmp_path, audio, references, monkeypatch):
     from vibeinsight.settings import get_settings
 
     monkeypatch.setenv("VIBEINSIGHT_TRANSCODE_MAX_CHUNK_S", "20")
     monkeypatch.setenv("VIBEINSIGHT_TRANSCODE_MIN_CHUNK_S", "5")
     monkeypatch.setenv("VIBEINSIGHT_WHISPER_CONCURRENCY", "2")
     get_settings.cache_clear()
-    src = media.with_gaps(tmp_path / "long.wav", shared_audio / "jfk.flac", repeats=4, gap_s=3.0)
+    src = media.with_gaps(tmp_path / "long.wav", audio / "jfk.flac", repeats=4, gap_s=3.0)
     doc = ResultDocument.model_validate(run(src).result())
     assert len(doc.transcode.chunks) >= 3
     assert all(c.end - c.start <= 20 for c in doc.transcode.chunks)
@@ -154,7 +154,7 @@ REJECTIONS = ["empty", "not_audio", "corrupt", "too_short", "too_long", "too_lar
 
 
 @pytest.mark.parametrize("code", REJECTIONS)
-def test_bad_input_fails_with_code_and_is_left_alone(home, tmp_path, shared_audio, monkeypatch, code):
+def test_bad_input_fails_with_code_and_is_left_alone(home, tmp_path, audio, monkeypatch, code):
     from vibeinsight.settings import get_settings
 
     src = tmp_path / "upload.wav"
@@ -187,29 +187,29 @@ def test_bad_input_fails_with_code_and_is_left_alone(home, tmp_path, shared_audi
         assert not src.exists()
 
 
-def test_english_only_model_rejects_japanese(home, shared_audio, monkeypatch):
+def test_english_only_model_rejects_japanese(home, audio, monkeypatch):
     from vibeinsight.settings import get_settings
 
     monkeypatch.setenv("VIBEINSIGHT_WHISPER_MODEL", "tiny.en")
     get_settings.cache_clear()
-    state = run(shared_audio / "ja_meeting.wav", language="ja", session_id="3f9a1c2e-5b6d-4e7f-8a9b-0c1d2e3f4a5b")
+    state = run(audio / "ja_meeting.flac", language="ja", session_id="3f9a1c2e-5b6d-4e7f-8a9b-0c1d2e3f4a5b")
     assert state.is_failed()
     assert row("3f9a1c2e-5b6d-4e7f-8a9b-0c1d2e3f4a5b").error_code == "unsupported_language"
 
 
-def test_unknown_language_is_rejected(home, shared_audio):
-    state = run(shared_audio / "jfk.flac", language="xx", session_id="6e2d4c1a-9b8f-4a7e-8d6c-5b4a3f2e1d0c")
+def test_unknown_language_is_rejected(home, audio):
+    state = run(audio / "jfk.flac", language="xx", session_id="6e2d4c1a-9b8f-4a7e-8d6c-5b4a3f2e1d0c")
     assert state.is_failed()
     r = row("6e2d4c1a-9b8f-4a7e-8d6c-5b4a3f2e1d0c")
     assert (r.status, r.error_code) == (Status.FAILED, "unsupported_language")
 
 
-def test_tiny_en_transcribes_english(home, shared_audio, references, monkeypatch):
+def test_tiny_en_transcribes_english(home, audio, references, monkeypatch):
     from vibeinsight.settings import get_settings
 
     monkeypatch.setenv("VIBEINSIGHT_WHISPER_MODEL", "tiny.en")
     get_settings.cache_clear()
-    doc = ResultDocument.model_validate(run(shared_audio / "jfk.flac").result())
+    doc = ResultDocument.model_validate(run(audio / "jfk.flac").result())
     w = wer(references["jfk.flac"]["reference"], doc.transcript.text)
     print(f"WER tiny.en {w:.3f}")
     assert doc.transcript.model == "faster-whisper/tiny.en" and w <= WER_JFK

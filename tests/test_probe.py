@@ -30,12 +30,12 @@ def test_text_and_image_are_not_audio(tmp_path):
     assert _code(ffprobe, png) == "not_audio"
 
 
-def test_damaged_containers_are_corrupt(tmp_path, shared_audio):
+def test_damaged_containers_are_corrupt(tmp_path, audio):
     garbage = tmp_path / "garbage.wav"
     garbage.write_bytes(b"RIFF\x24\x00\x00\x00WAVEjunk" + bytes(range(256)) * 20)
     assert _code(ffprobe, garbage) == "corrupt"
     # an MP4 whose index (moov) never got written, as when a recorder dies mid-way
-    mp4 = media.video(tmp_path / "v.mp4", shared_audio / "jfk.flac")
+    mp4 = media.video(tmp_path / "v.mp4", audio / "jfk.flac")
     cut = tmp_path / "cut.m4a"
     data = mp4.read_bytes()
     cut.write_bytes(data[: data.find(b"moov") - 4] if b"moov" in data else data[:4096])
@@ -52,7 +52,7 @@ def test_durations(tmp_path):
     check_duration(None, Limits())  # unknown length: checked after decoding
 
 
-def test_video_container_probes_its_audio(tmp_path, shared_audio):
-    info = ffprobe(media.video(tmp_path / "v.mp4", shared_audio / "jfk.flac"))
+def test_video_container_probes_its_audio(tmp_path, audio):
+    info = ffprobe(media.video(tmp_path / "v.mp4", audio / "jfk.flac"))
     assert info.has_video and info.codec == "aac" and info.container == "mov"
     assert info.duration_s == pytest.approx(11.0, abs=0.2)

@@ -8,9 +8,9 @@ from vibeinsight.audio.probe import ffprobe
 from vibeinsight.settings import TranscodeSettings
 
 
-def test_stereo_speaker_tracks_are_kept_apart(tmp_path, shared_audio):
+def test_stereo_speaker_tracks_are_kept_apart(tmp_path, audio):
     cfg = TranscodeSettings()
-    out = tc.transcode(shared_audio / "stereo_diarization.wav", tmp_path, 2, 5.0, cfg)
+    out = tc.transcode(audio / "stereo_diarization.wav", tmp_path, 2, 5.0, cfg)
     assert out.stereo_side_ratio > cfg.stereo_min_difference
     assert [t.name for t in tc.choose_tracks(out, cfg)] == ["left", "right"]
     for t in out.tracks:
@@ -18,9 +18,9 @@ def test_stereo_speaker_tracks_are_kept_apart(tmp_path, shared_audio):
         assert (p.codec, p.channels, p.sample_rate) == ("opus", 1, 48000) or (p.codec, p.channels) == ("opus", 1)
 
 
-def test_dual_mono_stereo_is_one_mix(tmp_path, shared_audio):
+def test_dual_mono_stereo_is_one_mix(tmp_path, audio):
     dual = tmp_path / "dual.wav"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(shared_audio / "jfk.flac"), "-af", "pan=stereo|c0=c0|c1=c0", str(dual)],
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(audio / "jfk.flac"), "-af", "pan=stereo|c0=c0|c1=c0", str(dual)],
                    check=True)
     cfg = TranscodeSettings()
     out = tc.transcode(dual, tmp_path / "o", 2, 11.0, cfg)
@@ -28,9 +28,9 @@ def test_dual_mono_stereo_is_one_mix(tmp_path, shared_audio):
     assert [t.name for t in tc.choose_tracks(out, cfg)] == ["mix"]
 
 
-def test_compact_output_is_small_and_progress_reported(tmp_path, shared_audio):
+def test_compact_output_is_small_and_progress_reported(tmp_path, audio):
     seen = []
-    out = tc.transcode(shared_audio / "jfk.flac", tmp_path, 1, 11.0, TranscodeSettings(), on_progress=seen.append)
+    out = tc.transcode(audio / "jfk.flac", tmp_path, 1, 11.0, TranscodeSettings(), on_progress=seen.append)
     mix = out.tracks[0]
     per_minute = mix.bytes / (out.duration_s / 60)
     assert per_minute < 250_000  # the design averages 500 KB a minute
@@ -38,8 +38,8 @@ def test_compact_output_is_small_and_progress_reported(tmp_path, shared_audio):
     assert out.duration_s == pytest.approx(11.0, abs=0.1)
 
 
-def test_long_recording_is_cut_at_silences(tmp_path, shared_audio):
-    src = media.with_gaps(tmp_path / "gaps.wav", shared_audio / "jfk.flac", repeats=4, gap_s=2.0)
+def test_long_recording_is_cut_at_silences(tmp_path, audio):
+    src = media.with_gaps(tmp_path / "gaps.wav", audio / "jfk.flac", repeats=4, gap_s=2.0)
     cfg = TranscodeSettings(max_chunk_s=30, min_chunk_s=5)
     out = tc.transcode(src, tmp_path / "o", 1, None, cfg)
     spans = tc.chunk_spans(out, cfg)
@@ -53,8 +53,8 @@ def test_long_recording_is_cut_at_silences(tmp_path, shared_audio):
         assert d == pytest.approx(e - s, abs=0.15)
 
 
-def test_telephone_audio_is_resampled(tmp_path, shared_audio):
-    tel = media.telephone(tmp_path / "tel.wav", shared_audio / "jfk.flac")
+def test_telephone_audio_is_resampled(tmp_path, audio):
+    tel = media.telephone(tmp_path / "tel.wav", audio / "jfk.flac")
     assert ffprobe(tel).sample_rate == 8000
     out = tc.transcode(tel, tmp_path / "o", 1, 11.0, TranscodeSettings())
     assert out.duration_s == pytest.approx(11.0, abs=0.1)
