@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deployments.trigger import trigger  # noqa: E402
-from tests.prefect_server import start_local_prefect  # noqa: E402
+from tests.prefect_server import FAST_WORKERS, start_local_prefect  # noqa: E402
 
 AUDIO = Path(__file__).resolve().parents[1] / "tests" / "data" / "hotwords.mp3"
 
@@ -43,7 +43,7 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 6
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.monotonic()
-        lp = start_local_prefect(Path(tmp), workers=1)
+        lp = start_local_prefect(Path(tmp), workers=1, env=FAST_WORKERS)
         print(f"server + deploy --all + 1 worker ready: {time.monotonic() - t0:.1f} s")
         os.environ["VIBEINSIGHT_HOME"] = str(lp.home)
         try:

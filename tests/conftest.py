@@ -17,6 +17,9 @@ DATA = Path(__file__).resolve().parent / "data"  # the test audio, in the reposi
 SAMPLE = ROOT / "vibeinsight" / "samples" / "standup-en.ogg"
 TIERS = ("unit", "integration", "e2e")
 
+# fixtures of the helper modules, for every test: pg_url (tests/pg.py), s3_server and moto_sts_endpoint
+pytest_plugins = ["tests.pg", "tests.s3_server"]
+
 
 def pytest_configure(config):
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -45,7 +45,7 @@ class FakePostgrest:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def __enter__(self) -> "FakePostgrest":
+    def __enter__(self) -> FakePostgrest:
         self._thread.start()
         return self
 

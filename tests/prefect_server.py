@@ -1,6 +1,8 @@
 """The one helper for a real `prefect server start` in tests (and bench/): deployments/stack.py's
-start_server + wait_healthy, on SQLite or a PostgreSQL URL, optionally with the project's work
-pool and deployments (prefect.yaml), worker(s), the status observer and any other process.
+start_server + wait_healthy, on SQLite or a PostgreSQL URL (`prefect_database()` makes a fresh
+one), optionally with the project's work pool and deployments (prefect.yaml), worker(s), the
+status observer and any other process; `LocalPrefect` is also the REST client for a server
+someone else started (`vibeinsight stack up`).
 
 `local_prefect(tmp, ...)` is the context manager tests use: it also points this process at the
 server (PREFECT_API_URL in the environment and in Prefect's settings, VIBEINSIGHT_HOME, `here`)
@@ -15,6 +17,7 @@ import json
 import os
 import subprocess
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +26,27 @@ from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+PG = "postgres@127.0.0.1:5432"  # the machine's PostgreSQL (bin/test starts it)
+
+
+@contextlib.contextmanager
+def prefect_database():
+    """A fresh, empty PostgreSQL database for a Prefect server; yields its SQLAlchemy URL, drops it after."""
+    import psycopg
+
+    name = f"prefect_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as c:
+        c.execute(f'create database "{name}"')
+    try:
+        yield f"postgresql+asyncpg://{PG}/{name}"
+    finally:
+        with psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as c:
+            c.execute(f'drop database if exists "{name}" with (force)')
+
+
+def psycopg_url(db_url: str) -> str:
+    """The psycopg URL of a Prefect database URL (postgresql+asyncpg://…)."""
+    return db_url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
 @dataclass
@@ -32,6 +56,7 @@ class LocalPrefect:
     logs: Path
     pool: str
     env: dict[str, str] = field(default_factory=dict)  # extra environment of every process but the server
+    db_url: str | None = None  # None: SQLite under the server's PREFECT_HOME
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     # --- the REST API ---
@@ -99,7 +124,7 @@ def start_local_prefect(tmp: Path, db_url: str | None = None, *, deploy: bool = 
     port = stack.free_port()
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
-    lp = LocalPrefect(f"http://127.0.0.1:{port}/api", home, tmp / "logs", pool, dict(env or {}))
+    lp = LocalPrefect(f"http://127.0.0.1:{port}/api", home, tmp / "logs", pool, dict(env or {}), db_url)
     lp.procs["server"] = stack.start_server(tmp / "prefect-home", port, lp.logs / "server.log", db_url)
     try:
         stack.wait_healthy(lp.api_url, lp.procs["server"], timeout_s=240)
@@ -116,6 +141,18 @@ def start_local_prefect(tmp: Path, db_url: str | None = None, *, deploy: bool = 
         lp.close()
         raise
     return lp
+
+
+def status_row(session_id: str, want: set[str], timeout_s: float = 60):
+    """The session's status row (as this process's settings find it) once it reaches one of `want`;
+    the terminal write may trail the run's state by a moment."""
+    from blocks import registry
+
+    def reached():
+        r = registry.status_store().get(session_id)
+        return r if r is not None and r.status.value in want else None
+
+    return wait_for(reached, timeout_s, 0.3, f"the status row of {session_id} to reach {sorted(want)}")
 
 
 # What the deploy tests' workers use: the small English model, one chunk at a time, quick status writes.

@@ -9,7 +9,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.context import get_run_context
 
-from flows.status import HOOKS, StageReporter
+from flows.status_hooks import HOOKS, StageReporter
 
 
 @flow(name="status-probe", **HOOKS)
@@ -22,7 +22,7 @@ def status_probe(session_id: str, user_id: str | None = None, seconds: float = 1
     steps = max(1, int(seconds / 0.1))
     for i in range(steps):
         reporter.report("transcribe", i / steps)
-        time.sleep(seconds / steps)
+        time.sleep(seconds / steps)  # the run lasts `seconds`: what the status tests watch
     if fail:
         from vibeinsight.errors import TranscodeFailed
         raise TranscodeFailed("ffmpeg could not decode the stream", "corrupt")

@@ -1,5 +1,9 @@
+import pytest
+
 from vibeinsight.analysis import analyze
 from vibeinsight.schemas import Segment
+
+pytestmark = pytest.mark.unit
 
 
 def seg(start, end, text, conf=0.9, speaker=None):

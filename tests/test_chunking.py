@@ -1,11 +1,15 @@
+from itertools import pairwise
+
 import pytest
 
 from vibeinsight.audio.chunking import max_chunk_seconds, plan_chunks, total_silence
 
+pytestmark = pytest.mark.unit
+
 
 def _contiguous(spans, duration):
     assert spans[0][0] == 0.0 and spans[-1][1] == pytest.approx(duration)
-    for (_, end), (start, _) in zip(spans, spans[1:]):
+    for (_, end), (start, _) in pairwise(spans):
         assert end == start
 
 

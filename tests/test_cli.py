@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import SAMPLE, sha256
 
+pytestmark = pytest.mark.integration
+
 CLI = [sys.executable, "-m", "vibeinsight"]
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.fake_gemini import FakeGemini
 from tests.fake_openai import FakeOpenAI, rate_limited
-from tests.s3_server import free_port, s3_server  # noqa: F401
+from tests.s3_server import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def recording(tmp_path_factory, audio):
 
 
 @pytest.fixture()
-def cloud(home, monkeypatch, s3_server, prefect_harness):  # noqa: F811
+def cloud(home, monkeypatch, s3_server, prefect_harness):
     store = s3_server.bucket("vibeinsight-audio")
     with FakeOpenAI() as oa, FakeGemini() as gm:
         env = dict(**s3_server.env(), OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=oa.url + "/v1",
@@ -124,7 +124,7 @@ def test_prefect_concurrency_limit_caps_api_calls_across_the_pool(cloud, recordi
     assert doc["usage"]["api_calls"]["openai"] == len(doc["transcode"]["chunks"]) + 1
 
 
-def test_fallback_storage_serves_when_primary_is_down(cloud, recording, monkeypatch, s3_server):  # noqa: F811
+def test_fallback_storage_serves_when_primary_is_down(cloud, recording, monkeypatch, s3_server):
     store, oa, gm = cloud
     fb = s3_server.bucket("fallback-audio")
     fb.upload_file(recording, "uploads/u1/fb.wav", "audio/wav")

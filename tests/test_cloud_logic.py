@@ -1,5 +1,5 @@
 """The cloud blocks' plain logic, without a server: retries (Retry-After, back-off, metered calls),
-prices, the insight schema, and which block the settings pick."""
+prices, the insight schema, and which block (storage, transcriber, analyzer, status store) the settings pick."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ from tenacity import RetryCallState, Retrying
 from tests.fake_gemini import INSIGHT
 from vibeinsight.errors import TranscriptionFailed
 from vibeinsight.insight import Insight
-from vibeinsight.retry import (
-    MAX_RETRY_AFTER_S,
-    Transient,
-    backoff,
-    metered_call,
-    parse_retry_after,
-    transient_retrying,
-    wait_retry_after,
-)
 from vibeinsight.usage import ServiceUsage, cost
 
 pytestmark = pytest.mark.unit
+
+
+@pytest.fixture()
+def retry():
+    """vibeinsight.retry, imported by the tests that use it: should it fail to import, those tests
+    fail, not the collection of the whole run."""
+    import vibeinsight.retry as module
+
+    return module
 
 
 def _state(attempt: int, exc: BaseException) -> RetryCallState:
@@ -31,39 +31,39 @@ def _state(attempt: int, exc: BaseException) -> RetryCallState:
     return rs
 
 
-def test_parse_retry_after():
-    assert parse_retry_after({"Retry-After": "7"}) == 7.0
-    assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
-    assert parse_retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # a date in the past
-    assert parse_retry_after({"Retry-After": "soon"}) is None
-    assert parse_retry_after({}) is None and parse_retry_after(None) is None
+def test_parse_retry_after(retry):
+    assert retry.parse_retry_after({"Retry-After": "7"}) == 7.0
+    assert retry.parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert retry.parse_retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # a date in the past
+    assert retry.parse_retry_after({"Retry-After": "soon"}) is None
+    assert retry.parse_retry_after({}) is None and retry.parse_retry_after(None) is None
 
 
-def test_wait_honours_retry_after_capped_else_backs_off_exponentially(monkeypatch):
+def test_wait_honours_retry_after_capped_else_backs_off_exponentially(retry, monkeypatch):
     import random
 
     monkeypatch.setattr(random, "uniform", lambda lo, hi: hi)  # full jitter at its top: the window itself
-    wait = wait_retry_after(backoff(base_s=1, cap_s=8))
-    busy = Transient("busy")
+    wait = retry.wait_retry_after(retry.backoff(base_s=1, cap_s=8))
+    busy = retry.Transient("busy")
     assert [wait(_state(n, busy)) for n in (1, 2, 3, 4, 10)] == [1, 2, 4, 8, 8]  # base·2^(n-1), capped
-    assert wait(_state(1, Transient("429", retry_after=30.0))) == 30.0  # the server's word wins
-    assert wait(_state(1, Transient("429", retry_after=1e6))) == MAX_RETRY_AFTER_S  # within reason
-    assert wait(_state(3, Transient("429", retry_after=0.0))) == 0.0
+    assert wait(_state(1, retry.Transient("429", retry_after=30.0))) == 30.0  # the server's word wins
+    assert wait(_state(1, retry.Transient("429", retry_after=1e6))) == retry.MAX_RETRY_AFTER_S  # within reason
+    assert wait(_state(3, retry.Transient("429", retry_after=0.0))) == 0.0
     monkeypatch.setattr(random, "uniform", lambda lo, hi: lo)
     assert wait(_state(3, busy)) == 0  # the jitter's window starts at zero
 
 
-def test_transient_retrying_sleeps_as_told_and_lets_permanent_errors_through():
+def test_transient_retrying_sleeps_as_told_and_lets_permanent_errors_through(retry):
     slept, calls, retried = [], [], []
 
     def flaky():
         calls.append(1)
         if len(calls) < 3:
-            raise Transient("busy", retry_after=2.5 if len(calls) == 1 else None)
+            raise retry.Transient("busy", retry_after=2.5 if len(calls) == 1 else None)
         return "ok"
 
-    assert transient_retrying(5, retried.append, sleep=slept.append)(flaky) == "ok"
-    assert len(calls) == 3 and len(retried) == 2 and all(isinstance(e, Transient) for e in retried)
+    assert retry.transient_retrying(5, retried.append, sleep=slept.append)(flaky) == "ok"
+    assert len(calls) == 3 and len(retried) == 2 and all(isinstance(e, retry.Transient) for e in retried)
     assert slept[0] == 2.5 and 0 <= slept[1] <= 1.0  # Retry-After, then the default back-off's second window
 
     def permanent():
@@ -72,10 +72,10 @@ def test_transient_retrying_sleeps_as_told_and_lets_permanent_errors_through():
 
     calls.clear()
     with pytest.raises(ValueError):
-        transient_retrying(5, sleep=slept.append)(permanent)
+        retry.transient_retrying(5, sleep=slept.append)(permanent)
     assert len(calls) == 1  # not retried
-    with pytest.raises(Transient):  # out of tries: the last Transient itself
-        transient_retrying(2, sleep=slept.append)(lambda: (_ for _ in ()).throw(Transient("down")))
+    with pytest.raises(retry.Transient):  # out of tries: the last Transient itself
+        retry.transient_retrying(2, sleep=slept.append)(lambda: (_ for _ in ()).throw(retry.Transient("down")))
 
 
 class SDKError(Exception):
@@ -86,8 +86,10 @@ class SDKError(Exception):
 
 def _classify(exc: Exception) -> Exception:
     """As a block does: 429 and 5xx are worth another try, anything else is final."""
+    from vibeinsight import retry
+
     if isinstance(exc, SDKError) and (exc.status == 429 or exc.status >= 500):
-        return Transient(str(exc), retry_after=0.0, status=exc.status)
+        return retry.Transient(str(exc), retry_after=0.0, status=exc.status)
     return TranscriptionFailed(f"final: {exc}", "api_invalid_request")
 
 
@@ -102,27 +104,27 @@ def _failing(*statuses: int, result: str = "text"):
     return call
 
 
-def test_metered_call_counts_every_call_and_retry():
+def test_metered_call_counts_every_call_and_retry(retry):
     usage, slept = ServiceUsage(service="openai", model="whisper-1"), []
-    assert metered_call(_failing(429, 503), usage, _classify, 5, TranscriptionFailed, sleep=slept.append) == "text"
+    assert retry.metered_call(_failing(429, 503), usage, _classify, 5, TranscriptionFailed, sleep=slept.append) == "text"
     assert (usage.calls, usage.retries) == (3, 2) and slept == [0.0, 0.0]
-    assert metered_call(_failing(), usage, _classify, 5, TranscriptionFailed, sleep=slept.append) == "text"
+    assert retry.metered_call(_failing(), usage, _classify, 5, TranscriptionFailed, sleep=slept.append) == "text"
     assert (usage.calls, usage.retries) == (4, 2)  # the counts add up over a run's calls
 
 
-def test_metered_call_out_of_tries_says_why_and_final_errors_are_not_retried():
+def test_metered_call_out_of_tries_says_why_and_final_errors_are_not_retried(retry):
     usage = ServiceUsage(service="openai")
     with pytest.raises(TranscriptionFailed) as e:
-        metered_call(_failing(429, 429, 429), usage, _classify, 3, TranscriptionFailed, sleep=lambda s: None)
+        retry.metered_call(_failing(429, 429, 429), usage, _classify, 3, TranscriptionFailed, sleep=lambda s: None)
     assert e.value.code == "api_rate_limited" and "after 3 calls" in e.value.message
     assert (usage.calls, usage.retries) == (3, 2)
     usage = ServiceUsage(service="gemini")
     with pytest.raises(TranscriptionFailed) as e:
-        metered_call(_failing(500, 502), usage, _classify, 2, TranscriptionFailed, sleep=lambda s: None)
+        retry.metered_call(_failing(500, 502), usage, _classify, 2, TranscriptionFailed, sleep=lambda s: None)
     assert e.value.code == "api_unavailable"
     usage = ServiceUsage(service="openai")
     with pytest.raises(TranscriptionFailed) as e:
-        metered_call(_failing(400), usage, _classify, 5, TranscriptionFailed, sleep=lambda s: None)
+        retry.metered_call(_failing(400), usage, _classify, 5, TranscriptionFailed, sleep=lambda s: None)
     assert e.value.code == "api_invalid_request" and (usage.calls, usage.retries) == (1, 0)
 
 
@@ -175,3 +177,23 @@ def test_registry_picks_cloud_blocks_from_the_environment(monkeypatch, tmp_path)
     assert fb.fallback.region == "ap-northeast-1" and fb.fallback.role() == "fallback"
     monkeypatch.setenv("VIBEINSIGHT_TRANSCRIBER", "local")  # an explicit choice wins over a present key
     assert isinstance(registry.transcriber(Settings()), LocalWhisper)
+
+
+def test_registry_picks_the_status_store_from_settings(tmp_path, monkeypatch):
+    from blocks import registry
+    from blocks.status_store import SupabaseStatusStore
+    from vibeinsight.settings import Settings
+
+    for k in ("VIBEINSIGHT_STATUS_URL", "SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "PREFECT_API_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("VIBEINSIGHT_HOME", str(tmp_path))
+    assert type(registry.status_store(Settings())).__name__ == "SQLiteStatusStore"
+    monkeypatch.setenv("SUPABASE_URL", "https://abc.supabase.co")
+    monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", "k.k.k")
+    store = registry.status_store(Settings())
+    assert isinstance(store, SupabaseStatusStore) and store.service_role_key.get_secret_value() == "k.k.k"
+    assert store.url == "https://abc.supabase.co" and "k.k.k" not in repr(store)
+    monkeypatch.setenv("VIBEINSIGHT_STATUS_URL", "postgresql://u@h/db")
+    monkeypatch.setenv("VIBEINSIGHT_STATUS_PG_ROLE", "service_role")
+    store = registry.status_store(Settings())
+    assert type(store).__name__ == "PostgresStatusStore" and store.pg_role == "service_role"

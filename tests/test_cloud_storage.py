@@ -14,14 +14,14 @@ import pytest
 
 from blocks.storage import FallbackStorage, S3Bucket
 from tests.conftest import ROOT
-from tests.s3_server import REGION, free_port, moto_sts_endpoint, s3_server  # noqa: F401
+from tests.s3_server import REGION, free_port
 from vibeinsight.errors import InputRejected, StorageFailed
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def bucket(s3_server):  # noqa: F811
+def bucket(s3_server):
     return s3_server.bucket("vibeinsight-audio")
 
 
@@ -63,7 +63,7 @@ def test_results_round_trip_as_json(bucket):
     assert json.loads(bucket.get_bytes("results/abc.json"))["status"] == "COMPLETED"
 
 
-def test_wrong_secret_is_refused_by_the_server(s3_server, bucket):  # noqa: F811
+def test_wrong_secret_is_refused_by_the_server(s3_server, bucket):
     """The server checks signatures: a block with the right key id and a wrong secret gets nothing."""
     bucket.put_bytes("results/secret.json", b"{}", "application/json")
     wrong = s3_server.block("vibeinsight-audio", secret_access_key="not-the-secret", max_attempts=1)
@@ -114,7 +114,7 @@ def test_dead_endpoint_is_a_storage_error(tmp_path):
         dead.put_json("results/a.json", {})
 
 
-def test_fallback_serves_when_the_primary_is_down(s3_server, tmp_path):  # noqa: F811
+def test_fallback_serves_when_the_primary_is_down(s3_server, tmp_path):
     fb = s3_server.bucket("fallback-bucket", served_as="fallback", service="supabase")
     fb.put_bytes("uploads/f.ogg", b"OggS-fallback", "audio/ogg")
     dead = S3Bucket(endpoint=f"http://127.0.0.1:{free_port()}", bucket_name="fallback-bucket", access_key_id="t",
@@ -132,7 +132,7 @@ def test_fallback_serves_when_the_primary_is_down(s3_server, tmp_path):  # noqa:
     assert not live.fell_back
 
 
-def test_credentials_from_boto3_chain_when_no_keys(s3_server, bucket, monkeypatch, tmp_path):  # noqa: F811
+def test_credentials_from_boto3_chain_when_no_keys(s3_server, bucket, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_access_key)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
@@ -143,7 +143,7 @@ def test_credentials_from_boto3_chain_when_no_keys(s3_server, bucket, monkeypatc
     assert store.client().head_bucket(Bucket="vibeinsight-audio")["ResponseMetadata"]["HTTPStatusCode"] == 200
 
 
-def test_web_identity_credentials_on_fly(moto_sts_endpoint, monkeypatch, tmp_path):  # noqa: F811
+def test_web_identity_credentials_on_fly(moto_sts_endpoint, monkeypatch, tmp_path):
     """Fly Machines: AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE, exchanged at STS. moto here, not
     SeaweedFS: the exchange needs an STS, and S3 must accept the credentials that STS hands out."""
     token = tmp_path / "token"
@@ -162,7 +162,7 @@ def test_web_identity_credentials_on_fly(moto_sts_endpoint, monkeypatch, tmp_pat
     assert client._request_signer._credentials.method == "assume-role-with-web-identity"
 
 
-def test_upload_url_cli(s3_server, bucket):  # noqa: F811
+def test_upload_url_cli(s3_server, bucket):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(s3_server.env())
 

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from tests.prefect_server import FAST_WORKERS, ROOT, local_prefect
-from tests.waiting import wait_for
+from tests.prefect_server import status_row as row
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -22,17 +22,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 def prefect(tmp_path_factory):
     with local_prefect(tmp_path_factory.mktemp("deploy"), workers=1, observer=True, env=FAST_WORKERS) as lp:
         yield lp
-
-
-def row(session_id: str, want: set[str], timeout_s: float = 60):
-    """The session's status row once it reaches one of `want` (the terminal write may trail the run)."""
-    from blocks import registry
-
-    def reached():
-        r = registry.status_store().get(session_id)
-        return r if r is not None and r.status.value in want else None
-
-    return wait_for(reached, timeout_s, 0.3, f"the status row of {session_id} to reach {sorted(want)}")
 
 
 def test_deploy_all_creates_the_three_deployments(prefect):

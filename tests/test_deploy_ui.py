@@ -8,9 +8,12 @@ import os
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from tests.prefect_server import local_prefect_env
+from tests.prefect_server import FAST_WORKERS, local_prefect, prefect_database, psycopg_url, status_row
+
+pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -19,40 +22,25 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 @pytest.fixture(scope="module")
 def prefect_pg(tmp_path_factory):
-    import psycopg
-    name = f"prefect_deploy_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
-        c.execute(f'create database "{name}"')
-    with local_prefect_env(tmp_path_factory.mktemp("deploy_pg"),
-                           db_url=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}", workers=1) as lp:
+    with prefect_database() as db_url, local_prefect(tmp_path_factory.mktemp("deploy_pg"), db_url, workers=1,
+                                                     env=FAST_WORKERS) as lp:
         yield lp
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
-        c.execute(f'drop database if exists "{name}" with (force)')
 
 
 def test_server_runs_on_postgresql(prefect_pg):
-    import psycopg
-    url = os.environ.get("PREFECT_API_URL")
-    assert url == prefect_pg.api_url
+    assert os.environ.get("PREFECT_API_URL") == prefect_pg.api_url
     db = Path(prefect_pg.logs.parent / "prefect-home" / "prefect.db")
     assert not db.exists()  # no SQLite fallback
     deps = prefect_pg.post("/deployments/filter", {})
-    name = next(iter(deps))["id"]
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres") as c:
-        dbs = [r[0] for r in c.execute("select datname from pg_database where datname like 'prefect_deploy_%'")]
-    found = False
-    for d in dbs:
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{d}") as c:
-            if c.execute("select 1 from pg_tables where tablename = 'deployment'").fetchone():
-                found = found or bool(c.execute("select 1 from deployment where id = %s", (name,)).fetchone())
-    assert found
+    assert deps
+    with psycopg.connect(psycopg_url(prefect_pg.db_url)) as c:  # the server's own database holds them
+        stored = {str(r[0]) for r in c.execute("select id from deployment")}
+    assert {d["id"] for d in deps} <= stored
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_custom_run_from_the_ui_completes(prefect_pg, audio, tmp_path):
     from playwright.sync_api import sync_playwright
-
-    from tests.test_deploy_e2e import row
 
     base = prefect_pg.api_url.removesuffix("/api")
     dep = prefect_pg.get("/deployments/name/process-audio/api")
@@ -92,7 +80,7 @@ def test_custom_run_from_the_ui_completes(prefect_pg, audio, tmp_path):
     assert run["deployment_id"] == dep["id"]
     assert run["parameters"]["source"] == source and run["parameters"]["session_id"] == sid
     assert run["parameters"]["language"] == "en"
-    assert row(sid, {"COMPLETED"}).progress == 100
+    assert status_row(sid, {"COMPLETED"}).progress == 100
     assert (tmp_path / "run-completed.png").stat().st_size > 10_000
 
 

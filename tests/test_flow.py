@@ -22,7 +22,7 @@ CER_JA = 0.13
 # The shipped demo samples (synthetic voices): measured WER 0.00 and CER 0.09.
 SAMPLE_ERROR = {"standup-en": 0.05, "standup-ja": 0.12}
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
 
 def wer(reference: str, hypothesis: str) -> float:

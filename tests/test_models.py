@@ -1,6 +1,10 @@
 import os
 
+import pytest
+
 from vibeinsight import models
+
+pytestmark = pytest.mark.integration
 
 
 def test_base_is_joined_once_and_checked(tmp_path):

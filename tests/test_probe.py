@@ -1,4 +1,4 @@
-"""Each rejection code, triggered by a real file."""
+"""Each rejection code, triggered by a real file (ffprobe); the size check alone is plain logic."""
 
 import pytest
 
@@ -15,12 +15,14 @@ def _code(fn, *args):
     return info.value.code
 
 
+@pytest.mark.unit
 def test_empty_and_too_large():
     assert _code(check_size, 0, Limits()) == "empty"
     assert _code(check_size, 1001, Limits(max_bytes=1000)) == "too_large"
     check_size(1000, Limits(max_bytes=1000))
 
 
+@pytest.mark.integration
 def test_text_and_image_are_not_audio(tmp_path):
     text = tmp_path / "notes.wav"
     text.write_text("meeting notes, not a recording\n" * 20)
@@ -30,6 +32,7 @@ def test_text_and_image_are_not_audio(tmp_path):
     assert _code(ffprobe, png) == "not_audio"
 
 
+@pytest.mark.integration
 def test_damaged_containers_are_corrupt(tmp_path, audio):
     garbage = tmp_path / "garbage.wav"
     garbage.write_bytes(b"RIFF\x24\x00\x00\x00WAVEjunk" + bytes(range(256)) * 20)
@@ -42,6 +45,7 @@ def test_damaged_containers_are_corrupt(tmp_path, audio):
     assert _code(ffprobe, cut) == "corrupt"
 
 
+@pytest.mark.integration
 def test_durations(tmp_path):
     short = media.tone(tmp_path / "short.wav", 0.2)
     info = ffprobe(short)
@@ -52,6 +56,7 @@ def test_durations(tmp_path):
     check_duration(None, Limits())  # unknown length: checked after decoding
 
 
+@pytest.mark.integration
 def test_video_container_probes_its_audio(tmp_path, audio):
     info = ffprobe(media.video(tmp_path / "v.mp4", audio / "jfk.flac"))
     assert info.has_video and info.codec == "aac" and info.container == "mov"

@@ -8,7 +8,6 @@ import io
 import json
 import re
 import shutil
-import time
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -16,6 +15,9 @@ import pytest
 
 from tests.conftest import SAMPLE, sha256
 from tests.quota_helpers import GB, download
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture()
@@ -80,13 +82,13 @@ def test_quota_report_flow_artifacts_files_alerts_and_event(run_home):
         table = json.loads(table) if isinstance(table, str) else table
         assert len(table) == 31 and table[0]["egress_bytes"] == 200_000_000
         assert by_key["quota-egress-chart"].data.endswith("reports/2026-10/egress.png")
-        events = []
-        for _ in range(60):  # the server stores events asynchronously
+
+        def alert_events():  # the server stores events asynchronously
             page = client.read_events(EventFilter(event=EventNameFilter(name=[ALERT_EVENT])), limit=50)
             events = [e for e in page.events if e.payload.get("month") == "2026-10"]
-            if len(events) >= 2:
-                break
-            time.sleep(0.5)
+            return events if len(events) >= 2 else None
+
+        events = wait_for(alert_events, 30, 0.5, "the two quota alert events")
     assert {(e.payload["basis"], e.payload["level"]) for e in events} == {("now", "exceeded"), ("forecast", "exceeded")}
     assert events[0].resource["prefect.resource.id"] == "vibeinsight.quota.egress_bytes"
 
@@ -95,7 +97,7 @@ def test_real_runs_feed_the_ledger_and_the_guard_acts(run_home, tmp_path, monkey
     from blocks import registry
     from flows.process_audio import process_audio
     from vibeinsight.errors import InputRejected
-    from vibeinsight.quota import month_bounds, current_month
+    from vibeinsight.quota import current_month, month_bounds
     from vibeinsight.settings import get_settings
 
     upload = tmp_path / "upload.ogg"

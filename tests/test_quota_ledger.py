@@ -13,11 +13,13 @@ from datetime import datetime, timezone
 import psycopg
 import pytest
 
+from blocks.plans import Plans
 from blocks.usage_ledger import PostgresUsageLedger, SQLiteUsageLedger
-from tests.pg import ROOT, pg_url  # noqa: F401
+from tests.pg import ROOT
 from tests.quota_helpers import GB, MB, at, daily_downloads, download
 from vibeinsight.quota import month_bounds, month_report
-from blocks.plans import Plans
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -67,7 +69,7 @@ def test_alert_rows_upsert_and_are_queryable(ledger):
     assert ledger.alerts("2026-10") == []
 
 
-def test_postgres_rls_keeps_quota_alerts_and_others_usage_private(pg_url):  # noqa: F811
+def test_postgres_rls_keeps_quota_alerts_and_others_usage_private(pg_url):
     led = PostgresUsageLedger(url=pg_url)
     mine, theirs = uuid.uuid4(), uuid.uuid4()
     s_mine, s_theirs = uuid.uuid4(), uuid.uuid4()

@@ -9,20 +9,22 @@ import pytest
 
 from blocks.plans import Plans
 from tests.quota_helpers import GB, MB, at, daily_downloads, download
-from vibeinsight.quota import forecast_month, guard_decision, month_report, to_frame
-from vibeinsight.quota_usage import events_from_document
+from vibeinsight.quota import compact_settings, forecast_month, guard_decision, month_report, to_frame
+from vibeinsight.usage import events_from_document
+
+pytestmark = pytest.mark.unit
 
 
 def report(rows, plan="free", month="2026-11", day=10, table=None, hour=12):
-    limits = Plans(table=table).limits(plan)
+    limits = Plans(plan_table=table).limits(plan)
     return month_report(to_frame(rows), limits, month, at(month, day, hour))
 
 
 def test_plans_file_current_and_design_tables_with_sources():
-    cur, design = Plans().limits("pro"), Plans(table="design").limits("pro")
+    cur, design = Plans().limits("pro"), Plans(plan_table="design").limits("pro")
     assert (cur.table, cur.egress_limit_bytes, cur.egress_overage_usd_per_gb) == ("supabase-current", 250 * GB, 0.09)
     assert (design.table, design.egress_limit_bytes) == ("design", 50 * GB)
-    assert Plans().limits("free").egress_limit_bytes == 5 * GB == Plans(table="design").limits("free").egress_limit_bytes
+    assert Plans().limits("free").egress_limit_bytes == 5 * GB == Plans(plan_table="design").limits("free").egress_limit_bytes
     team = Plans().limits("team")
     assert (team.realtime_connections, team.realtime_messages_per_s) == (10_000, 2_500)
     free = Plans().limits("free")
@@ -32,7 +34,7 @@ def test_plans_file_current_and_design_tables_with_sources():
     with pytest.raises(ValueError, match="unknown plan"):
         Plans().limits("enterprise")
     with pytest.raises(ValueError, match="unknown plan table"):
-        Plans(table="nope").limits("free")
+        Plans(plan_table="nope").limits("free")
 
 
 def test_steady_month():
@@ -84,7 +86,7 @@ def test_month_crossing_the_plan_boundary_design_vs_current():
     # A finished month over the line: the forecast is the actual, overage is billed.
     past = daily_downloads("2026-10", [2 * GB] * 31)
     s3, _ = report(past, plan="pro", month="2026-10", day=31, table="design", hour=23)
-    s4, _ = month_report(to_frame(past), Plans(table="design").limits("pro"), "2026-10", at("2026-11", 5))
+    s4, _ = month_report(to_frame(past), Plans(plan_table="design").limits("pro"), "2026-10", at("2026-11", 5))
     assert s3["days_elapsed"] == 31 and s4["days_elapsed"] == 31
     assert s4["forecast_bytes"] == s4["egress_bytes"] == 62 * GB and s4["forecast_method"].startswith("actual")
     assert s4["cost_by_service"]["supabase_egress_overage"] == pytest.approx(12 * 0.09)
@@ -180,12 +182,28 @@ def test_events_from_a_cloud_result_document():
 
 
 def test_compact_settings_are_a_copy(monkeypatch, tmp_path):
-    from flows.quota_guard import compact
     from vibeinsight.settings import Settings
 
     monkeypatch.setenv("VIBEINSIGHT_HOME", str(tmp_path))
     s = Settings()
-    c = compact(s)
-    assert (c.transcode.bitrate_kbps, c.status_min_interval_s) == (12, 5.0)
+    c = compact_settings(s)
+    assert (c.transcode.bitrate_kbps, c.status.min_interval_s) == (12, 5.0)
     assert c.transcode.stereo_min_difference > 1  # never two speaker tracks
-    assert (s.transcode.bitrate_kbps, s.status_min_interval_s) == (24, 1.0)  # the original is untouched
+    assert (s.transcode.bitrate_kbps, s.status.min_interval_s) == (24, 1.0)  # the original is untouched
+    assert s.transcode.stereo_min_difference == 0.1
+    # what is already more compact stays so: the guard never makes a run bigger or chattier
+    monkeypatch.setenv("VIBEINSIGHT_TRANSCODE_BITRATE_KBPS", "8")
+    monkeypatch.setenv("VIBEINSIGHT_STATUS_MIN_INTERVAL_S", "9")
+    c = compact_settings(Settings())
+    assert (c.transcode.bitrate_kbps, c.status.min_interval_s) == (8, 9.0)
+
+
+def test_status_writes_become_one_realtime_row():
+    sid = str(uuid.uuid4())
+    doc = {"session_id": sid, "status": "COMPLETED", "usage": {"bytes_in": 10 * MB, "bytes_out": 2000}}
+    ev = {e.kind: e for e in events_from_document(doc, status_writes=(7, 2100))}
+    assert (ev["status_write"].service, ev["status_write"].calls, ev["status_write"].bytes) == ("realtime", 7, 2100)
+    assert ev["status_write"].session_id == sid
+    assert "status_write" not in {e.kind for e in events_from_document(doc)}  # no writes: no row
+    when = at("2026-11", 3)
+    assert {e.at for e in events_from_document(doc, at=when, status_writes=(1, 300))} == {when}

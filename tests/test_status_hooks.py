@@ -5,9 +5,17 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from itertools import pairwise
+from types import SimpleNamespace
 
-from flows import status
-from vibeinsight.schemas import Status
+import pytest
+from prefect.states import Completed, Failed, Running
+
+from flows import status_hooks as status
+from vibeinsight.errors import TranscodeFailed
+from vibeinsight.schemas import MAX_MESSAGE_BYTES, Status
+
+pytestmark = pytest.mark.unit
 
 
 class SlowStore:
@@ -28,24 +36,64 @@ class SlowStore:
 def test_writes_are_spaced_by_the_interval_even_when_the_store_is_slow(monkeypatch):
     store = SlowStore(0.05)
     monkeypatch.setattr(status.registry, "status_store", lambda *a, **k: store)
-    monkeypatch.setattr(status, "get_settings", lambda: type("S", (), {"status_min_interval_s": 0.2})())
+    monkeypatch.setattr(status, "get_settings", lambda: SimpleNamespace(status=SimpleNamespace(min_interval_s=0.2)))
 
-    class Run:
-        id, parameters = uuid.uuid4(), None
-
-    run = Run()
     sid = str(uuid.uuid4())
-    run.parameters = {"session_id": sid}
-    status.on_running(None, run, None)
+    run = SimpleNamespace(id=uuid.uuid4(), parameters={"session_id": sid})
+    status.mirror_state(None, run, Running())
     reporter = status.StageReporter(sid, str(run.id), None)
-    for i in range(300):  # 1.5 s of progress calls at 200 a second
+    for i in range(300):  # 1.5 s of progress calls at 200 a second: the pace is what is under test
         reporter.report("transcribe", i / 300)
         time.sleep(0.005)
-    status.on_completion(None, run, None)
+    status.mirror_state(None, run, Completed())
 
-    gaps = [b - a for a, b in zip(store.starts, store.starts[1:])]
+    gaps = [b - a for a, b in pairwise(store.starts)]
     assert min(gaps) >= 0.19, gaps  # a write started right behind a timed flush would show ~0.05
     assert 4 <= len(store.updates) <= 12  # coalesced: 300 calls became a handful of writes
     assert store.updates[-1].status is Status.COMPLETED and store.updates[-1].progress == 100
     seqs = [u.seq for u in store.updates]
     assert seqs == sorted(seqs)
+
+
+class RecordingStore:
+    def __init__(self) -> None:
+        self.updates = []
+
+    def apply(self, update, deployment=None):
+        self.updates.append(update)
+        return True
+
+
+@pytest.fixture()
+def recording(monkeypatch):
+    store = RecordingStore()
+    monkeypatch.setattr(status.registry, "status_store", lambda *a, **k: store)
+    monkeypatch.setattr(status, "get_settings", lambda: SimpleNamespace(status=SimpleNamespace(min_interval_s=0.0)))
+    return store
+
+
+def test_every_hook_is_one_function_and_the_session_defaults_to_the_run(recording):
+    assert set(status.HOOKS) == {"on_running", "on_completion", "on_failure", "on_crashed", "on_cancellation"}
+    assert all(hooks == [status.mirror_state] for hooks in status.HOOKS.values())
+    run = SimpleNamespace(id=uuid.uuid4(), parameters={"user_id": "u1"})  # no session id given
+    status.mirror_state(None, run, Running())
+    status.mirror_state(None, run, Completed())
+    running, done = recording.updates
+    assert running.session_id == done.session_id == str(run.id) and done.user_id == "u1"
+    assert (running.status, running.stage, running.progress) == (Status.RUNNING, "ingest", 0)
+    assert (done.status, done.progress, done.result_key) == (Status.COMPLETED, 100, f"results/{run.id}.json")
+    assert running.seq < done.seq
+
+
+def test_a_failure_keeps_the_runs_reason_code_and_clips_its_message(recording):
+    sid = str(uuid.uuid4())
+    run = SimpleNamespace(id=uuid.uuid4(), parameters={"session_id": sid})
+    status.mirror_state(None, run, Failed(data=TranscodeFailed("音声を解析できません。" * 100, "corrupt")))
+    (u,) = recording.updates
+    assert (u.status, u.error_code, u.result_key) == (Status.FAILED, "corrupt", f"results/{sid}.json")
+    assert u.error_message.startswith("音声を解析できません。") and len(u.error_message.encode()) <= MAX_MESSAGE_BYTES
+    # a failed state without the exception (as the API reports it) still says it failed
+    other = SimpleNamespace(id=uuid.uuid4(), parameters={"session_id": str(uuid.uuid4())})
+    status.mirror_state(None, other, Failed(message="Flow run encountered an exception"))
+    assert (recording.updates[-1].error_code, recording.updates[-1].error_message) == (
+        "failed", "Flow run encountered an exception")

@@ -6,11 +6,15 @@ import asyncio
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from prefect.events.schemas.events import Event
 
 from blocks.status_store import SQLiteStatusStore
-from flows.status_observer import StatusObserver, seq_of
+from deployments.status_observer import StatusObserver
 from vibeinsight.schemas import Status, StatusUpdate
+from vibeinsight.status_rule import seq_of
+
+pytestmark = pytest.mark.unit
 
 T0 = datetime(2026, 11, 29, 1, 0, 0, tzinfo=timezone.utc)
 

@@ -11,8 +11,10 @@ import psycopg
 import pytest
 
 from blocks.status_store import PostgresStatusStore
-from tests.pg import create_database, drop_database, pg_url  # noqa: F401
+from tests.pg import create_database, drop_database
 from vibeinsight.schemas import Status, StatusUpdate
+
+pytestmark = pytest.mark.integration
 
 
 def _users(url: str, n: int = 2) -> list[str]:
@@ -53,7 +55,7 @@ def test_migrations_are_rejected_without_the_supabase_standins():
 
 def test_rls_a_user_sees_only_their_rows_anon_nothing_and_clients_cannot_write(pg_url):
     alice, bob = _users(pg_url)
-    store = PostgresStatusStore(url=pg_url, role="service_role")
+    store = PostgresStatusStore(url=pg_url, pg_role="service_role")
     s_a, s_b = str(uuid.uuid4()), str(uuid.uuid4())
     assert store.apply(StatusUpdate(session_id=s_a, status=Status.RUNNING, seq=1, user_id=alice, progress=3))
     assert store.apply(StatusUpdate(session_id=s_b, status=Status.RUNNING, seq=1, user_id=bob, progress=4))
@@ -81,7 +83,7 @@ def test_rls_a_user_sees_only_their_rows_anon_nothing_and_clients_cannot_write(p
 
 
 def test_the_function_keeps_the_newest_and_terminal_rows_final(pg_url):
-    store = PostgresStatusStore(url=pg_url, role="service_role")
+    store = PostgresStatusStore(url=pg_url, pg_role="service_role")
     sid = str(uuid.uuid4())
     assert store.apply(StatusUpdate(session_id=sid, status=Status.RUNNING, seq=10, flow_run_id="r1", stage="ingest",
                                     progress=2), deployment="process-audio/prod")
@@ -103,7 +105,7 @@ def test_the_function_keeps_the_newest_and_terminal_rows_final(pg_url):
 
 
 def test_concurrent_out_of_order_writers_keep_the_newest(pg_url):
-    store = PostgresStatusStore(url=pg_url, role="service_role")
+    store = PostgresStatusStore(url=pg_url, pg_role="service_role")
     sid = str(uuid.uuid4())
     updates = [StatusUpdate(session_id=sid, status=Status.RUNNING, seq=i, flow_run_id="r1", progress=i % 100,
                             stage=f"s{i}") for i in range(1, 161)]
@@ -134,7 +136,7 @@ def test_concurrent_out_of_order_writers_keep_the_newest(pg_url):
 
 
 def test_rows_stay_compact(pg_url):
-    store = PostgresStatusStore(url=pg_url, role="service_role")
+    store = PostgresStatusStore(url=pg_url, pg_role="service_role")
     sid = str(uuid.uuid4())
     store.apply(StatusUpdate(session_id=sid, status=Status.FAILED, seq=1, flow_run_id=str(uuid.uuid4()),
                              stage="transcribe", progress=55, error_code="transcription_failed",
@@ -155,7 +157,7 @@ def test_rows_stay_compact(pg_url):
 
 
 def test_open_rows_lists_pending_and_running_only(pg_url):
-    store = PostgresStatusStore(url=pg_url, role="service_role")
+    store = PostgresStatusStore(url=pg_url, pg_role="service_role")
     a, b, c = (str(uuid.uuid4()) for _ in range(3))
     store.apply(StatusUpdate(session_id=a, status=Status.RUNNING, seq=1, flow_run_id="r"))
     store.apply(StatusUpdate(session_id=b, status=Status.PENDING, seq=1, flow_run_id="r"))

@@ -12,8 +12,8 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -21,26 +21,14 @@ import pytest
 
 from blocks.status_store import PostgresStatusStore
 from tests.pg import create_database, drop_database
+from tests.prefect_server import ROOT, LocalPrefect, local_prefect
+from tests.s3_server import free_port
+from tests.waiting import wait_for
 from vibeinsight.schemas import Status
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+
 PY = sys.executable
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(cond, timeout: float = 90.0, every: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 class TcpProxy:
@@ -48,7 +36,7 @@ class TcpProxy:
 
     def __init__(self, target_port: int = 5432) -> None:
         self.target = ("127.0.0.1", target_port)
-        self.port = _free_port()
+        self.port = free_port()
         self.up = threading.Event()
         self.up.set()
         self._conns: list[socket.socket] = []
@@ -99,88 +87,56 @@ class TcpProxy:
         self._srv.close()
 
 
+@dataclass
 class Stack:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.pg_url = create_database()
-        self.proxy = TcpProxy()
-        self.port = _free_port()
-        self.api = f"http://127.0.0.1:{self.port}/api"
-        self.pid_dir = tmp / "pids"
-        self.pid_dir.mkdir()
-        self.procs: list[subprocess.Popen] = []
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VIBEINSIGHT_", "SUPABASE_"))}
-        self.env = dict(base, PREFECT_HOME=str(tmp / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                        PREFECT_API_URL=self.api, PREFECT_RUNNER_POLL_FREQUENCY="1",
-                        PREFECT_LOGGING_LEVEL="WARNING", VIBEINSIGHT_HOME=str(tmp / "vi"),
-                        VIBEINSIGHT_STATUS_PG_ROLE="service_role", VIBEINSIGHT_STATUS_MIN_INTERVAL_S="0.3",
-                        VIBEINSIGHT_STATUS_TERMINAL_GRACE_S="1.5", PYTHONPATH=str(ROOT))
-        # The flow-run side writes through the proxy (so a test can cut it); the observer directly.
-        dbname = self.pg_url.rsplit("/", 1)[1]
-        self.flow_env = dict(self.env, VIBEINSIGHT_STATUS_URL=f"postgresql://postgres@127.0.0.1:{self.proxy.port}/{dbname}")
-        self.obs_env = dict(self.env, VIBEINSIGHT_STATUS_URL=self.pg_url)
-        self.store = PostgresStatusStore(url=self.pg_url, role="service_role")
-
-    def start(self, name: str, args: list[str], env: dict) -> subprocess.Popen:
-        log = open(self.tmp / f"{name}.log", "wb")
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append(proc)
-        return proc
+    prefect: LocalPrefect
+    pg_url: str
+    proxy: TcpProxy
+    pid_dir: Path
+    flow_env: dict[str, str]  # the served flows write their rows through the proxy (a test can cut it)
+    obs_env: dict[str, str]  # the observer and the CLI write directly
+    store: PostgresStatusStore
 
     def serve(self, deployment: str) -> subprocess.Popen:
         code = ("import sys; from tests.status_flows import status_probe; "
                 "status_probe.serve(name=sys.argv[1], limit=4, print_starting_message=False)")
-        return self.start(f"serve-{deployment}", [PY, "-c", code, deployment], self.flow_env)
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(5)
-        self.proxy.close()
-        drop_database(self.pg_url)
+        return self.prefect.spawn(f"serve-{deployment}", [PY, "-c", code, deployment], self.flow_env)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    st = Stack(tmp_path_factory.mktemp("status-stack"))
-    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "VIBEINSIGHT_STATUS_URL", "VIBEINSIGHT_STATUS_PG_ROLE")}
+    tmp = tmp_path_factory.mktemp("status-stack")
+    pg_url = create_database()
+    proxy = TcpProxy()
+    dbname = pg_url.rsplit("/", 1)[1]
+    writer = {"VIBEINSIGHT_STATUS_PG_ROLE": "service_role", "VIBEINSIGHT_STATUS_MIN_INTERVAL_S": "0.3",
+              "VIBEINSIGHT_STATUS_TERMINAL_GRACE_S": "1.5"}
     try:
-        st.start("server", [str(ROOT / ".venv/bin/prefect"), "server", "start", "--host", "127.0.0.1",
-                            "--port", str(st.port)], st.env)
+        # server on SQLite, no pool or deployments (the flows are served), the observer writing directly
+        with local_prefect(tmp, deploy=False, env={**writer, "VIBEINSIGHT_STATUS_URL": pg_url},
+                           here={"VIBEINSIGHT_STATUS_URL": pg_url, "VIBEINSIGHT_STATUS_PG_ROLE": "service_role"}
+                           ) as lp:
+            lp.add_observer()
+            base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VIBEINSIGHT_", "SUPABASE_"))}
+            common = dict(base, PREFECT_API_URL=lp.api_url, PREFECT_HOME=str(tmp / "prefect-client"),
+                          PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_RUNNER_POLL_FREQUENCY="1",
+                          PREFECT_LOGGING_LEVEL="WARNING", VIBEINSIGHT_HOME=str(lp.home), PYTHONPATH=str(ROOT),
+                          **writer)
+            st = Stack(prefect=lp, pg_url=pg_url, proxy=proxy, pid_dir=tmp / "pids",
+                       flow_env=dict(common, VIBEINSIGHT_STATUS_URL=f"postgresql://postgres@127.0.0.1:{proxy.port}/{dbname}"),
+                       obs_env=dict(common, VIBEINSIGHT_STATUS_URL=pg_url),
+                       store=PostgresStatusStore(url=pg_url, pg_role="service_role"))
+            st.pid_dir.mkdir()
+            st.serve("probe")
+            from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
-        def healthy():
-            try:
-                return urllib.request.urlopen(st.api + "/health", timeout=2).status == 200
-            except OSError:
-                return False
-
-        _wait(healthy, 180, 0.5, "the Prefect server")
-        st.start("observer", [PY, "-m", "flows.status_observer"], st.obs_env)
-        st.serve("probe")
-        os.environ.update(PREFECT_API_URL=st.api, VIBEINSIGHT_STATUS_URL=st.pg_url,
-                          VIBEINSIGHT_STATUS_PG_ROLE="service_role")
-        from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
-
-        from vibeinsight.settings import get_settings
-        get_settings.cache_clear()
-        # prefect read its settings at import; in-process flow runs (reconcile) log locally only
-        with temporary_settings(updates={PREFECT_API_URL: st.api, PREFECT_LOGGING_TO_API_ENABLED: False}):
-            _wait(lambda: _deployment_ready("status-probe/probe"), 120, 0.5, "the served deployment")
-            yield st
+            # in-process flow runs (reconcile) log locally only
+            with temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: False}):
+                wait_for(lambda: _deployment_ready("status-probe/probe"), 120, 0.5, "the served deployment")
+                yield st
     finally:
-        st.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        from vibeinsight.settings import get_settings
-        get_settings.cache_clear()
+        proxy.close()
+        drop_database(pg_url)
 
 
 def _deployment_ready(name: str) -> bool:
@@ -237,7 +193,7 @@ def test_a_full_run_is_mirrored_with_live_progress(stack):
             seen.append(row)
         return row and row.status.terminal
 
-    _wait(done, what="a terminal row")
+    wait_for(done, 90, what="a terminal row")
     row = _row(stack, sid)
     assert row.status is Status.COMPLETED and row.progress == 100 and row.flow_run_id == run_id
     assert row.result_key == f"results/{sid}.json" and row.user_id == user
@@ -252,7 +208,7 @@ def test_a_full_run_is_mirrored_with_live_progress(stack):
 
 def test_a_failed_run_keeps_the_hooks_reason_code(stack):
     sid, run_id = _start("status-probe/probe", seconds=0.5, fail=True)
-    _wait(lambda: (r := _row(stack, sid)) and r.status.terminal, what="a terminal row")
+    wait_for(lambda: (r := _row(stack, sid)) and r.status.terminal, 90, what="a terminal row")
     time.sleep(2.5)  # past the observer's grace: its FAILED must not replace the hook's record
     row = _row(stack, sid)
     assert row.status is Status.FAILED and row.error_code == "corrupt"
@@ -262,33 +218,33 @@ def test_a_failed_run_keeps_the_hooks_reason_code(stack):
 
 def test_a_store_outage_mid_run_does_not_break_the_run_and_the_row_catches_up(stack):
     sid, run_id = _start("status-probe/probe", seconds=6.0)
-    _wait(lambda: (r := _row(stack, sid)) and r.stage == "transcribe", what="a running row")
+    wait_for(lambda: (r := _row(stack, sid)) and r.stage == "transcribe", 90, what="a running row")
     stack.proxy.down()
     try:
-        time.sleep(2.5)
+        time.sleep(2.5)  # the outage lasts a while: the run goes on, its writes fail meanwhile
         during = _row(stack, sid)
     finally:
         stack.proxy.up.set()
     # progress resumes after the outage (only the flow's own writer sends progress)
-    _wait(lambda: (r := _row(stack, sid)) and r.status is Status.RUNNING and r.progress > during.progress
-          or (r and r.status.terminal), what="progress after the outage")
-    _wait(lambda: (r := _row(stack, sid)) and r.status.terminal, what="a terminal row")
+    wait_for(lambda: (r := _row(stack, sid)) and r.status is Status.RUNNING and r.progress > during.progress
+          or (r and r.status.terminal), 90, what="progress after the outage")
+    wait_for(lambda: (r := _row(stack, sid)) and r.status.terminal, 90, what="a terminal row")
     assert _row(stack, sid).status is Status.COMPLETED
     assert _prefect_state(run_id) == "COMPLETED"
-    log = (stack.tmp / "serve-probe.log").read_text(errors="replace")
+    log = stack.prefect.log("serve-probe")
     assert "status write for " + sid in log  # the writer saw the failure and retried
 
 
 def _engine_pid(stack, sid) -> int:
-    return int(_wait(lambda: (p := stack.pid_dir / f"{sid}.pid").is_file() and p.read_text(), what="the engine pid"))
+    return int(wait_for(lambda: (p := stack.pid_dir / f"{sid}.pid").is_file() and p.read_text(), 90, what="the engine pid"))
 
 
 def test_sigkill_of_the_engine_ends_crashed(stack):
     sid, run_id = _start("status-probe/probe", seconds=60.0, pid_dir=str(stack.pid_dir))
     pid = _engine_pid(stack, sid)
-    _wait(lambda: (r := _row(stack, sid)) and r.status is Status.RUNNING, what="a running row")
+    wait_for(lambda: (r := _row(stack, sid)) and r.status is Status.RUNNING, 90, what="a running row")
     os.kill(pid, signal.SIGKILL)
-    _wait(lambda: (r := _row(stack, sid)) and r.status.terminal, what="a terminal row")
+    wait_for(lambda: (r := _row(stack, sid)) and r.status.terminal, 90, what="a terminal row")
     row = _row(stack, sid)
     assert row.status is Status.CRASHED and row.error_code == "crashed"
     assert _prefect_state(run_id) == "CRASHED"
@@ -298,14 +254,14 @@ def test_sigkill_of_engine_and_supervisor_is_repaired_by_reconcile(stack):
     from flows.reconcile_status import reconcile_once
 
     supervisor = stack.serve("probe-doomed")
-    _wait(lambda: _deployment_ready("status-probe/probe-doomed"), 120, 0.5, "the second deployment")
+    wait_for(lambda: _deployment_ready("status-probe/probe-doomed"), 120, 0.5, "the second deployment")
     sid, run_id = _start("status-probe/probe-doomed", seconds=120.0, pid_dir=str(stack.pid_dir))
     pid = _engine_pid(stack, sid)
-    _wait(lambda: (r := _row(stack, sid)) and r.status is Status.RUNNING, what="a running row")
+    wait_for(lambda: (r := _row(stack, sid)) and r.status is Status.RUNNING, 90, what="a running row")
     os.killpg(supervisor.pid, signal.SIGKILL)
     os.kill(pid, signal.SIGKILL)
     supervisor.wait(10)
-    time.sleep(3)
+    time.sleep(3)  # a while in which nothing may happen: that is what is checked next
     # nobody proposed Crashed: Prefect still says RUNNING and so does the row
     assert _prefect_state(run_id) == "RUNNING" and _row(stack, sid).status is Status.RUNNING
     # a young silence is left alone …
@@ -335,14 +291,14 @@ def test_a_cancelled_run_ends_cancelled(stack):
 
     sid, run_id = _start("status-probe/probe", seconds=60.0, pid_dir=str(stack.pid_dir))
     _engine_pid(stack, sid)
-    _wait(lambda: (r := _row(stack, sid)) and r.status is Status.RUNNING, what="a running row")
+    wait_for(lambda: (r := _row(stack, sid)) and r.status is Status.RUNNING, 90, what="a running row")
 
     async def cancel():
         async with get_client() as client:
             await client.set_flow_run_state(uuid.UUID(run_id), Cancelling(), force=True)
 
     asyncio.run(cancel())
-    _wait(lambda: (r := _row(stack, sid)) and r.status.terminal, what="a terminal row")
+    wait_for(lambda: (r := _row(stack, sid)) and r.status.terminal, 90, what="a terminal row")
     row = _row(stack, sid)
     assert row.status is Status.CANCELLED and row.error_code == "cancelled"
     assert _prefect_state(run_id) == "CANCELLED"
@@ -368,7 +324,7 @@ def test_the_reconcile_flow_gives_a_stuck_row_its_runs_terminal_state(stack):
     from vibeinsight.schemas import StatusUpdate
 
     done_sid, run_id = _start("status-probe/probe", seconds=0.2)
-    _wait(lambda: _prefect_state(run_id) == "COMPLETED", what="a completed run")
+    wait_for(lambda: _prefect_state(run_id) == "COMPLETED", 90, what="a completed run")
     # as if the hooks' final write and the observer had both been lost: the row still says RUNNING
     stuck = str(uuid.uuid4())
     stack.store.apply(StatusUpdate(session_id=stuck, status=Status.RUNNING, seq=1, flow_run_id=run_id, progress=40))

@@ -1,8 +1,12 @@
 import random
 import threading
 
+import pytest
+
 from blocks.status_store import SQLiteStatusStore
 from vibeinsight.schemas import Status, StatusUpdate
+
+pytestmark = pytest.mark.unit
 
 
 def _store(tmp_path):

@@ -7,12 +7,11 @@ import uuid
 import postgrest
 import pytest
 
-from blocks import registry
 from blocks.status_store import SupabaseStatusStore
 from tests.fake_postgrest import FakePostgrest
-from tests.pg import pg_url  # noqa: F401
 from vibeinsight.schemas import Status, StatusUpdate
-from vibeinsight.settings import Settings
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture()
@@ -74,15 +73,3 @@ def test_gateway_down_surfaces_as_an_error_the_writer_retries(postgrest_server):
     postgrest_server.down = True
     with pytest.raises(postgrest.APIError):
         store.apply(StatusUpdate(session_id=str(uuid.uuid4()), status=Status.RUNNING, seq=1))
-
-
-def test_registry_picks_the_store_from_settings(tmp_path):
-    base = dict(VIBEINSIGHT_HOME=str(tmp_path))
-    assert type(registry.status_store(Settings(**base))).__name__ == "SQLiteStatusStore"
-    s = Settings(**base, SUPABASE_URL="https://abc.supabase.co", SUPABASE_SERVICE_ROLE_KEY="k.k.k")
-    store = registry.status_store(s)
-    assert isinstance(store, SupabaseStatusStore) and store.service_role_key.get_secret_value() == "k.k.k"
-    assert "k.k.k" not in repr(store)
-    s = Settings(**base, VIBEINSIGHT_STATUS_URL="postgresql://u@h/db", SUPABASE_URL="https://abc.supabase.co",
-                 SUPABASE_SERVICE_ROLE_KEY="k.k.k")
-    assert type(registry.status_store(s)).__name__ == "PostgresStatusStore"

@@ -1,8 +1,15 @@
 import threading
 import time
+from itertools import pairwise
 
+import pytest
+
+from tests.waiting import wait_for
 from vibeinsight.schemas import Status, StatusUpdate
-from vibeinsight.throttle import CoalescingWriter, next_seq
+from vibeinsight.status_rule import next_seq
+from vibeinsight.throttle import CoalescingWriter
+
+pytestmark = pytest.mark.unit
 
 
 def _u(status=Status.RUNNING, progress=0):
@@ -30,10 +37,10 @@ def test_writes_are_spaced_and_coalesced_and_final_kept():
     w = CoalescingWriter(lambda u: writes.append((time.monotonic(), u)), min_interval=0.2)
     for p in range(0, 60):
         w.submit(_u(progress=p))
-        time.sleep(0.01)
+        time.sleep(0.01)  # a steady stream of updates: the pace is what is under test
     w.final(_u(Status.COMPLETED, 100))
     times = [t for t, _ in writes]
-    assert all(b - a >= 0.2 - 0.005 for a, b in zip(times, times[1:]))
+    assert all(b - a >= 0.2 - 0.005 for a, b in pairwise(times))
     assert len(writes) < 10  # 60 updates over ~0.6 s coalesced into a few writes
     assert writes[-1][1].status is Status.COMPLETED and writes[-1][1].progress == 100
     assert w.writes == len(writes)
@@ -48,7 +55,7 @@ def test_latest_pending_update_is_flushed_by_timer():
     w.submit(_u(progress=1))
     w.submit(_u(progress=2))
     w.submit(_u(progress=3))
-    time.sleep(0.3)
+    wait_for(lambda: len(writes) >= 2, 5, 0.02, "the timer to flush the pending update")
     assert [u.progress for u in writes] == [1, 3]
 
 
@@ -72,7 +79,7 @@ def test_slow_down_spaces_writes_further_but_never_closer():
     w.slow_down(0.1)  # a smaller interval does not undo the larger one
     for p in range(30):
         w.submit(_u(progress=p))
-        time.sleep(0.02)
+        time.sleep(0.02)  # a steady stream of updates: the pace is what is under test
     w.final(_u(Status.COMPLETED, 100))
     assert len(writes) >= 2
-    assert all(b - a >= 0.3 - 0.005 for a, b in zip(writes, writes[1:]))
+    assert all(b - a >= 0.3 - 0.005 for a, b in pairwise(writes))

@@ -7,6 +7,8 @@ from vibeinsight.audio import transcode as tc
 from vibeinsight.audio.probe import ffprobe
 from vibeinsight.settings import TranscodeSettings
 
+pytestmark = pytest.mark.integration
+
 
 def test_stereo_speaker_tracks_are_kept_apart(tmp_path, audio):
     cfg = TranscodeSettings()
@@ -49,7 +51,7 @@ def test_long_recording_is_cut_at_silences(tmp_path, audio):
     paths = tc.split_track(out.tracks[0], spans, tmp_path / "o")
     durations = [ffprobe(p).duration_s for p in paths]
     assert sum(durations) == pytest.approx(out.duration_s, abs=0.3)
-    for (s, e), d in zip(spans, durations):
+    for (s, e), d in zip(spans, durations, strict=True):
         assert d == pytest.approx(e - s, abs=0.15)
 
 
