@@ -38,7 +38,7 @@ class FakeServer:
                     outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
                 try:
                     if outer.delay_s:
-                        time.sleep(outer.delay_s)
+                        time.sleep(outer.delay_s)  # a slow API on purpose: requests overlap
                     status, headers, payload = outer.answer(self.command, self.path, dict(self.headers), body)
                 finally:
                     with outer.lock:

@@ -29,7 +29,7 @@ class SlowStore:
         with self.lock:
             self.starts.append(time.monotonic())
             self.updates.append(update)
-        time.sleep(self.seconds)
+        time.sleep(self.seconds)  # a slow store on purpose: what the spacing must survive
         return True
 
 
@@ -42,9 +42,9 @@ def test_writes_are_spaced_by_the_interval_even_when_the_store_is_slow(monkeypat
     run = SimpleNamespace(id=uuid.uuid4(), parameters={"session_id": sid})
     status.mirror_state(None, run, Running())
     reporter = status.StageReporter(sid, str(run.id), None)
-    for i in range(300):  # 1.5 s of progress calls at 200 a second: the pace is what is under test
+    for i in range(300):  # 1.5 s of progress calls at 200 a second
         reporter.report("transcribe", i / 300)
-        time.sleep(0.005)
+        time.sleep(0.005)  # the pace of the calls is what is under test
     status.mirror_state(None, run, Completed())
 
     gaps = [b - a for a, b in pairwise(store.starts)]
