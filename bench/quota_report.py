@@ -28,9 +28,9 @@ def report_once(spec: str) -> dict:
     t_start = time.perf_counter()
     from blocks.plans import Plans
     from blocks.usage_ledger import PostgresUsageLedger, SQLiteUsageLedger
+    from tests.quota_helpers import at
     from vibeinsight import quota_render as render
     from vibeinsight.quota import month_bounds, month_report
-    from tests.quota_helpers import at
 
     imports_s = time.perf_counter() - t_start
     kind, target = spec.split(":", 1)
