@@ -106,7 +106,11 @@ def storage(settings: Settings | None = None) -> ObjectStorage:
 
 def transcriber(settings: Settings | None = None) -> Transcriber:
     """OpenAI when chosen or OPENAI_API_KEY is set; faster-whisper otherwise."""
-    return _saved_or(build_transcriber(settings or get_settings()))
+    s = settings or get_settings()
+    chosen = _saved_or(build_transcriber(s))
+    if isinstance(chosen, LocalWhisper) and not chosen.model_cache:  # this machine's folder, not the saver's
+        chosen = chosen.model_copy(update={"model_cache": str(s.model_cache)})
+    return chosen
 
 
 def analyzer(settings: Settings | None = None) -> Analyzer:
@@ -135,6 +139,8 @@ def save_all(settings: Settings | None = None, overwrite: bool = True) -> dict[s
     s = settings or get_settings()
     built = {"storage": build_storage(s), "transcriber": build_transcriber(s), "analyzer": build_analyzer(s),
              "status_store": build_status_store(s), "usage_ledger": build_usage_ledger(s), "plans": build_plans(s)}
+    if isinstance(built["transcriber"], LocalWhisper):  # a folder of this machine: each runner fills in its own
+        built["transcriber"] = built["transcriber"].model_copy(update={"model_cache": None})
     for block in built.values():
         block.save(BLOCK_NAME, overwrite=overwrite)
     return {role: block.get_block_type_slug() for role, block in built.items()}

@@ -98,7 +98,9 @@ class LocalWhisper(Transcriber, WhisperOptions):
 
     _block_type_name = "VibeInsight Local Whisper"
 
-    model_cache: str = Field(description="where the bundled model is assembled (VIBEINSIGHT_HOME/models)")
+    # A folder of the machine that runs the block: a saved document leaves it empty (the registry
+    # fills in VIBEINSIGHT_HOME/models), so a block saved on one machine runs on another.
+    model_cache: str | None = Field(None, description="where the bundled model is assembled; empty: VIBEINSIGHT_HOME/models")
 
     @property
     def model_name(self) -> str:
@@ -123,6 +125,8 @@ class LocalWhisper(Transcriber, WhisperOptions):
             if key not in _models:
                 from faster_whisper import WhisperModel  # heavy import, kept off the CLI's start path
 
+                if not self.model_cache:
+                    raise TranscriptionFailed("LocalWhisper.model_cache is not set (blocks/registry.py fills it in)")
                 _models[key] = WhisperModel(
                     str(model_dir(self.model, Path(self.model_cache))), device="cpu", compute_type="int8",
                     cpu_threads=threads, num_workers=self.concurrency,

@@ -36,19 +36,21 @@ def test_a_saved_document_wins_over_the_environment(home, clean_blocks, monkeypa
     assert saved["transcriber"] == "vibeinsight-local-whisper"
     # edited later, as in the Prefect UI
     doc = LocalWhisper.load(registry.BLOCK_NAME)
+    assert doc.model_cache is None  # never the saving machine's folder
     doc.beam_size = 2
     doc.save(registry.BLOCK_NAME, overwrite=True)
     monkeypatch.setenv("VIBEINSIGHT_WHISPER_BEAM_SIZE", "4")
-    assert registry.transcriber().beam_size == 2
+    chosen = registry.transcriber()
+    assert chosen.beam_size == 2
+    assert chosen.model_cache == str(home / "models")
     # a saved secret stays a secret (SecretStr round trip), and the status store is saved too
     assert registry.status_store().path.endswith("status.db")
 
 
 def test_a_run_uses_the_saved_transcriber(home, clean_blocks):
     from flows.process_audio import process_audio
-    from vibeinsight.settings import get_settings
 
-    LocalWhisper(model="tiny.en", model_cache=str(get_settings().model_cache)).save(registry.BLOCK_NAME)
+    LocalWhisper(model="tiny.en").save(registry.BLOCK_NAME)  # saved without a folder: the runner fills in its own
     doc = process_audio(source=str(SAMPLE), language="auto")
     assert doc["status"] == "COMPLETED"
     assert doc["transcript"]["model"] == "faster-whisper/tiny.en"  # the environment says base
