@@ -17,9 +17,9 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_base,
     wait_random_exponential,
 )
+from tenacity.wait import wait_base  # tenacity 9 no longer exports it at the top level
 
 from vibeinsight.errors import PipelineError
 from vibeinsight.usage import ServiceUsage
