@@ -1,0 +1,183 @@
+"""The `fly-machines` worker: one Fly Machine per flow run, watched until it exits.
+
+run(): create the Machine (paced; an ambiguous create is resolved by metadata, so one run never
+gets two), report `<app>:<machine_id>` as the infrastructure id, long-poll `/wait` until the
+Machine stops, then read the exit code from its newest `exit` event. Non-zero (137: out of
+memory, or the Machine killed) makes Prefect mark the run Crashed. A run past `max_runtime_s`
+is stopped like kill_infrastructure stops one: SIGTERM, then a forced delete.
+
+On start the worker sweeps Machines left by a worker that died: any Machine of the pool's app
+tagged with a flow run that is already terminal (or gone) is stopped and deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+from uuid import UUID
+
+import anyio
+import anyio.abc
+from prefect.exceptions import InfrastructureNotAvailable, InfrastructureNotFound, ObjectNotFound
+from prefect.workers.base import BaseWorker, BaseWorkerResult
+
+from deployments.fly_worker.client import FlyMachinesClient, MachineNotFound
+from deployments.fly_worker.config import (
+    DEFAULT_API_URL,
+    DEFAULT_APP,
+    FLOW_RUN_KEY,
+    POOL_KEY,
+    FlyMachinesJobConfiguration,
+    FlyMachinesVariables,
+    exit_code_of,
+)
+
+GONE = ("destroyed", "destroying")
+DONE = ("stopped", "failed", *GONE)
+TERMINAL_RUN_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+MAX_RUNTIME_EXIT = -1  # reported when the worker had to stop a Machine that ran past max_runtime_s
+
+
+class FlyMachinesWorkerResult(BaseWorkerResult):
+    """identifier is `<app>:<machine_id>`; status_code the Machine's exit code."""
+
+
+class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVariables, FlyMachinesWorkerResult]):
+    type = "fly-machines"
+    job_configuration = FlyMachinesJobConfiguration
+    job_configuration_variables = FlyMachinesVariables
+    _display_name = "Fly Machines"
+    _description = "Runs each flow run in its own Fly Machine, destroyed when the run ends."
+    _documentation_url = "https://fly.io/docs/machines/api/"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._clients: dict[str, FlyMachinesClient] = {}
+
+    async def _client(self, api_url: str) -> FlyMachinesClient:
+        """One client per API URL for the worker's lifetime, so all runs share its pacing."""
+        if api_url not in self._clients:
+            self._clients[api_url] = await FlyMachinesClient(api_url).__aenter__()
+        return self._clients[api_url]
+
+    async def __aenter__(self) -> FlyMachinesWorker:
+        await super().__aenter__()
+        try:
+            await self.sweep()
+        except Exception as exc:  # noqa: BLE001 - a failed sweep must not keep the worker from serving runs
+            self._logger.warning("sweep of leftover Machines failed: %s", exc)
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            await super().__aexit__(*exc_info)
+        finally:
+            for client in self._clients.values():
+                await client.__aexit__(None, None, None)
+            self._clients.clear()
+
+    # -- one run --
+
+    async def run(self, flow_run: Any, configuration: FlyMachinesJobConfiguration,
+                  task_status: anyio.abc.TaskStatus[str] | None = None) -> FlyMachinesWorkerResult:
+        logger = self.get_flow_run_logger(flow_run)
+        client = await self._client(configuration.api_url)
+        app = configuration.app
+        body = configuration.machine_request(str(flow_run.id), self._work_pool_name)
+        machine = await client.create_machine(app, body)
+        identifier = f"{app}:{machine['id']}"
+        logger.info("Flow run runs in Fly Machine %s (%s, %s)", machine["id"], app, machine.get("region", "?"))
+        if task_status is not None:
+            task_status.started(identifier)
+        code = await self._watch(client, app, machine, configuration.max_runtime_s, logger)
+        return FlyMachinesWorkerResult(identifier=identifier, status_code=code)
+
+    async def _watch(self, client: FlyMachinesClient, app: str, machine: dict[str, Any], max_runtime_s: int,
+                     logger: logging.Logger | logging.LoggerAdapter) -> int:
+        """Long-poll until the Machine is stopped or gone; its exit code (MAX_RUNTIME_EXIT when stopped by us)."""
+        machine_id, instance_id = machine["id"], machine.get("instance_id")
+        deadline = time.monotonic() + max_runtime_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                logger.error("Machine %s ran past max_runtime_s=%d; stopping it", machine_id, max_runtime_s)
+                await self._stop_and_delete(client, app, machine_id, grace_seconds=30)
+                return MAX_RUNTIME_EXIT
+            try:
+                reached = await client.wait(app, machine_id, "stopped", instance_id, timeout_s=min(60, left))
+            except MachineNotFound:
+                reached = True  # auto_destroy already removed it: GET still shows its events
+            if not reached:
+                continue
+            current = await client.get_machine(app, machine_id)
+            if current.get("state") not in DONE:  # waited on an older instance; go on
+                instance_id = current.get("instance_id", instance_id)
+                continue
+            code = exit_code_of(current)
+            if code is None:  # stopped but the exit event not recorded yet
+                await asyncio.sleep(1)
+                code = exit_code_of(await client.get_machine(app, machine_id))
+            if code is None:
+                logger.warning("Machine %s ended in state %s with no exit event", machine_id, current.get("state"))
+                return -1 if current.get("state") == "failed" else 0
+            logger.info("Machine %s exited with code %d", machine_id, code)
+            return code
+
+    # -- cancellation and clean-up --
+
+    async def kill_infrastructure(self, infrastructure_pid: str, configuration: FlyMachinesJobConfiguration,
+                                  grace_seconds: int = 30) -> None:
+        app, _, machine_id = infrastructure_pid.partition(":")
+        if not machine_id or app != configuration.app:
+            raise InfrastructureNotAvailable(f"{infrastructure_pid!r} is not a Machine of app {configuration.app!r}")
+        client = await self._client(configuration.api_url)
+        try:
+            await client.get_machine(app, machine_id)
+        except MachineNotFound as exc:
+            raise InfrastructureNotFound(f"Machine {machine_id} not found in {app}") from exc
+        await self._stop_and_delete(client, app, machine_id, grace_seconds)
+
+    async def _stop_and_delete(self, client: FlyMachinesClient, app: str, machine_id: str, grace_seconds: int) -> None:
+        """SIGTERM (Prefect's command hands the run back), up to grace_seconds, then a forced delete."""
+        try:
+            current = await client.get_machine(app, machine_id)
+            if current.get("state") in GONE:
+                return
+            await client.stop_machine(app, machine_id, "SIGTERM", grace_seconds)
+            # `stopped` is waited for by instance: the one just asked to stop
+            await client.wait(app, machine_id, "stopped", current.get("instance_id"), timeout_s=max(1, grace_seconds))
+        except MachineNotFound:
+            return
+        except Exception as exc:  # noqa: BLE001 - the delete below forces it anyway
+            self._logger.warning("stop of Machine %s failed (%s); deleting with force", machine_id, exc)
+        try:
+            await client.delete_machine(app, machine_id, force=True)
+        except MachineNotFound:
+            pass
+
+    def _pool_defaults(self) -> dict[str, Any]:
+        variables = ((self._work_pool.base_job_template if self._work_pool else {}) or {}).get("variables", {})
+        return {k: v.get("default") for k, v in (variables.get("properties") or {}).items()}
+
+    async def sweep(self) -> list[str]:
+        """Stop and delete the pool's Machines whose flow run is terminal or gone; returns their ids."""
+        defaults = self._pool_defaults()
+        app, api_url = defaults.get("app") or DEFAULT_APP, defaults.get("api_url") or DEFAULT_API_URL
+        client = await self._client(api_url)
+        swept = []
+        for machine in await client.list_machines(app, {POOL_KEY: self._work_pool_name}):
+            run_id = (machine.get("config", {}).get("metadata") or {}).get(FLOW_RUN_KEY)
+            if machine.get("state") in GONE or not run_id:
+                continue
+            try:
+                run = await self.client.read_flow_run(UUID(run_id))
+                state = run.state.type.value if run.state else None
+            except ObjectNotFound:
+                state = "DELETED"
+            if state in TERMINAL_RUN_STATES or state == "DELETED":
+                self._logger.info("sweeping Machine %s of flow run %s (%s)", machine["id"], run_id, state)
+                await self._stop_and_delete(client, app, machine["id"], grace_seconds=10)
+                swept.append(machine["id"])
+        return swept
