@@ -54,13 +54,13 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._clients: dict[str, FlyMachinesClient] = {}
+        self._fly_clients: dict[str, FlyMachinesClient] = {}
 
-    async def _client(self, api_url: str) -> FlyMachinesClient:
+    async def _fly(self, api_url: str) -> FlyMachinesClient:
         """One client per API URL for the worker's lifetime, so all runs share its pacing."""
-        if api_url not in self._clients:
-            self._clients[api_url] = await FlyMachinesClient(api_url).__aenter__()
-        return self._clients[api_url]
+        if api_url not in self._fly_clients:
+            self._fly_clients[api_url] = await FlyMachinesClient(api_url).__aenter__()
+        return self._fly_clients[api_url]
 
     async def __aenter__(self) -> FlyMachinesWorker:
         await super().__aenter__()
@@ -74,16 +74,16 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
         try:
             await super().__aexit__(*exc_info)
         finally:
-            for client in self._clients.values():
+            for client in self._fly_clients.values():
                 await client.__aexit__(None, None, None)
-            self._clients.clear()
+            self._fly_clients.clear()
 
     # -- one run --
 
     async def run(self, flow_run: Any, configuration: FlyMachinesJobConfiguration,
                   task_status: anyio.abc.TaskStatus[str] | None = None) -> FlyMachinesWorkerResult:
         logger = self.get_flow_run_logger(flow_run)
-        client = await self._client(configuration.api_url)
+        client = await self._fly(configuration.api_url)
         app = configuration.app
         body = configuration.machine_request(str(flow_run.id), self._work_pool_name)
         machine = await client.create_machine(app, body)
@@ -132,7 +132,7 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
         app, _, machine_id = infrastructure_pid.partition(":")
         if not machine_id or app != configuration.app:
             raise InfrastructureNotAvailable(f"{infrastructure_pid!r} is not a Machine of app {configuration.app!r}")
-        client = await self._client(configuration.api_url)
+        client = await self._fly(configuration.api_url)
         try:
             await client.get_machine(app, machine_id)
         except MachineNotFound as exc:
@@ -165,7 +165,7 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
         """Stop and delete the pool's Machines whose flow run is terminal or gone; returns their ids."""
         defaults = self._pool_defaults()
         app, api_url = defaults.get("app") or DEFAULT_APP, defaults.get("api_url") or DEFAULT_API_URL
-        client = await self._client(api_url)
+        client = await self._fly(api_url)
         swept = []
         for machine in await client.list_machines(app, {POOL_KEY: self._work_pool_name}):
             run_id = (machine.get("config", {}).get("metadata") or {}).get(FLOW_RUN_KEY)
