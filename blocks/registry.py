@@ -16,7 +16,7 @@ from prefect.blocks.core import Block
 from blocks.analyzer import Analyzer, GeminiAnalyzer, LocalAnalyzer
 from blocks.plans import Plans
 from blocks.status_store import PostgresStatusStore, SQLiteStatusStore, StatusStore, SupabaseStatusStore
-from blocks.storage import FallbackStorage, LocalBucket, ObjectStorage, S3Bucket
+from blocks.storage import BucketResultStorage, FallbackStorage, LocalBucket, ObjectStorage, S3Bucket
 from blocks.transcriber import LocalWhisper, OpenAITranscriber, Transcriber
 from blocks.usage_ledger import PostgresUsageLedger, SQLiteUsageLedger, UsageLedger
 from vibeinsight.settings import Settings, get_settings
@@ -123,6 +123,19 @@ def status_store(settings: Settings | None = None) -> StatusStore:
 def usage_ledger(settings: Settings | None = None) -> UsageLedger:
     """VIBEINSIGHT_QUOTA_LEDGER_URL, else a PostgreSQL VIBEINSIGHT_STATUS_URL, else usage.db under VIBEINSIGHT_HOME."""
     return _saved_or(build_usage_ledger(settings or get_settings()))
+
+
+def result_storage(store: ObjectStorage) -> BucketResultStorage | None:
+    """Prefect result storage for cached task results in the run's bucket when it is a remote one (S3,
+    with its fallback), else None: Prefect's local default, fine where the disk outlives the run.
+
+    Prefect takes only a saved block as a task's result storage: the document (saved under
+    BLOCK_NAME, overwriting the same content) holds the key prefix alone, never a credential."""
+    if isinstance(store, LocalBucket):
+        return None
+    block = BucketResultStorage()
+    block.save(BLOCK_NAME, overwrite=True, _sync=True)
+    return block.bind(store)
 
 
 def plans(settings: Settings | None = None, table: str | None = None) -> Plans:
