@@ -69,7 +69,7 @@ def start_local_prefect(tmp: Path, db_url: str | None = None, pool: str = "vibei
     try:
         stack.wait_healthy(lp.api_url, lp.procs["server"], timeout_s=240)
         os.environ["PREFECT_API_URL"] = lp.api_url
-        deploy_all(pool=pool, app_dir=str(ROOT))
+        deploy_all(pool=pool, pool_type="process")
         for i in range(workers):
             lp.add_worker(f"worker-{i + 1}", limit=1)
         if observer:
