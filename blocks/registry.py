@@ -18,7 +18,7 @@ from blocks.plans import Plans
 from blocks.status_store import PostgresStatusStore, SQLiteStatusStore, StatusStore, SupabaseStatusStore
 from blocks.storage import BucketResultStorage, FallbackStorage, LocalBucket, ObjectStorage, S3Bucket
 from blocks.transcriber import LocalWhisper, OpenAITranscriber, Transcriber
-from blocks.usage_ledger import PostgresUsageLedger, SQLiteUsageLedger, UsageLedger
+from blocks.usage_ledger import PostgresUsageLedger, SQLiteUsageLedger, SupabaseUsageLedger, UsageLedger
 from vibeinsight.settings import Settings, get_settings
 
 BLOCK_NAME = "vibeinsight"  # the documented name of each saved block document
@@ -90,6 +90,8 @@ def build_usage_ledger(s: Settings) -> UsageLedger:
         return PostgresUsageLedger(url=url)
     if url and url.startswith("sqlite:///") and s.quota.ledger_url:
         return SQLiteUsageLedger(path=url.removeprefix("sqlite:///"))
+    if s.supabase.url and s.supabase.service_role_key:  # production without a DSN: never a file on the Machine
+        return SupabaseUsageLedger(**s.supabase.model_dump())
     return SQLiteUsageLedger(path=str(s.home / "usage.db"))
 
 
@@ -121,7 +123,8 @@ def status_store(settings: Settings | None = None) -> StatusStore:
 
 
 def usage_ledger(settings: Settings | None = None) -> UsageLedger:
-    """VIBEINSIGHT_QUOTA_LEDGER_URL, else a PostgreSQL VIBEINSIGHT_STATUS_URL, else usage.db under VIBEINSIGHT_HOME."""
+    """VIBEINSIGHT_QUOTA_LEDGER_URL, else a PostgreSQL VIBEINSIGHT_STATUS_URL, else Supabase's REST API when
+    SUPABASE_URL and the service role key are set, else usage.db under VIBEINSIGHT_HOME."""
     return _saved_or(build_usage_ledger(settings or get_settings()))
 
 
