@@ -137,3 +137,30 @@ def test_start_up_sweeps_machines_of_finished_runs(fly):
     done, live = asyncio.run(go())
     assert [m.state for m in fly.by_run(str(done.id))] == ["destroyed"]
     assert [m.state for m in fly.by_run(str(live.id))] == ["started"]  # a live run keeps its Machine
+
+
+def test_a_machine_whose_run_is_already_over_is_stopped(fly, monkeypatch):
+    """Cancelled from the UI while its command hangs on: the worker stops the Machine itself."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    from deployments.fly_worker import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "WAIT_POLL_S", 1)
+    monkeypatch.setattr(worker_module, "TERMINAL_GRACE_S", 1)
+
+    async def go():
+        tpl = template(fly)
+        async with FlyMachinesWorker(work_pool_name=f"fly-{uuid.uuid4().hex[:8]}", base_job_template=tpl) as worker:
+            run = await worker.client.create_flow_run(probe)
+            config = await FlyMachinesJobConfiguration.from_template_and_values(tpl, {"command": "sleep 120"})
+            config.prepare_for_flow_run(run)
+            task = asyncio.create_task(worker.run(run, config))
+            await asyncio.sleep(2)
+            async with get_client() as pc:
+                await pc.set_flow_run_state(run.id, Cancelled(), force=True)
+            return await asyncio.wait_for(task, 60), run
+
+    result, run = asyncio.run(go())
+    (m,) = fly.by_run(str(run.id))
+    assert result.status_code == 0 and m.state == "destroyed"  # 0: Prefect has the final state already

@@ -38,6 +38,9 @@ GONE = ("destroyed", "destroying")
 DONE = ("stopped", "failed", *GONE)
 TERMINAL_RUN_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 MAX_RUNTIME_EXIT = -1  # reported when the worker had to stop a Machine that ran past max_runtime_s
+WAIT_POLL_S = 15  # one /wait long-poll (Fly caps it at 60 s); between two, the run's state is read
+# A run can be final before its command exits (hooks, uploads of logs): give the Machine this long.
+TERMINAL_GRACE_S = 30
 
 
 class FlyMachinesWorkerResult(BaseWorkerResult):
@@ -91,14 +94,19 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
         logger.info("Flow run runs in Fly Machine %s (%s, %s)", machine["id"], app, machine.get("region", "?"))
         if task_status is not None:
             task_status.started(identifier)
-        code = await self._watch(client, app, machine, configuration.max_runtime_s, logger)
+        code = await self._watch(client, app, machine, configuration.max_runtime_s, logger, flow_run.id)
         return FlyMachinesWorkerResult(identifier=identifier, status_code=code)
 
     async def _watch(self, client: FlyMachinesClient, app: str, machine: dict[str, Any], max_runtime_s: int,
-                     logger: logging.Logger | logging.LoggerAdapter) -> int:
-        """Long-poll until the Machine is stopped or gone; its exit code (MAX_RUNTIME_EXIT when stopped by us)."""
+                     logger: logging.Logger | logging.LoggerAdapter, flow_run_id: UUID | None = None) -> int:
+        """Long-poll until the Machine is stopped or gone; its exit code (MAX_RUNTIME_EXIT when stopped by us).
+
+        Between polls it reads the run's state: a run that is over (cancelled from the UI, say) while its
+        Machine still runs past TERMINAL_GRACE_S gets the Machine stopped and deleted, whatever happens
+        inside it, and 0 back (Prefect has the run's final state already)."""
         machine_id, instance_id = machine["id"], machine.get("instance_id")
         deadline = time.monotonic() + max_runtime_s
+        over_since: float | None = None
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -106,10 +114,16 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
                 await self._stop_and_delete(client, app, machine_id, grace_seconds=30)
                 return MAX_RUNTIME_EXIT
             try:
-                reached = await client.wait(app, machine_id, "stopped", instance_id, timeout_s=min(60, left))
+                reached = await client.wait(app, machine_id, "stopped", instance_id, timeout_s=min(WAIT_POLL_S, left))
             except MachineNotFound:
                 reached = True  # auto_destroy already removed it: GET still shows its events
             if not reached:
+                if flow_run_id is not None and await self._run_is_over(flow_run_id):
+                    over_since = over_since or time.monotonic()
+                    if time.monotonic() - over_since >= TERMINAL_GRACE_S:
+                        logger.warning("Flow run is over but Machine %s still runs; stopping it", machine_id)
+                        await self._stop_and_delete(client, app, machine_id, grace_seconds=10)
+                        return 0
                 continue
             current = await client.get_machine(app, machine_id)
             if current.get("state") not in DONE:  # waited on an older instance; go on
@@ -124,6 +138,13 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
                 return -1 if current.get("state") == "failed" else 0
             logger.info("Machine %s exited with code %d", machine_id, code)
             return code
+
+    async def _run_is_over(self, flow_run_id: UUID) -> bool:
+        try:
+            run = await self.client.read_flow_run(flow_run_id)
+        except Exception:  # noqa: BLE001 - the API briefly down: ask again next poll
+            return False
+        return bool(run.state and run.state.type.value in TERMINAL_RUN_STATES)
 
     # -- cancellation and clean-up --
 
