@@ -264,12 +264,20 @@ class FlyStandin:
             shutil.rmtree(m.home, ignore_errors=True)
 
     def _signal(self, m: Machine, sig: int) -> bool:
+        """A stop signal goes to the command's process group; SIGKILL takes every descendant too,
+        as a dying VM would (Prefect's engine may run in a session of its own)."""
         if m.proc is None or m.proc.poll() is not None:
             return False
+        pids = _descendants(m.proc.pid) if sig == signal.SIGKILL else []
         try:
             os.killpg(m.proc.pid, sig)
         except ProcessLookupError:
             return False
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
         return True
 
     # -- HTTP --
@@ -448,3 +456,22 @@ def guest_problem(guest: dict[str, Any]) -> str | None:
     else:
         return f"invalid cpu_kind {kind!r}"
     return None if ok else f"invalid memory size {mem} for {cpus} {kind} cpus"
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below pid, from /proc (children first found, grandchildren after)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in parents.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
