@@ -18,12 +18,14 @@ What it models:
 - faults a test asks for: `ambiguous_creates` (the Machine is made, then the answer is a 504),
   `fail_creates` (503 before anything is made), `kill(machine_id)` (the host dies: SIGKILL, exit 137).
 
-A Machine "runs" `init.cmd` as a local process group: cwd is the image's workdir, env is only
-config.env + the app's secrets + the image's env (PATH, and HOME: a new empty folder per
-Machine). The image "local" stands for the project's own image: this venv and the project root
-(the image's /app). Not modelled: regions and placement (recorded, not used), real boot and image
-pull times, memory limits (no OOM unless `kill(..., oom=True)`), leases, the read-only rootfs
-(the project root is shared, not copied), metadata endpoints, `processes`, `files`, networking.
+A Machine "runs" `init.cmd` as a local process group with only config.env + the app's secrets +
+the image's env (PATH), an empty HOME of its own, and as cwd the image's workdir. The image "local"
+stands for the project's own image: this venv, where the project is installed (editable), with an
+empty workdir per Machine (the real image's /app holds only the sources, which Prefect copies into
+its run workspace when a deployment has no pull step; copying the project root here would copy the
+venv too). Not modelled: regions and placement (recorded, not used), real boot and image pull
+times, memory limits (no OOM unless `kill(..., oom=True)`), leases, a read-only rootfs (the venv and
+the project are shared, not copied), metadata endpoints, `processes`, `files`, networking.
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-ROOT = Path(__file__).resolve().parents[1]
 RATES = {"get": (5.0, 10)}
 DEFAULT_RATE = (1.0, 3)
 APP_SCOPED = ("create", "list")
@@ -57,15 +58,16 @@ APP_SCOPED = ("create", "list")
 
 @dataclass
 class Image:
-    """What a Machine's rootfs would give it: where the command runs and the image's ENV."""
+    """What a Machine's rootfs would give it: where the command runs (None: an empty folder of its
+    own) and the image's ENV."""
 
-    workdir: Path
+    workdir: Path | None
     env: dict[str, str]
 
 
 def local_image() -> Image:
-    """The project's image, here: the venv's bin on PATH, the project root as WORKDIR (Dockerfile: /app)."""
-    return Image(workdir=ROOT, env={"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+    """The project's image, here: the venv (the project installed in it) on PATH, an empty workdir."""
+    return Image(workdir=None, env={"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
                                     "PYTHONUNBUFFERED": "1", "LANG": "C.UTF-8",
                                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
 
@@ -210,13 +212,16 @@ class FlyStandin:
         with self.lock:
             if m.state != "created" or self._closed:
                 return
-            m.home = Path(tempfile.mkdtemp(prefix=f"{m.id}-", dir=self._homes))
+            root = Path(tempfile.mkdtemp(prefix=f"{m.id}-", dir=self._homes))  # the Machine's own disk
+            m.home, workdir = root / "home", image.workdir or root / "app"
+            m.home.mkdir()
+            workdir.mkdir(exist_ok=True)
             cmd = (m.config.get("init") or {}).get("cmd") or ["true"]
             m.env = {**image.env, "HOME": str(m.home), **(m.config.get("env") or {}), **self.secrets.get(m.app, {}),
                      "FLY_APP_NAME": m.app, "FLY_MACHINE_ID": m.id, "FLY_REGION": m.region.split(",")[0]}
             log = (self.logs / f"{m.id}.log").open("ab")
             try:
-                m.proc = subprocess.Popen(cmd, cwd=image.workdir, env=m.env, stdout=log, stderr=subprocess.STDOUT,
+                m.proc = subprocess.Popen(cmd, cwd=workdir, env=m.env, stdout=log, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL, start_new_session=True)
             except OSError as exc:
                 log.write(f"exec failed: {exc}\n".encode())
@@ -261,7 +266,7 @@ class FlyStandin:
         m.state = "destroyed"
         m.event("destroy", "destroyed", source="user")
         if m.home is not None:
-            shutil.rmtree(m.home, ignore_errors=True)
+            shutil.rmtree(m.home.parent, ignore_errors=True)
 
     def _signal(self, m: Machine, sig: int) -> bool:
         """A stop signal goes to the command's process group; SIGKILL takes every descendant too,

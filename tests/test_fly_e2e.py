@@ -49,6 +49,8 @@ def test_a_burst_completes_one_machine_per_run_and_nothing_is_left(fly: FlyStack
         assert m.env["PREFECT__FLOW_RUN_ID"] == run_id
         assert "FLY_API_TOKEN" not in m.env and "PREFECT_API_KEY" not in m.config["env"]
         assert m.config["restart"] == {"policy": "no"} and m.config["auto_destroy"]
+        exit_event = next(e for e in m.events if e["type"] == "exit")["request"]["exit_event"]
+        assert exit_event["exit_code"] == 0 and not exit_event["requested_stop"]  # it ended by itself
         assert f"results/{sid}.json" in fly.s3.keys("results/")
     homes = {m.env["HOME"] for m in fly.fly.machines.values()}
     assert len(homes) == len(fly.fly.machines)  # every Machine its own empty disk
