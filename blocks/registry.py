@@ -132,13 +132,24 @@ def result_storage(store: ObjectStorage) -> BucketResultStorage | None:
     """Prefect result storage for cached task results in the run's bucket when it is a remote one (S3,
     with its fallback), else None: Prefect's local default, fine where the disk outlives the run.
 
-    Prefect takes only a saved block as a task's result storage: the document (saved under
-    BLOCK_NAME, overwriting the same content) holds the key prefix alone, never a credential."""
+    Prefect takes only a saved block as a task's result storage: the document under BLOCK_NAME holds
+    the key prefix alone, never a credential; the first run on a server saves it."""
     if isinstance(store, LocalBucket):
         return None
-    block = BucketResultStorage()
-    block.save(BLOCK_NAME, overwrite=True, _sync=True)
-    return block.bind(store)
+    from prefect.exceptions import ObjectAlreadyExists, PrefectHTTPStatusError
+
+    for _ in range(3):
+        try:
+            return BucketResultStorage.load(BLOCK_NAME, _sync=True).bind(store)
+        except ValueError:  # not saved yet
+            pass
+        try:
+            block = BucketResultStorage()
+            block.save(BLOCK_NAME, _sync=True)
+            return block.bind(store)
+        except (ObjectAlreadyExists, PrefectHTTPStatusError):  # a run starting at the same time saved it (or its type) first
+            continue
+    raise RuntimeError(f"cannot save or load the result storage block {BLOCK_NAME!r}")
 
 
 def plans(settings: Settings | None = None, table: str | None = None) -> Plans:
