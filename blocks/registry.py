@@ -147,7 +147,9 @@ def result_storage(store: ObjectStorage) -> BucketResultStorage | None:
             block = BucketResultStorage()
             block.save(BLOCK_NAME, _sync=True)
             return block.bind(store)
-        except (ObjectAlreadyExists, PrefectHTTPStatusError):  # a run starting at the same time saved it (or its type) first
+        # A run starting at the same time saved it (or registered its type) first: load that. Prefect
+        # says so with ValueError (the name), ObjectAlreadyExists or a 409 (the type).
+        except (ValueError, ObjectAlreadyExists, PrefectHTTPStatusError):
             continue
     raise RuntimeError(f"cannot save or load the result storage block {BLOCK_NAME!r}")
 

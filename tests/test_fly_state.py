@@ -50,3 +50,17 @@ def test_a_rerun_on_a_fresh_disk_reuses_the_chunks_in_the_bucket(bucket, tmp_pat
     assert "Americans" in doc["transcript"]["text"]  # the cached transcript, from the bucket
     assert [k for k in bucket.keys("prefect-results/") if k.startswith("prefect-results/chunk-")]
     assert not (tmp_path / "rerun" / "prefect-storage").exists() or not any((tmp_path / "rerun" / "prefect-storage").iterdir())
+
+
+def test_runs_starting_together_share_one_result_storage_document(bucket, monkeypatch, prefect_harness):
+    """The first runs on a server race to save the document: every one of them gets it."""
+    import uuid as _uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    from blocks import registry
+
+    monkeypatch.setattr(registry, "BLOCK_NAME", f"race-{_uuid.uuid4().hex[:8]}")
+    store = bucket.block()
+    with ThreadPoolExecutor(8) as pool:
+        blocks = list(pool.map(lambda _: registry.result_storage(store), range(8)))
+    assert len({b._block_document_id for b in blocks}) == 1 and all(b._store is store for b in blocks)
