@@ -40,6 +40,7 @@ def test_a_burst_completes_one_machine_per_run_and_nothing_is_left(fly: FlyStack
     sessions = fly.trigger(BURST)
     runs = fly.wait_runs([r for _, r in sessions])
     assert {state for state, _ in runs.values()} == {"COMPLETED"}, runs
+    assert _wait_gone(fly) == []  # auto_destroy once each command exits: none left behind
     for sid, run_id in sessions:
         assert fly.row(sid, {"COMPLETED"}).progress == 100
         machines = fly.fly.by_run(run_id)
@@ -54,7 +55,6 @@ def test_a_burst_completes_one_machine_per_run_and_nothing_is_left(fly: FlyStack
         assert f"results/{sid}.json" in fly.s3.keys("results/")
     homes = {m.env["HOME"] for m in fly.fly.machines.values()}
     assert len(homes) == len(fly.fly.machines)  # every Machine its own empty disk
-    assert _wait_gone(fly) == []  # auto_destroy: none left behind
     # creates were paced under Fly's limit: burst, then about one a second, and no 429
     assert fly.fly.count("POST", "/machines", 429) == 0
     times = fly.fly.create_times()
