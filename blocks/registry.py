@@ -16,9 +16,9 @@ from prefect.blocks.core import Block
 from blocks.analyzer import Analyzer, GeminiAnalyzer, LocalAnalyzer
 from blocks.plans import Plans
 from blocks.status_store import PostgresStatusStore, SQLiteStatusStore, StatusStore, SupabaseStatusStore
-from blocks.storage import FallbackStorage, LocalBucket, ObjectStorage, S3Bucket
+from blocks.storage import BucketResultStorage, FallbackStorage, LocalBucket, ObjectStorage, S3Bucket
 from blocks.transcriber import LocalWhisper, OpenAITranscriber, Transcriber
-from blocks.usage_ledger import PostgresUsageLedger, SQLiteUsageLedger, UsageLedger
+from blocks.usage_ledger import PostgresUsageLedger, SQLiteUsageLedger, SupabaseUsageLedger, UsageLedger
 from vibeinsight.settings import Settings, get_settings
 
 BLOCK_NAME = "vibeinsight"  # the documented name of each saved block document
@@ -90,6 +90,8 @@ def build_usage_ledger(s: Settings) -> UsageLedger:
         return PostgresUsageLedger(url=url)
     if url and url.startswith("sqlite:///") and s.quota.ledger_url:
         return SQLiteUsageLedger(path=url.removeprefix("sqlite:///"))
+    if s.supabase.url and s.supabase.service_role_key:  # production without a DSN: never a file on the Machine
+        return SupabaseUsageLedger(**s.supabase.model_dump())
     return SQLiteUsageLedger(path=str(s.home / "usage.db"))
 
 
@@ -125,8 +127,35 @@ def status_store(settings: Settings | None = None) -> StatusStore:
 
 
 def usage_ledger(settings: Settings | None = None) -> UsageLedger:
-    """VIBEINSIGHT_QUOTA_LEDGER_URL, else a PostgreSQL VIBEINSIGHT_STATUS_URL, else usage.db under VIBEINSIGHT_HOME."""
+    """VIBEINSIGHT_QUOTA_LEDGER_URL, else a PostgreSQL VIBEINSIGHT_STATUS_URL, else Supabase's REST API when
+    SUPABASE_URL and the service role key are set, else usage.db under VIBEINSIGHT_HOME."""
     return _saved_or(build_usage_ledger(settings or get_settings()))
+
+
+def result_storage(store: ObjectStorage) -> BucketResultStorage | None:
+    """Prefect result storage for cached task results in the run's bucket when it is a remote one (S3,
+    with its fallback), else None: Prefect's local default, fine where the disk outlives the run.
+
+    Prefect takes only a saved block as a task's result storage: the document under BLOCK_NAME holds
+    the key prefix alone, never a credential; the first run on a server saves it."""
+    if isinstance(store, LocalBucket):
+        return None
+    from prefect.exceptions import ObjectAlreadyExists, PrefectHTTPStatusError
+
+    for _ in range(3):
+        try:
+            return BucketResultStorage.load(BLOCK_NAME, _sync=True).bind(store)
+        except ValueError:  # not saved yet
+            pass
+        try:
+            block = BucketResultStorage()
+            block.save(BLOCK_NAME, _sync=True)
+            return block.bind(store)
+        # A run starting at the same time saved it (or registered its type) first: load that. Prefect
+        # says so with ValueError (the name), ObjectAlreadyExists or a 409 (the type).
+        except (ValueError, ObjectAlreadyExists, PrefectHTTPStatusError):
+            continue
+    raise RuntimeError(f"cannot save or load the result storage block {BLOCK_NAME!r}")
 
 
 def plans(settings: Settings | None = None, table: str | None = None) -> Plans:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prefect.blocks.core import Block
+from prefect.filesystems import WritableFileSystem
 from pydantic import BaseModel, Field, PrivateAttr
 
 from vibeinsight.errors import InputRejected, StorageFailed
@@ -287,6 +288,52 @@ class FallbackStorage(ObjectStorage):
     def presign_upload(self, key: str, content_type: str, expires_in: int = 3600,
                        max_bytes: int | None = None) -> Presigned:
         return self.primary.presign_upload(key, content_type, expires_in, max_bytes)
+
+
+class BucketResultStorage(WritableFileSystem):
+    """Prefect result storage in the bucket (a task's `result_storage`): the chunk cache's records
+    live beside the results, so a re-run on another Machine, whose disk starts empty, finds what an
+    earlier run already paid for. Prefect reads and writes whole records by key; a missing key
+    raises, which Prefect reads as "not cached".
+
+    Prefect only takes a block saved server-side as a task's result storage, so the saved document
+    holds nothing but the prefix: the I/O goes through the run's own storage block (`bind`), or,
+    where the document is loaded elsewhere, through the one the environment describes. No bucket
+    key is ever written into Prefect.
+    """
+
+    _block_type_name = "VibeInsight Bucket Result Storage"
+
+    prefix: str = "prefect-results/"
+    _store: ObjectStorage | None = PrivateAttr(None)
+
+    def bind(self, store: ObjectStorage) -> BucketResultStorage:
+        self._store = store
+        return self
+
+    def _bucket(self) -> ObjectStorage:
+        if self._store is None:
+            from blocks import registry  # loaded from its document: the environment's bucket
+
+            self._store = registry.storage()
+        return self._store
+
+    # Prefect calls these with `_sync=True` from sync code and their a-prefixed twins from async code.
+    def read_path(self, path: str, _sync: bool | None = None) -> bytes:
+        return self._bucket().get_bytes(self.prefix + path)
+
+    def write_path(self, path: str, content: bytes, _sync: bool | None = None) -> str:
+        return self._bucket().put_bytes(self.prefix + path, content, "application/octet-stream")
+
+    async def aread_path(self, path: str) -> bytes:
+        import asyncio
+
+        return await asyncio.to_thread(self.read_path, path)
+
+    async def awrite_path(self, path: str, content: bytes) -> str:
+        import asyncio
+
+        return await asyncio.to_thread(self.write_path, path, content)
 
 
 class _s3_errors:

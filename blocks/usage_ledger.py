@@ -1,9 +1,12 @@
-"""The usage_events ledger and the quota_alerts rows: SQLite by default, PostgreSQL when configured.
+"""The usage_events ledger and the quota_alerts rows: SQLite by default, PostgreSQL when configured,
+Supabase's REST API when only SUPABASE_URL and the service role key are.
 
-Both share every query; they differ only in how they connect, the placeholder style and how a
-timestamp becomes a day. The PostgreSQL tables come from the migrations in
-infra/supabase/migrations (usage_events by the status work, quota_alerts by 20261129000300);
-the SQLite twins are created here.
+The SQL ledgers share every query; they differ only in how they connect, the placeholder style and
+how a timestamp becomes a day. The Supabase ledger sends the same rows to the same tables through
+PostgREST RPC (functions of migration 20261129000400, the same rules in SQL), because a run Machine's
+disk does not outlive it: a SQLite file there would hide every run from the report and the guard.
+The PostgreSQL tables come from the migrations in infra/supabase/migrations; the SQLite twins are
+created here.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from vibeinsight.quota import COLUMNS, EGRESS_KINDS, META_FIELDS, to_frame
+from vibeinsight.settings import SupabaseOptions
 from vibeinsight.usage import UsageEvent
 
 _EVENT_COLS = ("session_id", "kind", "service", "bytes", "calls", "retries", "tokens", "audio_seconds",
@@ -35,6 +39,42 @@ class UsageLedger(Block):
     """Append usage events, read a period back as a frame, keep quota alerts operators can query."""
 
     _block_type_name = "VibeInsight Usage Ledger"
+
+    @abstractmethod
+    def record(self, events: Iterable[UsageEvent | dict]) -> int:
+        ...
+
+    @abstractmethod
+    def events(self, start: datetime, end: datetime) -> pd.DataFrame:
+        """Events with start <= at < end, typed, with the meta fields the report reads (vibeinsight.quota.to_frame)."""
+
+    @abstractmethod
+    def daily_egress(self, start: datetime, end: datetime) -> dict[str, int]:
+        """Egress bytes per UTC day ('YYYY-MM-DD'), summed by the store: the guard's cheap read."""
+
+    @abstractmethod
+    def record_alerts(self, alerts: list[dict], month: str, plan: str, flow_run_id: str | None = None) -> int:
+        """Upsert one row per (month, plan, metric, basis, level): first_seen_at stays, last_seen_at moves."""
+
+    @abstractmethod
+    def alerts(self, month: str | None = None) -> list[dict]:
+        ...
+
+    @staticmethod
+    def _events(events: Iterable[UsageEvent | dict]) -> list[UsageEvent]:
+        return [e if isinstance(e, UsageEvent) else UsageEvent(**e) for e in events]
+
+    @staticmethod
+    def _alert_rows(alerts: list[dict], month: str, plan: str, flow_run_id: str | None) -> list[dict]:
+        return [{"month": month, "plan": plan, "metric": a["metric"], "basis": a["basis"], "level": a["level"],
+                 "value": float(a["value"]), "limit_value": float(a["limit"]), "pct": float(a["pct"]),
+                 "message": a["message"], "flow_run_id": flow_run_id} for a in alerts]
+
+
+class SQLUsageLedger(UsageLedger):
+    """The ledger in a SQL database this process connects to."""
+
+    _block_type_name = "VibeInsight SQL Usage Ledger"
     _p: ClassVar[str] = "?"
 
     @abstractmethod
@@ -64,7 +104,7 @@ class UsageLedger(Block):
         return value
 
     def record(self, events: Iterable[UsageEvent | dict]) -> int:
-        rows = [self._encode(e if isinstance(e, UsageEvent) else UsageEvent(**e)) for e in events]
+        rows = [self._encode(e) for e in self._events(events)]
         if not rows:
             return 0
         marks = ", ".join([self._p] * len(_EVENT_COLS))
@@ -75,7 +115,6 @@ class UsageLedger(Block):
         return len(rows)
 
     def events(self, start: datetime, end: datetime) -> pd.DataFrame:
-        """Events with start <= at < end, typed, with the meta fields the report reads (vibeinsight.quota.to_frame)."""
         cols = [*(self._select(c) for c in COLUMNS), *(self._meta(k) for k in META_FIELDS)]
         sql = (f"SELECT {', '.join(cols)} FROM usage_events WHERE at >= {self._p} AND at < {self._p} "
                "ORDER BY at")
@@ -86,7 +125,6 @@ class UsageLedger(Block):
         return to_frame(rows)
 
     def daily_egress(self, start: datetime, end: datetime) -> dict[str, int]:
-        """Egress bytes per UTC day ('YYYY-MM-DD'), summed in the database: the guard's cheap read."""
         kinds = ", ".join(f"'{k}'" for k in EGRESS_KINDS)
         sql = (f"SELECT {self._day('at')} AS day, SUM(bytes) FROM usage_events WHERE at >= {self._p} "
                f"AND at < {self._p} AND kind IN ({kinds}) GROUP BY 1 ORDER BY 1")
@@ -96,12 +134,10 @@ class UsageLedger(Block):
             return {str(day): int(total or 0) for day, total in cur.fetchall()}
 
     def record_alerts(self, alerts: list[dict], month: str, plan: str, flow_run_id: str | None = None) -> int:
-        """Upsert one row per (month, plan, metric, basis, level): first_seen_at stays, last_seen_at moves."""
         if not alerts:
             return 0
         now = datetime.now(timezone.utc).isoformat()
-        rows = [(month, plan, a["metric"], a["basis"], a["level"], float(a["value"]), float(a["limit"]),
-                 float(a["pct"]), a["message"], flow_run_id, now, now) for a in alerts]
+        rows = [(*(r[c] for c in _ALERT_COLS), now, now) for r in self._alert_rows(alerts, month, plan, flow_run_id)]
         marks = ", ".join([self._p] * (len(_ALERT_COLS) + 2))
         sql = (f"INSERT INTO quota_alerts ({', '.join(_ALERT_COLS)}, first_seen_at, last_seen_at) VALUES ({marks}) "
                "ON CONFLICT (month, plan, metric, basis, level) DO UPDATE SET value = excluded.value, "
@@ -162,7 +198,7 @@ CREATE TABLE IF NOT EXISTS quota_alerts (
 """
 
 
-class SQLiteUsageLedger(UsageLedger):
+class SQLiteUsageLedger(SQLUsageLedger):
     """The embedded default: usage.db under VIBEINSIGHT_HOME. Timestamps are ISO-8601 UTC text,
     so comparing them as text orders them in time."""
 
@@ -190,7 +226,7 @@ class SQLiteUsageLedger(UsageLedger):
         return f"json_extract(meta, '$.{key}')"
 
 
-class PostgresUsageLedger(UsageLedger):
+class PostgresUsageLedger(SQLUsageLedger):
     """PostgreSQL (Supabase's database through its connection string): tables from the migrations."""
 
     _block_type_name = "VibeInsight Postgres Usage Ledger"
@@ -220,6 +256,41 @@ class PostgresUsageLedger(UsageLedger):
         if column == "at":
             return value  # timestamptz: psycopg adapts an aware datetime
         return super()._value(column, value)
+
+
+class SupabaseUsageLedger(UsageLedger, SupabaseOptions):
+    """Supabase through PostgREST with the service role key (server side only): RPC functions of
+    migration 20261129000400, one request per call."""
+
+    _block_type_name = "VibeInsight Supabase Usage Ledger"
+
+    def _rpc(self, function: str, params: dict[str, Any]) -> Any:
+        import httpx
+
+        key = self.service_role_key.get_secret_value() if self.service_role_key else ""
+        resp = httpx.post(f"{self.url.rstrip('/')}/rest/v1/rpc/{function}", json=params, timeout=max(self.timeout_s, 30.0),
+                          headers={"apikey": key, "Authorization": f"Bearer {key}"})
+        resp.raise_for_status()
+        return resp.json()
+
+    def record(self, events: Iterable[UsageEvent | dict]) -> int:
+        rows = [e.model_dump(mode="json") for e in self._events(events)]
+        return int(self._rpc("record_usage_events", {"events": rows})) if rows else 0
+
+    def events(self, start: datetime, end: datetime) -> pd.DataFrame:
+        return to_frame(self._rpc("usage_events_between", {"p_start": start.isoformat(), "p_end": end.isoformat()}))
+
+    def daily_egress(self, start: datetime, end: datetime) -> dict[str, int]:
+        days = self._rpc("usage_daily_egress", {"p_start": start.isoformat(), "p_end": end.isoformat(),
+                                                "p_kinds": list(EGRESS_KINDS)})
+        return {day: int(total) for day, total in sorted(days.items())}
+
+    def record_alerts(self, alerts: list[dict], month: str, plan: str, flow_run_id: str | None = None) -> int:
+        rows = self._alert_rows(alerts, month, plan, flow_run_id)
+        return int(self._rpc("record_quota_alerts", {"alerts": rows})) if rows else 0
+
+    def alerts(self, month: str | None = None) -> list[dict]:
+        return self._rpc("quota_alerts_of", {"p_month": month})
 
 
 _sqlite_lock = threading.Lock()

@@ -1,8 +1,13 @@
-"""Create the work pool and its queues, then `prefect --no-prompt deploy --all` from prefect.yaml.
+"""Create the work pool, its queues and the global concurrency limit, then `prefect deploy --all`.
 
-Non-interactive deploys fail on a missing pool, so the pool comes first. Queues get priorities:
+What `prefect deploy --all` alone does not: a non-interactive deploy fails on a missing pool, and
+the flow's cross-run cap on API calls (`VIBEINSIGHT_API_CONCURRENCY_LIMIT`, a Prefect global
+concurrency limit) is silently no cap when the limit does not exist. Queues get priorities:
 `realtime` (user uploads, priority 1) is served before `default` (reports, reconciliation).
-Usage: python -m deployments.deploy [--pool NAME] [--app-dir DIR]  (PREFECT_API_URL must be set).
+
+Usage: python -m deployments.deploy [--pool NAME] [--type fly-machines|process] [--api-limit N]
+(PREFECT_API_URL must be set). `--type process` makes the same deployments run under local
+process workers (the local stack, tests, the benchmark).
 """
 
 from __future__ import annotations
@@ -11,43 +16,64 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+from vibeinsight.settings import get_settings
+
 ROOT = Path(__file__).resolve().parent.parent
-POOL_TEMPLATE = ROOT / "deployments" / "fly-pool.json"
-DEFAULT_POOL = "vibeinsight-fly"
+PREFECT_YAML = ROOT / "prefect.yaml"
+DEFAULT_POOL = "vibeinsight-fly"  # the name prefect.yaml gives every deployment
+DEFAULT_POOL_TYPE = "fly-machines"
 # The pool's `default` queue exists already; `realtime` (user uploads) is created at priority 1,
 # which Prefect puts ahead of it (lower number = served first).
 REALTIME_QUEUE = "realtime"
+# Transcription API calls in flight across all runs (each run sends up to VIBEINSIGHT_OPENAI_CONCURRENCY).
+API_LIMIT_SLOTS = 8
 
 
 def pool_name() -> str:
     return os.environ.get("VIBEINSIGHT_WORK_POOL") or DEFAULT_POOL
 
 
-def _prefect(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+def _prefect(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("prefect")
     cmd = [str(exe) if exe.exists() else "prefect", "--no-prompt", *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, check=check, capture_output=True, text=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env or dict(os.environ), check=check, capture_output=True, text=True)
 
 
-def ensure_pool(pool: str, env: dict[str, str], concurrency: int | None = None) -> None:
-    """Create or update the process pool with the Fly.io base job template, then its queues."""
-    _prefect("work-pool", "create", pool, "--type", "process", "--base-job-template", str(POOL_TEMPLATE),
-             "--overwrite", env=env)
+def ensure_pool(pool: str, pool_type: str = DEFAULT_POOL_TYPE, env: dict[str, str] | None = None,
+                concurrency: int | None = None) -> None:
+    """Create the pool with its type's default template (the fly-machines defaults are the project's:
+    deployments/fly_worker/config.py) if missing, then its queues. An existing pool keeps its template."""
+    _prefect("work-pool", "create", pool, "--type", pool_type, env=env, check=False)  # exists already: fine
     if concurrency:
         _prefect("work-pool", "set-concurrency-limit", pool, str(concurrency), env=env)
     # fails harmlessly when the queue exists already (a re-deploy)
     _prefect("work-queue", "create", REALTIME_QUEUE, "--pool", pool, "--priority", "1", env=env, check=False)
 
 
-def deploy_all(pool: str | None = None, app_dir: str | None = None, names: list[str] | None = None) -> str:
-    """Deploy every deployment of prefect.yaml (or only `names`); returns Prefect's output."""
-    env = {**os.environ, "VIBEINSIGHT_WORK_POOL": pool or pool_name(),
-           "VIBEINSIGHT_APP_DIR": app_dir or os.environ.get("VIBEINSIGHT_APP_DIR") or "/app"}
-    ensure_pool(env["VIBEINSIGHT_WORK_POOL"], env)
+def ensure_api_limit(slots: int = API_LIMIT_SLOTS, env: dict[str, str] | None = None) -> str:
+    """The global concurrency limit every transcription call holds a slot of: created, or its size set."""
+    name = get_settings().api_concurrency_limit
+    if _prefect("gcl", "create", name, "--limit", str(slots), env=env, check=False).returncode != 0:
+        _prefect("gcl", "update", name, "--limit", str(slots), env=env)
+    return name
+
+
+def deploy_all(pool: str | None = None, names: list[str] | None = None, pool_type: str = DEFAULT_POOL_TYPE,
+               api_limit: int = API_LIMIT_SLOTS) -> str:
+    """Pool, queues, limit, then every deployment of prefect.yaml (or only `names`); returns Prefect's output."""
+    pool = pool or pool_name()
+    ensure_pool(pool, pool_type)
+    ensure_api_limit(api_limit)
     args = ["deploy", "--all"] if not names else ["deploy", *[a for n in names for a in ("--name", n)]]
-    done = _prefect(*args, env=env, check=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        if pool != DEFAULT_POOL:  # `prefect deploy --all --pool` ignores --pool: deploy a copy that names it
+            spec = Path(tmp) / "prefect.yaml"
+            spec.write_text(PREFECT_YAML.read_text().replace(f"name: {DEFAULT_POOL}\n", f"name: {pool}\n"))
+            args += ["--prefect-file", str(spec)]
+        done = _prefect(*args, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"prefect deploy failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done.stdout
@@ -55,11 +81,12 @@ def deploy_all(pool: str | None = None, app_dir: str | None = None, names: list[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pool", default=None)
-    parser.add_argument("--app-dir", default=None, help="where workers find the project (image: /app)")
+    parser.add_argument("--pool", default=None, help=f"work pool (default {DEFAULT_POOL}, or VIBEINSIGHT_WORK_POOL)")
+    parser.add_argument("--type", dest="pool_type", default=DEFAULT_POOL_TYPE, help="pool type when it is created")
+    parser.add_argument("--api-limit", type=int, default=API_LIMIT_SLOTS, help="slots of the API concurrency limit")
     parser.add_argument("--name", action="append", help="deploy only these (e.g. process-audio/api)")
     a = parser.parse_args()
-    print(deploy_all(a.pool, a.app_dir, a.name))
+    print(deploy_all(a.pool, a.name, a.pool_type, a.api_limit))
 
 
 if __name__ == "__main__":

@@ -154,7 +154,7 @@ def stack_up(home: Path, port: int = 4200, db_url: str | None = None, workers: i
     try:
         wait_healthy(api_url, server)
         os.environ["PREFECT_API_URL"] = api_url
-        deploy_all(pool=pool, app_dir=str(ROOT))
+        deploy_all(pool=pool, pool_type="process")  # local process workers run the same deployments
         env = {"VIBEINSIGHT_HOME": str(home)}
         for i in range(workers):
             state.pids[f"worker-{i + 1}"] = start_worker(api_url, pool, f"local-{i + 1}", logs / f"worker-{i + 1}.log",

@@ -171,9 +171,9 @@ def chunk_cache_key(context, parameters: dict) -> str:
     return "chunk-" + hashlib.sha256(spec.encode()).hexdigest()
 
 
-# Cached results persist (Prefect result storage; on machines that do not outlive a run,
-# point PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK at a shared bucket) so a retried or re-run
-# session never pays for a finished chunk twice.
+# Cached results persist so a retried or re-run session never pays for a finished chunk twice;
+# with a remote bucket they persist there (transcribe() sets result_storage), because a Fly Machine's
+# disk does not outlive its run.
 CHUNK = dict(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient,
              cache_key_fn=chunk_cache_key, cache_expiration=timedelta(days=7), persist_result=True)
 
@@ -209,8 +209,11 @@ def transcribe(compact: TranscodeInfo, language: str, run: Run) -> tuple[Transcr
             run.reporter.report("transcribe", sum(done.values()) / total)
 
         # Chunks in parallel up to the transcriber's own limit (threads: the work is I/O or native code).
+        chunk_task = transcribe_chunk
+        if (results_in_bucket := registry.result_storage(run.storage)) is not None:
+            chunk_task = transcribe_chunk.with_options(result_storage=results_in_bucket)
         with ThreadPoolTaskRunner(max_workers=run.transcriber.parallel_chunks()) as runner:
-            futures = [runner.submit(transcribe_chunk, dict(
+            futures = [runner.submit(chunk_task, dict(
                 job=job, language=lang, transcriber=run.transcriber, progress=progress,
                 session_id=run.session_id, content_id=run.content_id(), api_limit=run.settings.api_concurrency_limit))
                 for job in jobs]

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -112,6 +113,9 @@ class FakePostgrest:
                     return self._error(404, "PGRST125", "Invalid path specified in request URL")
                 if not all(_IDENT.match(k) for k in body):
                     return self._error(400, "PGRST102", "Invalid body")
+                # JSON objects and arrays of objects are jsonb arguments (PostgREST casts by the function's types)
+                body = {k: Jsonb(v) if isinstance(v, dict) or (isinstance(v, list) and any(isinstance(x, dict) for x in v))
+                        else v for k, v in body.items()}
                 query = sql.SQL("SELECT public.{}({})").format(
                     sql.Identifier(m.group(1)),
                     sql.SQL(", ").join(sql.SQL("{} => {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in body))

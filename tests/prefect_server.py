@@ -132,7 +132,7 @@ def start_local_prefect(tmp: Path, db_url: str | None = None, *, deploy: bool = 
         if deploy:
             from deployments.deploy import deploy_all
 
-            deploy_all(pool=pool, app_dir=str(ROOT))
+            deploy_all(pool=pool, pool_type="process")
         for i in range(workers):
             lp.add_worker(f"worker-{i + 1}")
         if observer:

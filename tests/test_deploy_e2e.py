@@ -29,10 +29,10 @@ def test_deploy_all_creates_the_three_deployments(prefect):
     assert "api" in deps
     api = deps["api"]
     assert api["work_pool_name"] == "vibeinsight-fly" and api["work_queue_name"] == "realtime"
-    assert api["entrypoint"] == "flows/process_audio.py:process_audio"
+    assert api["entrypoint"] == "flows.process_audio:process_audio"
     assert set(api["parameter_openapi_schema"]["properties"]) == {"source", "session_id", "user_id", "language"}
     assert api["parameter_openapi_schema"]["required"] == ["source"]
-    assert api["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(ROOT)
+    assert api["pull_steps"] == []
     if (ROOT / "flows/quota_report.py").exists():
         daily = deps["daily"]
         sched = daily["schedules"][0]["schedule"]
@@ -41,8 +41,7 @@ def test_deploy_all_creates_the_three_deployments(prefect):
         assert deps["every-5m"]["schedules"][0]["schedule"]["interval"] == 300
     queues = {q["name"]: q["priority"] for q in prefect.post("/work_pools/vibeinsight-fly/queues/filter", {})}
     assert queues["realtime"] < queues["default"]  # uploads before reports
-    pool = prefect.get("/work_pools/vibeinsight-fly")
-    assert pool["base_job_template"] == json.loads((ROOT / "deployments/fly-pool.json").read_text())
+    assert prefect.get("/work_pools/vibeinsight-fly")["type"] == "process"  # the local stand-in for fly-machines
 
 
 def test_trigger_runs_to_completed_and_is_idempotent(prefect, audio):

@@ -202,6 +202,9 @@ class Settings(BaseSettings):
     # Prefect global concurrency limit held around every transcription API call, across runs.
     api_concurrency_limit: str = Field("openai-transcribe", alias="VIBEINSIGHT_API_CONCURRENCY_LIMIT")
     price_table: Path | None = Field(None, alias="VIBEINSIGHT_PRICE_TABLE")
+    # The image holds the joined model outside VIBEINSIGHT_HOME, so a run Machine (an empty home each
+    # time) never assembles or downloads it.
+    model_dir: Path | None = Field(None, alias="VIBEINSIGHT_MODEL_DIR")
 
     limits: Limits = Field(default_factory=Limits)
     transcode: TranscodeSettings = Field(default_factory=TranscodeSettings)
@@ -228,7 +231,7 @@ class Settings(BaseSettings):
 
     @property
     def model_cache(self) -> Path:
-        return self.home / "models"
+        return self.model_dir or self.home / "models"
 
 
 @lru_cache(maxsize=1)

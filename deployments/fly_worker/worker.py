@@ -1,0 +1,204 @@
+"""The `fly-machines` worker: one Fly Machine per flow run, watched until it exits.
+
+run(): create the Machine (paced; an ambiguous create is resolved by metadata, so one run never
+gets two), report `<app>:<machine_id>` as the infrastructure id, long-poll `/wait` until the
+Machine stops, then read the exit code from its newest `exit` event. Non-zero (137: out of
+memory, or the Machine killed) makes Prefect mark the run Crashed. A run past `max_runtime_s`
+is stopped like kill_infrastructure stops one: SIGTERM, then a forced delete.
+
+On start the worker sweeps Machines left by a worker that died: any Machine of the pool's app
+tagged with a flow run that is already terminal (or gone) is stopped and deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+from uuid import UUID
+
+import anyio
+import anyio.abc
+from prefect.exceptions import InfrastructureNotAvailable, InfrastructureNotFound, ObjectNotFound
+from prefect.workers.base import BaseWorker, BaseWorkerResult
+
+from deployments.fly_worker.client import FlyMachinesClient, MachineNotFound
+from deployments.fly_worker.config import (
+    DEFAULT_API_URL,
+    DEFAULT_APP,
+    FLOW_RUN_KEY,
+    POOL_KEY,
+    FlyMachinesJobConfiguration,
+    FlyMachinesVariables,
+    exit_code_of,
+)
+
+GONE = ("destroyed", "destroying")
+DONE = ("stopped", "failed", *GONE)
+TERMINAL_RUN_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+MAX_RUNTIME_EXIT = -1  # reported when the worker had to stop a Machine that ran past max_runtime_s
+WAIT_POLL_S = 15  # one /wait long-poll (Fly caps it at 60 s); between two, the run's state is read
+# A run can be final before its command exits (hooks, uploads of logs): give the Machine this long.
+TERMINAL_GRACE_S = 30
+
+
+class FlyMachinesWorkerResult(BaseWorkerResult):
+    """identifier is `<app>:<machine_id>`; status_code the Machine's exit code."""
+
+
+class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVariables, FlyMachinesWorkerResult]):
+    type = "fly-machines"
+    job_configuration = FlyMachinesJobConfiguration
+    job_configuration_variables = FlyMachinesVariables
+    _display_name = "Fly Machines"
+    _description = "Runs each flow run in its own Fly Machine, destroyed when the run ends."
+    _documentation_url = "https://fly.io/docs/machines/api/"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fly_clients: dict[str, FlyMachinesClient] = {}
+
+    async def _fly(self, api_url: str) -> FlyMachinesClient:
+        """One client per API URL for the worker's lifetime, so all runs share its pacing."""
+        if api_url not in self._fly_clients:
+            self._fly_clients[api_url] = await FlyMachinesClient(api_url).__aenter__()
+        return self._fly_clients[api_url]
+
+    async def __aenter__(self) -> FlyMachinesWorker:
+        await super().__aenter__()
+        try:
+            await self.sweep()
+        except Exception as exc:  # noqa: BLE001 - a failed sweep must not keep the worker from serving runs
+            self._logger.warning("sweep of leftover Machines failed: %s", exc)
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            await super().__aexit__(*exc_info)
+        finally:
+            for client in self._fly_clients.values():
+                await client.__aexit__(None, None, None)
+            self._fly_clients.clear()
+
+    # -- one run --
+
+    async def run(self, flow_run: Any, configuration: FlyMachinesJobConfiguration,
+                  task_status: anyio.abc.TaskStatus[str] | None = None) -> FlyMachinesWorkerResult:
+        logger = self.get_flow_run_logger(flow_run)
+        client = await self._fly(configuration.api_url)
+        app = configuration.app
+        body = configuration.machine_request(str(flow_run.id), self._work_pool_name)
+        machine = await client.create_machine(app, body)
+        identifier = f"{app}:{machine['id']}"
+        logger.info("Flow run runs in Fly Machine %s (%s, %s)", machine["id"], app, machine.get("region", "?"))
+        if task_status is not None:
+            task_status.started(identifier)
+        code = await self._watch(client, app, machine, configuration.max_runtime_s, logger, flow_run.id)
+        return FlyMachinesWorkerResult(identifier=identifier, status_code=code)
+
+    async def _watch(self, client: FlyMachinesClient, app: str, machine: dict[str, Any], max_runtime_s: int,
+                     logger: logging.Logger | logging.LoggerAdapter, flow_run_id: UUID | None = None) -> int:
+        """Long-poll until the Machine is stopped or gone; its exit code (MAX_RUNTIME_EXIT when stopped by us).
+
+        Between polls it reads the run's state: a run that is over (cancelled from the UI, say) while its
+        Machine still runs past TERMINAL_GRACE_S gets the Machine stopped and deleted, whatever happens
+        inside it, and 0 back (Prefect has the run's final state already)."""
+        machine_id, instance_id = machine["id"], machine.get("instance_id")
+        deadline = time.monotonic() + max_runtime_s
+        over_since: float | None = None
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                logger.error("Machine %s ran past max_runtime_s=%d; stopping it", machine_id, max_runtime_s)
+                await self._stop_and_delete(client, app, machine_id, grace_seconds=30)
+                return MAX_RUNTIME_EXIT
+            try:
+                reached = await client.wait(app, machine_id, "stopped", instance_id, timeout_s=min(WAIT_POLL_S, left))
+            except MachineNotFound:
+                reached = True  # auto_destroy already removed it: GET still shows its events
+            if not reached:
+                if flow_run_id is not None and await self._run_is_over(flow_run_id):
+                    over_since = over_since or time.monotonic()
+                    if time.monotonic() - over_since >= TERMINAL_GRACE_S:
+                        logger.warning("Flow run is over but Machine %s still runs; stopping it", machine_id)
+                        await self._stop_and_delete(client, app, machine_id, grace_seconds=10)
+                        return 0
+                continue
+            current = await client.get_machine(app, machine_id)
+            if current.get("state") not in DONE:  # waited on an older instance; go on
+                instance_id = current.get("instance_id", instance_id)
+                continue
+            code = exit_code_of(current)
+            if code is None:  # stopped but the exit event not recorded yet
+                await asyncio.sleep(1)
+                code = exit_code_of(await client.get_machine(app, machine_id))
+            if code is None:
+                logger.warning("Machine %s ended in state %s with no exit event", machine_id, current.get("state"))
+                return -1 if current.get("state") == "failed" else 0
+            logger.info("Machine %s exited with code %d", machine_id, code)
+            return code
+
+    async def _run_is_over(self, flow_run_id: UUID) -> bool:
+        try:
+            run = await self.client.read_flow_run(flow_run_id)
+        except Exception:  # noqa: BLE001 - the API briefly down: ask again next poll
+            return False
+        return bool(run.state and run.state.type.value in TERMINAL_RUN_STATES)
+
+    # -- cancellation and clean-up --
+
+    async def kill_infrastructure(self, infrastructure_pid: str, configuration: FlyMachinesJobConfiguration,
+                                  grace_seconds: int = 30) -> None:
+        app, _, machine_id = infrastructure_pid.partition(":")
+        if not machine_id or app != configuration.app:
+            raise InfrastructureNotAvailable(f"{infrastructure_pid!r} is not a Machine of app {configuration.app!r}")
+        client = await self._fly(configuration.api_url)
+        try:
+            await client.get_machine(app, machine_id)
+        except MachineNotFound as exc:
+            raise InfrastructureNotFound(f"Machine {machine_id} not found in {app}") from exc
+        await self._stop_and_delete(client, app, machine_id, grace_seconds)
+
+    async def _stop_and_delete(self, client: FlyMachinesClient, app: str, machine_id: str, grace_seconds: int) -> None:
+        """SIGTERM (Prefect's command hands the run back), up to grace_seconds, then a forced delete."""
+        try:
+            current = await client.get_machine(app, machine_id)
+            if current.get("state") in GONE:
+                return
+            await client.stop_machine(app, machine_id, "SIGTERM", grace_seconds)
+            # `stopped` is waited for by instance: the one just asked to stop
+            await client.wait(app, machine_id, "stopped", current.get("instance_id"), timeout_s=max(1, grace_seconds))
+        except MachineNotFound:
+            return
+        except Exception as exc:  # noqa: BLE001 - the delete below forces it anyway
+            self._logger.warning("stop of Machine %s failed (%s); deleting with force", machine_id, exc)
+        try:
+            await client.delete_machine(app, machine_id, force=True)
+        except MachineNotFound:
+            pass
+
+    def _pool_defaults(self) -> dict[str, Any]:
+        variables = ((self._work_pool.base_job_template if self._work_pool else {}) or {}).get("variables", {})
+        return {k: v.get("default") for k, v in (variables.get("properties") or {}).items()}
+
+    async def sweep(self) -> list[str]:
+        """Stop and delete the pool's Machines whose flow run is terminal or gone; returns their ids."""
+        defaults = self._pool_defaults()
+        app, api_url = defaults.get("app") or DEFAULT_APP, defaults.get("api_url") or DEFAULT_API_URL
+        client = await self._fly(api_url)
+        swept = []
+        for machine in await client.list_machines(app, {POOL_KEY: self._work_pool_name}):
+            run_id = (machine.get("config", {}).get("metadata") or {}).get(FLOW_RUN_KEY)
+            if machine.get("state") in GONE or not run_id:
+                continue
+            try:
+                run = await self.client.read_flow_run(UUID(run_id))
+                state = run.state.type.value if run.state else None
+            except ObjectNotFound:
+                state = "DELETED"
+            if state in TERMINAL_RUN_STATES or state == "DELETED":
+                self._logger.info("sweeping Machine %s of flow run %s (%s)", machine["id"], run_id, state)
+                await self._stop_and_delete(client, app, machine["id"], grace_seconds=10)
+                swept.append(machine["id"])
+        return swept
