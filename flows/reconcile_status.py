@@ -90,7 +90,7 @@ async def _repair(client, store, row: StatusRow, now: datetime, stale_after_s: f
                 return None
             await _reschedule(client, run)
             return {"session_id": row.session_id, "flow_run_id": row.flow_run_id, "from": row.status.value,
-                    "to": "PENDING", "action": "rescheduled"}
+                    "to": "SCHEDULED"}  # the run's new state; the row stays PENDING until it runs
         if status is Status.RUNNING:
             silent_s = (now - await _last_sign_of_life(client, run)).total_seconds()
             if silent_s < stale_after_s:
@@ -110,7 +110,7 @@ def _done(row: StatusRow, update: StatusUpdate, changed: bool) -> dict | None:
     if not changed:
         return None
     return {"session_id": row.session_id, "flow_run_id": row.flow_run_id, "from": row.status.value,
-            "to": update.status.value, "action": "repaired"}
+            "to": update.status.value}
 
 
 def _aware(ts: datetime) -> datetime:
@@ -157,7 +157,7 @@ async def reconcile_once(min_age_s: float | None = None, limit: int = 500, stale
                 result = await _repair(client, store, row, now, stale_after_s, pending_after_s, orphan_after_s)
                 if result:
                     done.append(result)
-                if not result or result["action"] == "rescheduled":
+                if not result or result["to"] == "SCHEDULED":
                     left_open += 1  # still an open row: the next page starts after it
             offset += left_open
             if len(page) < limit:
@@ -171,7 +171,6 @@ async def reconcile_status(min_age_s: float | None = None, limit: int = 500, sta
     repaired = await reconcile_once(min_age_s, limit, stale_after_s, pending_after_s, orphan_after_s)
     logger = get_run_logger()
     for r in repaired:
-        logger.info("session %s (run %s): %s -> %s (%s)", r["session_id"], r["flow_run_id"], r["from"], r["to"],
-                    r["action"])
+        logger.info("session %s (run %s): %s -> %s", r["session_id"], r["flow_run_id"], r["from"], r["to"])
     logger.info("reconciled %d row(s)", len(repaired))
     return repaired

@@ -5,7 +5,7 @@ Pure threading, no Prefect: the flow's stage updates and its state hooks share o
 session, so together they stay under the rate. The caller only hands an update over (a lock and a
 notify, never I/O): a background thread writes. Its queue is bounded: updates booked for a write
 (at most `queue_size`, the oldest dropped first: a newer update supersedes it), one pending update
-that later ones replace, and the terminal one. After a failed write it backs off (exponentially, up
+that later ones replace, and the terminal one, written after the booked ones. After a failed write it backs off (exponentially, up
 to `max_backoff`) so a store that is down is not hammered; the terminal update is retried until it
 lands or `give_up_s` passes, and `final()` waits for it at most `wait_s`.
 """
@@ -34,7 +34,7 @@ class CoalescingWriter:
         backoff: float = 0.2,
         max_backoff: float = 5.0,
         give_up_s: float = 600.0,
-        queue_size: int = 4,
+        queue_size: int = 2,
     ) -> None:
         self._write = write
         self._interval = min_interval
@@ -81,8 +81,7 @@ class CoalescingWriter:
         lands or is given up) for it to land. True when it landed."""
         update = _stamped(update)
         with self._cond:
-            self._queue.clear()
-            self._pending = None
+            self._pending = None  # superseded; booked updates still go first, in order
             self._final = update
             self._final_since = time.monotonic()
             self._start()
