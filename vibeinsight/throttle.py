@@ -52,6 +52,7 @@ class CoalescingWriter:
         self._retry_at = float("-inf")  # back-off after failures: nothing is written before this
         self._streak = 0  # failures in a row
         self._thread: threading.Thread | None = None
+        self._busy = False  # a write is in flight
         self.writes = 0
         self.bytes_written = 0  # JSON payload bytes of the successful writes (what Realtime fans out)
         self.failures = 0
@@ -71,7 +72,8 @@ class CoalescingWriter:
             if self._pending is None or update.seq > self._pending.seq:
                 self._pending = update
             now = time.monotonic()
-            if now >= self._last_write + self._interval and now >= self._retry_at:
+            # book only while no write is in flight: a slow store then gets the freshest state next
+            if not self._busy and now >= self._last_write + self._interval and now >= self._retry_at:
                 self._book(now)
             self._start()
             self._cond.notify()
@@ -111,10 +113,12 @@ class CoalescingWriter:
                 now = time.monotonic()
                 due = max(self._retry_at, self._last_write + self._interval)
                 if now >= self._retry_at and self._queue:
+                    self._busy = True
                     return self._queue.popleft()
                 if self._final is not None and not self._queue:
                     if now >= due:
                         self._last_write = now
+                        self._busy = True
                         return self._final
                 elif self._pending is not None and now >= due:
                     self._book(now)
@@ -138,6 +142,7 @@ class CoalescingWriter:
 
     def _succeeded(self, update: StatusUpdate) -> bool:
         with self._cond:
+            self._busy = False
             self.writes += 1
             self.bytes_written += len(update.model_dump_json(exclude_none=True))
             self.delays.append(time.monotonic() - getattr(update, "_handed_at", time.monotonic()))
@@ -151,6 +156,7 @@ class CoalescingWriter:
 
     def _failed(self, update: StatusUpdate, exc: Exception) -> bool:
         with self._cond:
+            self._busy = False
             self.failures += 1
             self._streak += 1
             pause = min(self._max_backoff, self._backoff * 2 ** (self._streak - 1)) * random.uniform(0.5, 1.0)
