@@ -266,7 +266,7 @@ def run_scenario(tmp: Path, n: int = 30, faults: bool = True, deadline_s: float 
                 if time.monotonic() >= next_reconcile:
                     next_reconcile = time.monotonic() + 10
                     with contextlib.suppress(Exception):
-                        got = asyncio.run(reconcile_once(min_age_s=5, stale_after_s=45, pending_after_s=30,
+                        got = asyncio.run(reconcile_once(min_age_s=5, stale_after_s=90, pending_after_s=90,
                                                          orphan_after_s=120))
                         if got:
                             out.reconciled += got
@@ -295,7 +295,7 @@ def run_scenario(tmp: Path, n: int = 30, faults: bool = True, deadline_s: float 
                 note(f"re-running {len(again)} session(s)")
             for sid, run_id in again.items():
                 out.reruns[sid] = lp.wait_run(run_id, 240)["state"]["type"]
-            out.reconciled += asyncio.run(reconcile_once(min_age_s=0, stale_after_s=45, pending_after_s=30,
+            out.reconciled += asyncio.run(reconcile_once(min_age_s=0, stale_after_s=90, pending_after_s=90,
                                                          orphan_after_s=120))
             wait_for(lambda: all(r["status"] not in OPEN for r in _rows(status_url, out.sessions).values()),
                      60, 0.5, "the re-runs' rows")
