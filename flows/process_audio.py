@@ -126,9 +126,6 @@ def record_usage(document: ResultDocument) -> int:
 @task(name="ingest", timeout_seconds=TIMEOUT_S["ingest"], **RETRY)
 def ingest(source: str, run: Run) -> SourceInfo:
     with run.stage("ingest"):
-        if run.storage.role() != "local":  # object storage: only this user's uploads in our bucket
-            s3 = run.settings.s3
-            check_s3_source(source, s3.bucket_name, s3.upload_prefixes, run.user_id)
         fetched = run.storage.fetch(source, run.workspace, max_bytes=run.settings.limits.max_bytes)
         run.served_by = fetched.served_by
         run.source_sha256 = fetched.sha256
@@ -282,6 +279,8 @@ def process_audio(source: str, session_id: str | None = None, user_id: str | Non
     doc = ResultDocument(session_id=sid, user_id=uid, flow_run_id=flow_run_id, status=Status.RUNNING)
     try:
         check_ids(session_id, user_id)
+        if run.storage.role() != "local":  # object storage: only this user's uploads in our bucket
+            check_s3_source(source, run.settings.s3.bucket_name, run.settings.s3.upload_prefixes, uid)
         run.settings = quota_guard(run)  # quota: refuse, or go compact
         doc.source = ingest(source, run)
         doc.transcode = transcode(doc.source, run)

@@ -141,6 +141,7 @@ class Outcome:
     reruns: dict[str, str] = field(default_factory=dict)  # session -> the re-run's final state
     events: list[tuple[float, str]] = field(default_factory=list)  # (seconds since the first trigger, what)
     reconciled: list[dict] = field(default_factory=list)
+    killed_run: str | None = None  # the flow run that was running on the worker when it was killed
     wall_s: float = 0.0  # first trigger to the last terminal row (before re-runs)
     max_row_lag_s: float = 0.0  # longest time a row stayed non-terminal after its run ended
     logs: Path | None = None
@@ -171,6 +172,19 @@ def _runs(lp, flow_run_ids: list[str]) -> dict[str, dict]:
         return {}
     found = lp.post("/flow_runs/filter", {"flow_runs": {"id": {"any_": flow_run_ids}}, "limit": 200})
     return {r["id"]: r for r in found}
+
+
+def _running_on(worker: subprocess.Popen | None, runs: dict[str, dict]) -> str | None:
+    """The flow run a worker's child process is running right now (Prefect's infrastructure_pid is
+    host:pid of the process the worker started), if any."""
+    if worker is None:
+        return None
+    children = {str(pid) for pid in descendants(worker.pid)}
+    for run_id, run in runs.items():
+        pid = str(run.get("infrastructure_pid") or "").rpartition(":")[2]
+        if pid in children and ((run.get("state") or {}).get("type")) == "RUNNING":
+            return run_id
+    return None
 
 
 def _ts(value: str | datetime) -> float:
@@ -240,10 +254,12 @@ def run_scenario(tmp: Path, n: int = 30, faults: bool = True, deadline_s: float 
                         ended_at.setdefault(sid, _ts(state["timestamp"]))
                 terminal = [s for s in out.sessions if s in rows and rows[s]["status"] not in OPEN]
                 done = sum(1 for s in terminal if rows[s]["status"] == "COMPLETED")
-                if plan and plan[0] == "kill_worker" and done >= 3:
+                in_flight = _running_on(lp.procs.get("worker-1"), runs) if plan and plan[0] == "kill_worker" else None
+                if in_flight and done >= 3:
                     plan.pop(0)
                     killed = sigkill_tree(lp.procs.pop("worker-1"))
-                    note(f"SIGKILL worker-1 and its runs ({killed} processes)")
+                    note(f"SIGKILL worker-1 and its runs ({killed} processes; run {in_flight} in flight)")
+                    out.killed_run = in_flight
                     replacement_at = time.monotonic() + 15
                 if replacement_at and time.monotonic() >= replacement_at:
                     replacement_at = None
@@ -265,9 +281,12 @@ def run_scenario(tmp: Path, n: int = 30, faults: bool = True, deadline_s: float 
                     note("status PostgreSQL back")
                 if time.monotonic() >= next_reconcile:
                     next_reconcile = time.monotonic() + 10
-                    with contextlib.suppress(Exception):
+                    try:
                         got = asyncio.run(reconcile_once(min_age_s=5, stale_after_s=90, pending_after_s=90,
                                                          orphan_after_s=120))
+                    except Exception as exc:  # noqa: BLE001 - e.g. the status database restarting: next time
+                        note(f"reconcile failed: {type(exc).__name__}: {str(exc)[:120]}")
+                    else:
                         if got:
                             out.reconciled += got
                             note(f"reconcile: {[(r['from'], r['to']) for r in got]}")
