@@ -77,7 +77,7 @@ def main() -> None:
         results = {}
         for faults in (False, True):
             with tempfile.TemporaryDirectory() as tmp:
-                results[faults] = run_scenario(Path(tmp), n=args.sessions, faults=faults, deadline_s=900,
+                results[faults] = run_scenario(Path(tmp), n=args.sessions, faults=faults, deadline_s=1500,
                                                log=lambda s: print(s, flush=True))
         for faults, out in results.items():
             first = sum(r["status"] == "COMPLETED" for r in out.first_rows.values())

@@ -11,11 +11,12 @@ import pytest
 
 from tests.fault_stack import run_scenario
 
-pytestmark = pytest.mark.e2e
+# About 6 minutes on an idle machine; 13 on these 2 cores shared with other suites (load 12+).
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 
 def test_thirty_sessions_through_a_worker_kill_an_s3_outage_and_a_database_restart(tmp_path):
-    out = run_scenario(tmp_path, n=30, faults=True, deadline_s=900)  # ~6 min on an idle machine
+    out = run_scenario(tmp_path, n=30, faults=True, deadline_s=1200)
     events = " | ".join(e for _, e in out.events)
     assert "SIGKILL worker-1" in events and "S3 server back" in events and "status PostgreSQL back" in events
     assert "deadline reached" not in events, events
