@@ -173,3 +173,21 @@ def test_the_final_write_is_given_up_only_after_its_time(tmp_path: Path):
     w = CoalescingWriter(down, min_interval=0.0, backoff=0.01, max_backoff=0.02, give_up_s=0.3)
     assert w.final(_u(Status.FAILED), wait_s=30) is False
     assert w.failures >= 3 and w.writes == 0
+
+
+# --- the ffmpeg rules (the command lines; tests/test_hostile_input.py runs them on real files) ---
+
+def test_every_input_is_a_file_of_an_allowed_container():
+    from vibeinsight.audio import ffmpeg
+
+    assert ffmpeg.demuxer_of("mov,mp4,m4a,3gp,3g2,mj2") == "mov"
+    assert ffmpeg.demuxer_of("matroska,webm") == "matroska"
+    for name in ("hls", "dash", "concat", "image2", "lavfi", "webm_dash_manifest"):
+        assert _code(ffmpeg.demuxer_of, name) == "unsupported_format"
+    args = ffmpeg.input_args(Path("rel/concat:a|b.wav"), "mp3", 14402.0)
+    assert args[args.index("-protocol_whitelist") + 1] == "file"
+    assert set(args[args.index("-format_whitelist") + 1].split(",")) == set(ffmpeg.DEMUXERS)
+    assert args[args.index("-f") + 1] == "mp3" and args[args.index("-t") + 1] == "14402.000"
+    assert args[-2] == "-i" and args[-1].startswith("file:/") and args[-1].endswith("rel/concat:a|b.wav")
+    assert ffmpeg.refused_demuxer("[hls @ 0x55d] Format not on whitelist 'wav,mp3'\n") == "hls"
+    assert not ffmpeg.is_media_demuxer("png_pipe") and ffmpeg.is_media_demuxer("hls")
