@@ -23,6 +23,7 @@ from vibeinsight.schemas import TERMINAL, Status, StatusRow, StatusUpdate
 from vibeinsight.settings import SupabaseOptions
 
 TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL, key=lambda s: s.value))
+RETRYABLE_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL - {Status.COMPLETED}, key=lambda s: s.value))
 
 
 class StatusStore(Block):
@@ -37,8 +38,9 @@ class StatusStore(Block):
         ...
 
     @abstractmethod
-    def open_rows(self, limit: int = 500) -> list[StatusRow]:
-        """Rows still PENDING or RUNNING, oldest update first (what reconcile-status checks)."""
+    def open_rows(self, limit: int = 500, before: datetime | None = None, offset: int = 0) -> list[StatusRow]:
+        """Rows still PENDING or RUNNING (last updated before `before`, when given), oldest update first,
+        skipping the first `offset` of them: what reconcile-status checks, page by page."""
 
 
 _SCHEMA = """
@@ -59,8 +61,9 @@ CREATE TABLE IF NOT EXISTS processing_status (
 );
 """
 
-# The same rule as the PostgreSQL function of the status migrations: newer seq only,
-# and a terminal row changes only when a different flow run (a re-run) writes.
+# The same rule as the PostgreSQL function of the status migrations: newer seq only, and a
+# terminal row changes only when a different flow run (a re-run) writes, or, for FAILED, CRASHED
+# and CANCELLED, when a newer state of the same flow run (a Prefect retry) does.
 _UPSERT = f"""
 INSERT INTO processing_status AS p
     (session_id, user_id, flow_run_id, status, stage, progress, error_code, error_message,
@@ -80,7 +83,8 @@ ON CONFLICT (session_id) DO UPDATE SET
     updated_at    = excluded.updated_at
 WHERE excluded.seq > p.seq
   AND (p.status NOT IN ({TERMINAL_SQL})
-       OR (excluded.flow_run_id IS NOT NULL AND excluded.flow_run_id IS NOT p.flow_run_id))
+       OR (excluded.flow_run_id IS NOT NULL AND excluded.flow_run_id IS NOT p.flow_run_id)
+       OR (p.status IN ({RETRYABLE_SQL}) AND excluded.flow_run_id = p.flow_run_id))
 """
 
 
@@ -113,12 +117,13 @@ class SQLiteStatusStore(StatusStore):
             return None
         return StatusRow(**{k: row[k] for k in row.keys() if k != "created_at"})
 
-    def open_rows(self, limit: int = 500) -> list[StatusRow]:
+    def open_rows(self, limit: int = 500, before: datetime | None = None, offset: int = 0) -> list[StatusRow]:
+        cutoff = (before or datetime.max.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat()
         with self._connect() as conn:
             conn.row_factory = sqlite3.Row
             rows = conn.execute(
-                "SELECT * FROM processing_status WHERE status IN ('PENDING','RUNNING') ORDER BY updated_at LIMIT ?",
-                (limit,)).fetchall()
+                "SELECT * FROM processing_status WHERE status IN ('PENDING','RUNNING') AND updated_at < ? "
+                "ORDER BY updated_at, session_id LIMIT ? OFFSET ?", (cutoff, limit, offset)).fetchall()
         return [StatusRow(**{k: r[k] for k in r.keys() if k != "created_at"}) for r in rows]
 
 
@@ -182,10 +187,11 @@ class PostgresStatusStore(StatusStore):
             row = conn.execute(_SELECT_SQL + " WHERE session_id = %s", (session_id,)).fetchone()
         return parse_row(row) if row else None
 
-    def open_rows(self, limit: int = 500) -> list[StatusRow]:
+    def open_rows(self, limit: int = 500, before: datetime | None = None, offset: int = 0) -> list[StatusRow]:
         with self._connect() as conn:
-            rows = conn.execute(_SELECT_SQL + " WHERE status = ANY(%s) ORDER BY updated_at LIMIT %s",
-                                (list(OPEN_STATUSES), limit)).fetchall()
+            rows = conn.execute(_SELECT_SQL + " WHERE status = ANY(%s) AND updated_at < coalesce(%s::timestamptz, 'infinity') "
+                                "ORDER BY updated_at, session_id LIMIT %s OFFSET %s",
+                                (list(OPEN_STATUSES), before, limit, offset)).fetchall()
         return [parse_row(r) for r in rows]
 
 
@@ -217,7 +223,10 @@ class SupabaseStatusStore(StatusStore, SupabaseOptions):
                .eq("session_id", session_id).limit(1).execute())
         return parse_row(res.data[0]) if res.data else None
 
-    def open_rows(self, limit: int = 500) -> list[StatusRow]:
-        res = (self._client().table("processing_status").select(",".join(ROW_COLUMNS))
-               .in_("status", list(OPEN_STATUSES)).order("updated_at").limit(limit).execute())
+    def open_rows(self, limit: int = 500, before: datetime | None = None, offset: int = 0) -> list[StatusRow]:
+        query = self._client().table("processing_status").select(",".join(ROW_COLUMNS)).in_("status", list(OPEN_STATUSES))
+        if before is not None:
+            query = query.lt("updated_at", before.isoformat())
+        query = query.order("updated_at").limit(limit)
+        res = (query.offset(offset) if offset else query).execute()
         return [parse_row(r) for r in res.data]

@@ -23,6 +23,7 @@ from tenacity import AsyncRetrying, RetryError, stop_after_attempt, stop_never, 
 
 from blocks import registry
 from blocks.status_store import StatusStore
+from vibeinsight.params import row_ids
 from vibeinsight.schemas import Status, StatusUpdate
 from vibeinsight.settings import get_settings
 from vibeinsight.status_rule import seq_of, update_for_state
@@ -82,7 +83,7 @@ class StatusObserver:
             log.warning("cannot read flow run %s: %s", flow_run_id, exc)
             return None
         params = run.parameters or {}
-        found = (str(params["session_id"]), params.get("user_id")) if params.get("session_id") else None
+        found = row_ids(params, flow_run_id) if params.get("session_id") else None
         self._runs[flow_run_id] = found
         if len(self._runs) > 5_000:
             self._runs.popitem(last=False)

@@ -24,7 +24,8 @@ from flows import status_hooks
 from flows.status_hooks import HOOKS, StageReporter
 from vibeinsight.audio import probe as probing
 from vibeinsight.audio import transcode as tc
-from vibeinsight.errors import InputRejected, PipelineError, TranscriptionFailed, error_code
+from vibeinsight.errors import InputRejected, PipelineError, TranscriptionFailed, detail_of, error_code, user_message
+from vibeinsight.params import check_ids, check_s3_source, row_ids, workspace_for
 from vibeinsight.quota import compact_settings, current_month, guard_decision, month_bounds
 from vibeinsight.schemas import ChunkInfo, ErrorInfo, ResultDocument, SourceInfo, Status, TranscodeInfo, Transcript
 from vibeinsight.scoring import weighted_confidence
@@ -47,6 +48,9 @@ def _transient(task, task_run, state) -> bool:
 
 
 RETRY = dict(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient, cache_policy=NO_CACHE)
+# Every task has a timeout (seconds), a backstop behind the ffmpeg, storage and API timeouts inside
+# them: a 2 GiB download, a 4-hour transcode or an API's retries fit well within these.
+TIMEOUT_S = {"ingest": 1800, "transcode": 1800, "transcribe-chunk": 1800, "analyze": 1800, "publish": 300}
 
 
 class Run:
@@ -55,7 +59,8 @@ class Run:
     def __init__(self, session_id: str, user_id: str | None, flow_run_id: str | None, settings: Settings):
         self.settings = settings
         self.session_id = session_id
-        self.workspace = settings.work_dir / session_id
+        self.user_id = user_id
+        self.workspace = workspace_for(settings.work_dir, session_id)  # resolved; never outside work_dir
         self.storage = registry.storage(settings)
         self.transcriber = registry.transcriber(settings)
         self.analyzer = registry.analyzer(settings)
@@ -118,36 +123,40 @@ def record_usage(document: ResultDocument) -> int:
         return 0
 
 
-@task(name="ingest", **RETRY)
+@task(name="ingest", timeout_seconds=TIMEOUT_S["ingest"], **RETRY)
 def ingest(source: str, run: Run) -> SourceInfo:
     with run.stage("ingest"):
         fetched = run.storage.fetch(source, run.workspace, max_bytes=run.settings.limits.max_bytes)
         run.served_by = fetched.served_by
         run.source_sha256 = fetched.sha256
         probing.check_size(fetched.bytes, run.settings.limits)  # again: the bytes read are the truth
-        info = probing.ffprobe(fetched.path)
+        info = probing.ffprobe(fetched.path, run.settings.limits.probe_timeout_s)
         probing.check_duration(info.duration_s, run.settings.limits)
         return SourceInfo(uri=source, bytes=fetched.bytes, sha256=fetched.sha256, container=info.container,
                           codec=info.codec, duration_s=info.duration_s or 0.0, channels=info.channels,
                           sample_rate=info.sample_rate)
 
 
-@task(name="transcode", **RETRY)
+@task(name="transcode", timeout_seconds=TIMEOUT_S["transcode"], **RETRY)
 def transcode(source: SourceInfo, run: Run) -> TranscodeInfo:
     cfg = run.settings.transcode
     if (limit := run.transcriber.chunk_limit_s()) and limit < cfg.max_chunk_s:  # API: shorter chunks, in parallel
         cfg = cfg.model_copy(update={"max_chunk_s": limit})
     with run.stage("transcode"):
         upload = next(run.workspace.glob("upload*"))
+        limits = run.settings.limits
         out = tc.transcode(upload, run.workspace / "compact", source.channels, source.duration_s or None, cfg,
-                           on_progress=lambda f: run.reporter.report("transcode", f * 0.9))
+                           on_progress=lambda f: run.reporter.report("transcode", f * 0.9),
+                           demuxer=source.container, max_duration_s=limits.max_duration_s,
+                           timeout_s=limits.ffmpeg_timeout_s, margin_s=limits.duration_margin_s)
         probing.check_duration(out.duration_s, run.settings.limits)  # the decoded length is the truth
         source.duration_s = source.duration_s or out.duration_s
         tracks = tc.choose_tracks(out, cfg)
         spans = tc.chunk_spans(out, cfg)
         chunks: list[ChunkInfo] = []
         for track in tracks:
-            for (start, end), path in zip(spans, tc.split_track(track, spans, run.workspace / "compact"), strict=True):
+            for (start, end), path in zip(spans, tc.split_track(track, spans, run.workspace / "compact",
+                                                                             limits.ffmpeg_timeout_s), strict=True):
                 chunks.append(ChunkInfo(index=len(chunks), track=track.name, start=round(start, 3),
                                         end=round(end, 3), bytes=path.stat().st_size,
                                         key=str(path.relative_to(run.workspace))))
@@ -178,7 +187,7 @@ CHUNK = dict(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transien
              cache_key_fn=chunk_cache_key, cache_expiration=timedelta(days=7), persist_result=True)
 
 
-@task(name="transcribe-chunk", **CHUNK)
+@task(name="transcribe-chunk", timeout_seconds=TIMEOUT_S["transcribe-chunk"], **CHUNK)
 def transcribe_chunk(job: ChunkJob, language: str | None, transcriber: Transcriber, progress,
                      session_id: str, content_id: str, api_limit: str) -> ChunkTranscript:
     # A Prefect global concurrency limit shared by every run of the pool keeps one busy hour from
@@ -240,7 +249,7 @@ def merge_chunks(results: list[ChunkTranscript], model: str, requested: str | No
                       segments=segments)
 
 
-@task(name="analyze", **RETRY)
+@task(name="analyze", timeout_seconds=TIMEOUT_S["analyze"], **RETRY)
 def analyze(transcript: Transcript, source: SourceInfo, run: Run) -> dict:
     with run.stage("analyze"):
         result, usage = run.analyzer.analyze_metered(transcript, source.duration_s)
@@ -249,7 +258,7 @@ def analyze(transcript: Transcript, source: SourceInfo, run: Run) -> dict:
         return result
 
 
-@task(name="publish", **RETRY)
+@task(name="publish", timeout_seconds=TIMEOUT_S["publish"], **RETRY)
 def publish(document: ResultDocument, run: Run) -> ResultDocument:
     with run.stage("publish"):
         document.timings = dict(run.timings)
@@ -266,10 +275,15 @@ def process_audio(source: str, session_id: str | None = None, user_id: str | Non
                   language: str = "auto") -> dict:
     """Take one recording from upload to insight; returns the result document."""
     flow_run_id = str(get_run_context().flow_run.id)
-    session_id = session_id or flow_run_id  # the hooks fall back to the same id
-    run = Run(session_id, user_id, flow_run_id, get_settings())
-    doc = ResultDocument(session_id=session_id, user_id=user_id, flow_run_id=flow_run_id, status=Status.RUNNING)
+    # The parameters may come from anyone with the Prefect API: checked here, before anything is
+    # touched. A session_id that is not a UUID keys nothing (the run's own id does, as in the hooks).
+    sid, uid = row_ids({"session_id": session_id, "user_id": user_id}, flow_run_id)
+    run = Run(sid, uid, flow_run_id, get_settings())
+    doc = ResultDocument(session_id=sid, user_id=uid, flow_run_id=flow_run_id, status=Status.RUNNING)
     try:
+        check_ids(session_id, user_id)
+        if run.storage.role() != "local":  # object storage: only this user's uploads in our bucket
+            check_s3_source(source, run.settings.s3.bucket_name, run.settings.s3.upload_prefixes, uid)
         run.settings = quota_guard(run)  # quota: refuse, or go compact
         doc.source = ingest(source, run)
         doc.transcode = transcode(doc.source, run)
@@ -282,8 +296,10 @@ def process_audio(source: str, session_id: str | None = None, user_id: str | Non
         return publish(doc, run).model_dump(mode="json")
     except BaseException as exc:
         doc.status = Status.FAILED
-        doc.error = ErrorInfo(code=error_code(exc), message=getattr(exc, "message", None) or str(exc),
+        code = error_code(exc)
+        doc.error = ErrorInfo(code=code, message=user_message(code, language), detail=detail_of(exc),
                               stage=next(reversed(run.timings), None) if run.timings else "ingest")
+        log.warning("session %s failed at %s: %s: %s", sid, doc.error.stage, code, doc.error.detail)
         _publish_failure(doc, run)
         raise
     finally:

@@ -1,4 +1,5 @@
-"""reconcile-status: repair rows left PENDING/RUNNING whose flow run ended (or vanished) in Prefect.
+"""reconcile-status: repair rows left PENDING/RUNNING whose flow run ended (or vanished) in Prefect,
+whose run a dead worker left Pending, or for which no run was ever created.
 
 The safety net behind the hooks and the observer: when a flow-run process dies hard and the
 observer was down too, the row would otherwise stay RUNNING forever. Scheduled every few
@@ -19,7 +20,8 @@ from uuid import UUID
 from prefect import flow, get_run_logger
 
 from blocks import registry
-from vibeinsight.schemas import Status
+from vibeinsight.errors import user_message
+from vibeinsight.schemas import Status, StatusRow, StatusUpdate
 from vibeinsight.settings import get_settings
 from vibeinsight.status_rule import STATE_STATUS, next_seq, seq_of, update_for_state
 
@@ -47,59 +49,126 @@ async def _declare_crashed(client, flow_run, silent_s: float):
     return result.state or Crashed(message=message)
 
 
-async def reconcile_once(min_age_s: float | None = None, limit: int = 500,
-                         stale_after_s: float | None = None) -> list[dict]:
-    """Check each open row against Prefect; write the true state. Returns what was repaired."""
-    from prefect.client.orchestration import get_client
+async def _reschedule(client, flow_run) -> None:
+    """Put a run its worker left Pending back to Scheduled, so a live worker takes it and runs it."""
+    from prefect.states import Scheduled
+
+    await client.set_flow_run_state(flow_run.id, Scheduled(message="its worker is gone: scheduled again "
+                                                                   "(reconcile-status)"), force=True)
+
+
+def _age_s(row: StatusRow, now: datetime) -> float:
+    updated = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=timezone.utc)
+    return (now - updated).total_seconds()
+
+
+async def _repair(client, store, row: StatusRow, now: datetime, stale_after_s: float, pending_after_s: float,
+                  orphan_after_s: float) -> dict | None:
+    """Bring one open row in line with its flow run; what was done, or None when nothing was to do."""
     from prefect.exceptions import ObjectNotFound
+
+    if not row.flow_run_id:
+        # The Edge Function wrote the row, then creating the run failed: nothing will ever run it.
+        if _age_s(row, now) < orphan_after_s:
+            return None
+        update = StatusUpdate(session_id=row.session_id, user_id=row.user_id, status=Status.FAILED,
+                              seq=max(next_seq(), row.seq + 1), error_code="stale_pending",
+                              error_message=user_message("stale_pending"))
+        return _done(row, update, store.apply(update))
+    declared = False
+    try:
+        run = await client.read_flow_run(UUID(row.flow_run_id))
+    except (ObjectNotFound, ValueError):
+        update = update_for_state("CRASHED", session_id=row.session_id, flow_run_id=row.flow_run_id,
+                                  user_id=row.user_id, seq=next_seq(), message="flow run missing in Prefect")
+    else:
+        state = run.state
+        status = STATE_STATUS.get(state.type.value) if state else None
+        if state is not None and state.type.value == "PENDING":
+            # A worker took the run (Pending, Submitting) and died before its process started it.
+            if (now - _aware(state.timestamp)).total_seconds() < pending_after_s:
+                return None
+            await _reschedule(client, run)
+            return {"session_id": row.session_id, "flow_run_id": row.flow_run_id, "from": row.status.value,
+                    "to": "SCHEDULED"}  # the run's new state; the row stays PENDING until it runs
+        if status is Status.RUNNING:
+            silent_s = (now - await _last_sign_of_life(client, run)).total_seconds()
+            if silent_s < stale_after_s:
+                return None
+            state = await _declare_crashed(client, run, silent_s)
+            status, declared = Status.CRASHED, True
+        if status is None or not status.terminal:
+            return None
+        update = update_for_state(state.type.value, session_id=row.session_id, flow_run_id=row.flow_run_id,
+                                  user_id=row.user_id, seq=max(seq_of(state.timestamp), row.seq + 1),
+                                  message=state.message, language=(run.parameters or {}).get("language"))
+    # The observer may write the Crashed we just declared before we do: still our repair.
+    return _done(row, update, store.apply(update) or declared)
+
+
+def _done(row: StatusRow, update: StatusUpdate, changed: bool) -> dict | None:
+    if not changed:
+        return None
+    return {"session_id": row.session_id, "flow_run_id": row.flow_run_id, "from": row.status.value,
+            "to": update.status.value}
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+async def reconcile_once(min_age_s: float | None = None, limit: int = 500, stale_after_s: float | None = None,
+                         pending_after_s: float | None = None, orphan_after_s: float | None = None) -> list[dict]:
+    """Check open rows against Prefect and act: write the true state of ended runs, declare silent
+    RUNNING runs Crashed, schedule again runs a dead worker left Pending, fail rows no run was ever
+    created for. Returns what was done.
+
+    `limit` counts the rows it could act on (checked against a flow run, or old enough to fail):
+    rows updated within `min_age_s` are not read at all, and rows without a flow run that are still
+    young are passed over, so a pile of either never stops the repair of the others.
+    """
+    from prefect.client.orchestration import get_client
     from prefect.settings import get_current_settings
 
-    settings = get_settings()
-    min_age_s = settings.status.reconcile_min_age_s if min_age_s is None else min_age_s
+    settings = get_settings().status
+    min_age_s = settings.reconcile_min_age_s if min_age_s is None else min_age_s
+    pending_after_s = settings.reconcile_pending_after_s if pending_after_s is None else pending_after_s
+    orphan_after_s = settings.reconcile_orphan_after_s if orphan_after_s is None else orphan_after_s
     if stale_after_s is None:
         stale_after_s = 3 * (get_current_settings().flows.heartbeat_frequency or 180)
-    store = registry.status_store(settings)
+    store = registry.status_store()
     now = datetime.now(timezone.utc)
-    repaired: list[dict] = []
+    before = now - timedelta(seconds=min_age_s)  # a run that has only just started may not be visible yet
+    done: list[dict] = []
+    acted, offset = 0, 0
     async with get_client() as client:
-        for row in store.open_rows(limit=limit):
-            updated = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=timezone.utc)
-            if (now - updated).total_seconds() < min_age_s:
-                continue  # a run that has only just started may not be visible yet
-            if not row.flow_run_id:
-                continue
-            try:
-                run = await client.read_flow_run(UUID(row.flow_run_id))
-            except (ObjectNotFound, ValueError):
-                declared = False
-                update = update_for_state("CRASHED", session_id=row.session_id, flow_run_id=row.flow_run_id,
-                                          user_id=row.user_id, seq=next_seq(), message="flow run missing in Prefect")
-            else:
-                state = run.state
-                status = STATE_STATUS.get(state.type.value) if state else None
-                declared = False
-                if status is Status.RUNNING:
-                    silent_s = (now - await _last_sign_of_life(client, run)).total_seconds()
-                    if silent_s < stale_after_s:
-                        continue
-                    state = await _declare_crashed(client, run, silent_s)
-                    status, declared = Status.CRASHED, True
-                if status is None or not status.terminal:
-                    continue
-                update = update_for_state(state.type.value, session_id=row.session_id, flow_run_id=row.flow_run_id,
-                                          user_id=row.user_id, seq=max(seq_of(state.timestamp), row.seq + 1),
-                                          message=state.message)
-            # The observer may write the Crashed we just declared before we do: still our repair.
-            if store.apply(update) or declared:
-                repaired.append({"session_id": row.session_id, "flow_run_id": row.flow_run_id,
-                                 "from": row.status.value, "to": update.status.value})
-    return repaired
+        while acted < limit:
+            page = store.open_rows(limit=limit, before=before, offset=offset)
+            if not page:
+                break
+            left_open = 0
+            for row in page:
+                if acted >= limit:
+                    break
+                if not row.flow_run_id and _age_s(row, now) < orphan_after_s:
+                    left_open += 1
+                    continue  # not actionable yet: does not count
+                acted += 1
+                result = await _repair(client, store, row, now, stale_after_s, pending_after_s, orphan_after_s)
+                if result:
+                    done.append(result)
+                if not result or result["to"] == "SCHEDULED":
+                    left_open += 1  # still an open row: the next page starts after it
+            offset += left_open
+            if len(page) < limit:
+                break
+    return done
 
 
 @flow(name="reconcile-status", log_prints=False)
-async def reconcile_status(min_age_s: float | None = None, limit: int = 500,
-                           stale_after_s: float | None = None) -> list[dict]:
-    repaired = await reconcile_once(min_age_s, limit, stale_after_s)
+async def reconcile_status(min_age_s: float | None = None, limit: int = 500, stale_after_s: float | None = None,
+                           pending_after_s: float | None = None, orphan_after_s: float | None = None) -> list[dict]:
+    repaired = await reconcile_once(min_age_s, limit, stale_after_s, pending_after_s, orphan_after_s)
     logger = get_run_logger()
     for r in repaired:
         logger.info("session %s (run %s): %s -> %s", r["session_id"], r["flow_run_id"], r["from"], r["to"])

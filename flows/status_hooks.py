@@ -2,20 +2,24 @@
 the status store through the one status rule (vibeinsight.status_rule).
 
 Both paths go through one CoalescingWriter per session, so together they keep to
-the rate limit, and local listeners (the CLI's progress bar) see every update.
+the rate limit, and local listeners (the CLI's progress bar) see every update. The writer
+does the I/O on its own thread: a slow or absent status store never stalls the run.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
 from blocks import registry
+from vibeinsight.params import row_ids
 from vibeinsight.schemas import Status, StatusUpdate
 from vibeinsight.settings import get_settings
 from vibeinsight.status_rule import next_seq, update_for_state
 from vibeinsight.throttle import CoalescingWriter
 
+log = logging.getLogger("vibeinsight.status")
 Listener = Callable[[StatusUpdate], None]
 
 _listeners: list[Listener] = []
@@ -36,7 +40,8 @@ def _writer(session_id: str) -> CoalescingWriter:
     with _lock:
         if session_id not in _writers:
             store = registry.status_store()
-            _writers[session_id] = CoalescingWriter(store.apply, get_settings().status.min_interval_s)
+            _writers[session_id] = CoalescingWriter(store.apply, get_settings().status.min_interval_s,
+                                                    give_up_s=get_settings().status.final_give_up_s)
         return _writers[session_id]
 
 
@@ -59,9 +64,13 @@ def publish(update: StatusUpdate) -> None:
         except Exception:  # noqa: BLE001 - a listener must not break the run
             pass
     if update.status.terminal:
-        _writer(update.session_id).final(update)
+        writer = _writer(update.session_id)
         with _lock:
             _writers.pop(update.session_id, None)
+        # The run is over: wait (bounded) for the terminal row, retried while the store is down;
+        # past the wait the observer and reconcile-status still repair the row.
+        if not writer.final(update, get_settings().status.final_wait_s):
+            log.warning("terminal status of %s not written yet (store down?)", update.session_id)
     else:
         _writer(update.session_id).submit(update)
 
@@ -89,8 +98,7 @@ class StageReporter:
 # --- Prefect state hooks: hook(flow, flow_run, state), parameter names as Prefect calls them ---
 
 def _ids(flow_run) -> tuple[str, str | None]:
-    params = flow_run.parameters or {}
-    return str(params.get("session_id") or flow_run.id), params.get("user_id")
+    return row_ids(flow_run.parameters or {}, str(flow_run.id))
 
 
 def mirror_state(flow, flow_run, state) -> None:
@@ -101,7 +109,8 @@ def mirror_state(flow, flow_run, state) -> None:
         result = state.result(raise_on_failure=False)
         error = result if isinstance(result, BaseException) else None
     update = update_for_state(state.type.value, session_id=session_id, flow_run_id=str(flow_run.id),
-                              user_id=user_id, seq=next_seq(), message=state.message, error=error)
+                              user_id=user_id, seq=next_seq(), message=state.message, error=error,
+                              language=(flow_run.parameters or {}).get("language"))
     if update is not None:
         publish(update)
 

@@ -139,7 +139,7 @@ class FakePostgrest:
                 m = re.fullmatch(r"/rest/v1/([a-z_][a-z0-9_]*)", parts.path)
                 if not m:
                     return self._error(404, "PGRST125", "Invalid path specified in request URL")
-                cols, where, params, order, limit = sql.SQL("*"), [], [], None, None
+                cols, where, params, order, limit, offset = sql.SQL("*"), [], [], None, None, None
                 for key, value in parse_qsl(parts.query):
                     if key == "select":
                         cols = sql.SQL(", ").join(sql.Identifier(c) for c in value.split(","))
@@ -147,6 +147,11 @@ class FakePostgrest:
                         order = sql.Identifier(value.split(".")[0])
                     elif key == "limit":
                         limit = int(value)
+                    elif key == "offset":
+                        offset = int(value)
+                    elif value.startswith("lt."):
+                        where.append(sql.SQL("{} < %s").format(sql.Identifier(key)))
+                        params.append(value[3:])
                     elif value.startswith("eq."):
                         where.append(sql.SQL("{} = %s").format(sql.Identifier(key)))
                         params.append(value[3:])
@@ -163,6 +168,8 @@ class FakePostgrest:
                     query += sql.SQL(" ORDER BY {}").format(order)
                 if limit is not None:
                     query += sql.SQL(" LIMIT {}").format(sql.Literal(limit))
+                if offset is not None:
+                    query += sql.SQL(" OFFSET {}").format(sql.Literal(offset))
                 query += sql.SQL(") t")
                 try:
                     with self._session(role, sub) as conn:

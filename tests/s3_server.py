@@ -103,42 +103,60 @@ def _answers(server: S3Server) -> bool:
     return True
 
 
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory):
-    """SeaweedFS with S3 auth on: one identity, a random key, everything on 127.0.0.1 free ports."""
-    tmp = tmp_path_factory.mktemp("seaweedfs")
-    (tmp / "data").mkdir()
-    key, secret = "VI" + uuid.uuid4().hex[:18].upper(), uuid.uuid4().hex
-    (tmp / "s3.json").write_text(json.dumps({"identities": [{
-        "name": "vibeinsight-test", "credentials": [{"accessKey": key, "secretKey": secret}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    s3_port = free_port()
-    ports = {name: free_port_with_grpc() for name in ("master", "volume", "filer", "admin")}
-    cmd = [weed_executable(), "mini", f"-dir={tmp / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-           f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
-           f"-admin.port={ports['admin']}", "-admin.ui=false", f"-s3.port={s3_port}",
-           f"-s3.port.grpc={free_port()}", f"-s3.config={tmp / 's3.json'}", "-s3.port.iceberg=0",
-           "-s3.port.lance=0", "-webdav=false", "-master.telemetry=false", f"-debug.port={free_port()}",
-           f"-filer.localSocket={tmp / 'filer.sock'}", f"-s3.localSocket={tmp / 's3.sock'}"]
-    with (tmp / "weed.log").open("wb") as log:
-        proc = subprocess.Popen(cmd, cwd=tmp, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    try:
-        wait_for(lambda: proc.poll() is not None or _listening(s3_port), 60, 0.2, "SeaweedFS's S3 port")
+class WeedS3:
+    """SeaweedFS with S3 auth on: one identity, a random key, everything on 127.0.0.1 free ports,
+    its data in `tmp`. stop() and start() again keep the data, the ports and the key (an outage)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        (tmp / "data").mkdir(parents=True, exist_ok=True)
+        key, secret = "VI" + uuid.uuid4().hex[:18].upper(), uuid.uuid4().hex
+        (tmp / "s3.json").write_text(json.dumps({"identities": [{
+            "name": "vibeinsight-test", "credentials": [{"accessKey": key, "secretKey": secret}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        self.s3_port = free_port()
+        ports = {name: free_port_with_grpc() for name in ("master", "volume", "filer", "admin")}
+        self.cmd = [weed_executable(), "mini", f"-dir={tmp / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                    f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
+                    f"-filer.port={ports['filer']}", f"-admin.port={ports['admin']}", "-admin.ui=false",
+                    f"-s3.port={self.s3_port}", f"-s3.port.grpc={free_port()}", f"-s3.config={tmp / 's3.json'}",
+                    "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-master.telemetry=false",
+                    f"-debug.port={free_port()}", f"-filer.localSocket={tmp / 'filer.sock'}",
+                    f"-s3.localSocket={tmp / 's3.sock'}"]
+        self.server = S3Server(f"http://127.0.0.1:{self.s3_port}", key, secret)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> S3Server:
+        with (self.tmp / "weed.log").open("ab") as log:
+            self.proc = subprocess.Popen(self.cmd, cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = self.proc
+        wait_for(lambda: proc.poll() is not None or _listening(self.s3_port), 60, 0.2, "SeaweedFS's S3 port")
         if proc.poll() is not None:
-            pytest.fail(f"SeaweedFS exited with {proc.returncode}: {(tmp / 'weed.log').read_text()[-2000:]}")
-        server = S3Server(f"http://127.0.0.1:{s3_port}", key, secret)
+            pytest.fail(f"SeaweedFS exited with {proc.returncode}: {(self.tmp / 'weed.log').read_text()[-2000:]}")
         # the S3 port opens before the filer behind it is ready: wait for a real signed call
-        wait_for(lambda: _answers(server), 60, 0.3, "SeaweedFS to answer a signed request")
-        yield server
-    finally:
-        if proc.poll() is None:
+        wait_for(lambda: _answers(self.server), 60, 0.3, "SeaweedFS to answer a signed request")
+        return self.server
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    """A running WeedS3 for the module's tests."""
+    weed = WeedS3(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield weed.start()
+    finally:
+        weed.stop()
 
 
 @pytest.fixture(scope="module")

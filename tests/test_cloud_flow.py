@@ -14,6 +14,7 @@ from tests.fake_openai import FakeOpenAI, rate_limited
 from tests.s3_server import free_port
 
 pytestmark = pytest.mark.integration
+U1 = "7a1e0c1e-1b2c-4d3e-8f40-5a6b7c8d9e01"  # the uploading user: a run reads only uploads/<user_id>/…
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +48,15 @@ def cloud(home, monkeypatch, s3_server, prefect_harness):
 def run_flow(source: str, session_id: str):
     from flows.process_audio import process_audio
 
-    return process_audio(source=source, session_id=session_id, language="ja", return_state=True)
+    return process_audio(source=source, session_id=session_id, user_id=U1, language="ja", return_state=True)
 
 
 def test_cloud_run_end_to_end_with_usage_and_cache(cloud, recording):
     store, oa, gm = cloud
-    store.upload_file(recording, "uploads/u1/meeting.wav", "audio/wav")
-    etag = store.client().head_object(Bucket=store.bucket_name, Key="uploads/u1/meeting.wav")["ETag"]
+    store.upload_file(recording, f"uploads/{U1}/meeting.wav", "audio/wav")
+    etag = store.client().head_object(Bucket=store.bucket_name, Key=f"uploads/{U1}/meeting.wav")["ETag"]
     sid = str(uuid.uuid4())
-    state = run_flow("s3://vibeinsight-audio/uploads/u1/meeting.wav", sid)
+    state = run_flow(f"s3://vibeinsight-audio/uploads/{U1}/meeting.wav", sid)
     assert state.is_completed(), state.message
     doc = state.result()
     chunks = doc["transcode"]["chunks"]
@@ -89,17 +90,17 @@ def test_cloud_run_end_to_end_with_usage_and_cache(cloud, recording):
 
     stored = json.loads(store.get_bytes(f"results/{sid}.json"))
     assert stored["status"] == "COMPLETED" and stored["usage"]["api_calls"]["openai"] == len(chunks)
-    assert store.client().head_object(Bucket=store.bucket_name, Key="uploads/u1/meeting.wav")["ETag"] == etag
+    assert store.client().head_object(Bucket=store.bucket_name, Key=f"uploads/{U1}/meeting.wav")["ETag"] == etag
 
     # a re-run of the same session reuses every finished chunk: no second transcription bill
     before = len(oa.requests)
-    again = run_flow("s3://vibeinsight-audio/uploads/u1/meeting.wav", sid)
+    again = run_flow(f"s3://vibeinsight-audio/uploads/{U1}/meeting.wav", sid)
     assert again.is_completed()
     doc2 = again.result()
     assert len(oa.requests) == before
     assert "openai" not in doc2["usage"]["api_calls"] and doc2["transcript"]["segments"] == segs
     # another session transcribes for itself
-    assert run_flow("s3://vibeinsight-audio/uploads/u1/meeting.wav", str(uuid.uuid4())).is_completed()
+    assert run_flow(f"s3://vibeinsight-audio/uploads/{U1}/meeting.wav", str(uuid.uuid4())).is_completed()
     assert len(oa.requests) == 2 * before
 
 
@@ -115,8 +116,8 @@ def test_prefect_concurrency_limit_caps_api_calls_across_the_pool(cloud, recordi
             name=get_settings().api_concurrency_limit, limit=1))
     oa.delay_s = 0.5
     oa.plan = [rate_limited("0")]
-    store.upload_file(recording, "uploads/u1/limited.wav", "audio/wav")
-    state = run_flow("s3://vibeinsight-audio/uploads/u1/limited.wav", str(uuid.uuid4()))
+    store.upload_file(recording, f"uploads/{U1}/limited.wav", "audio/wav")
+    state = run_flow(f"s3://vibeinsight-audio/uploads/{U1}/limited.wav", str(uuid.uuid4()))
     assert state.is_completed(), state.message
     doc = state.result()
     assert oa.max_in_flight == 1  # 4 chunk threads, 1 slot
@@ -127,7 +128,7 @@ def test_prefect_concurrency_limit_caps_api_calls_across_the_pool(cloud, recordi
 def test_fallback_storage_serves_when_primary_is_down(cloud, recording, monkeypatch, s3_server):
     store, oa, gm = cloud
     fb = s3_server.bucket("fallback-audio")
-    fb.upload_file(recording, "uploads/u1/fb.wav", "audio/wav")
+    fb.upload_file(recording, f"uploads/{U1}/fb.wav", "audio/wav")
     monkeypatch.setenv("FLY_S3_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     monkeypatch.setenv("VIBEINSIGHT_FALLBACK_S3_ENDPOINT", s3_server.endpoint)
     monkeypatch.setenv("VIBEINSIGHT_FALLBACK_S3_ACCESS_KEY_ID", s3_server.access_key_id)
@@ -137,7 +138,7 @@ def test_fallback_storage_serves_when_primary_is_down(cloud, recording, monkeypa
 
     get_settings.cache_clear()
     sid = str(uuid.uuid4())
-    state = run_flow("uploads/u1/fb.wav", sid)
+    state = run_flow(f"uploads/{U1}/fb.wav", sid)
     assert state.is_completed(), state.message
     assert state.result()["usage"]["storage"] == "fallback"
     assert json.loads(fb.get_bytes(f"results/{sid}.json"))["usage"]["storage"] == "fallback"
@@ -146,7 +147,7 @@ def test_fallback_storage_serves_when_primary_is_down(cloud, recording, monkeypa
 def test_missing_s3_upload_is_rejected_with_a_code(cloud):
     store, oa, gm = cloud
     sid = str(uuid.uuid4())
-    state = run_flow("s3://vibeinsight-audio/uploads/nope.wav", sid)
+    state = run_flow(f"s3://vibeinsight-audio/uploads/{U1}/nope.wav", sid)
     assert state.is_failed()
     doc = json.loads(store.get_bytes(f"results/{sid}.json"))
     assert doc["status"] == "FAILED" and doc["error"]["code"] == "not_found" and not oa.requests

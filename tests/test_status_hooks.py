@@ -12,7 +12,7 @@ import pytest
 from prefect.states import Completed, Failed, Running
 
 from flows import status_hooks as status
-from vibeinsight.errors import TranscodeFailed
+from vibeinsight.errors import TranscodeFailed, user_message
 from vibeinsight.schemas import MAX_MESSAGE_BYTES, Status
 
 pytestmark = pytest.mark.unit
@@ -36,7 +36,8 @@ class SlowStore:
 def test_writes_are_spaced_by_the_interval_even_when_the_store_is_slow(monkeypatch):
     store = SlowStore(0.05)
     monkeypatch.setattr(status.registry, "status_store", lambda *a, **k: store)
-    monkeypatch.setattr(status, "get_settings", lambda: SimpleNamespace(status=SimpleNamespace(min_interval_s=0.2)))
+    monkeypatch.setattr(status, "get_settings", lambda: SimpleNamespace(status=SimpleNamespace(
+        min_interval_s=0.2, final_wait_s=10.0, final_give_up_s=10.0)))
 
     sid = str(uuid.uuid4())
     run = SimpleNamespace(id=uuid.uuid4(), parameters={"session_id": sid})
@@ -68,18 +69,20 @@ class RecordingStore:
 def recording(monkeypatch):
     store = RecordingStore()
     monkeypatch.setattr(status.registry, "status_store", lambda *a, **k: store)
-    monkeypatch.setattr(status, "get_settings", lambda: SimpleNamespace(status=SimpleNamespace(min_interval_s=0.0)))
+    monkeypatch.setattr(status, "get_settings", lambda: SimpleNamespace(status=SimpleNamespace(
+        min_interval_s=0.0, final_wait_s=10.0, final_give_up_s=10.0)))
     return store
 
 
 def test_every_hook_is_one_function_and_the_session_defaults_to_the_run(recording):
     assert set(status.HOOKS) == {"on_running", "on_completion", "on_failure", "on_crashed", "on_cancellation"}
     assert all(hooks == [status.mirror_state] for hooks in status.HOOKS.values())
-    run = SimpleNamespace(id=uuid.uuid4(), parameters={"user_id": "u1"})  # no session id given
+    user = str(uuid.uuid4())
+    run = SimpleNamespace(id=uuid.uuid4(), parameters={"user_id": user})  # no session id given
     status.mirror_state(None, run, Running())
     status.mirror_state(None, run, Completed())
     running, done = recording.updates
-    assert running.session_id == done.session_id == str(run.id) and done.user_id == "u1"
+    assert running.session_id == done.session_id == str(run.id) and done.user_id == user
     assert (running.status, running.stage, running.progress) == (Status.RUNNING, "ingest", 0)
     assert (done.status, done.progress, done.result_key) == (Status.COMPLETED, 100, f"results/{run.id}.json")
     assert running.seq < done.seq
@@ -91,9 +94,10 @@ def test_a_failure_keeps_the_runs_reason_code_and_clips_its_message(recording):
     status.mirror_state(None, run, Failed(data=TranscodeFailed("音声を解析できません。" * 100, "corrupt")))
     (u,) = recording.updates
     assert (u.status, u.error_code, u.result_key) == (Status.FAILED, "corrupt", f"results/{sid}.json")
-    assert u.error_message.startswith("音声を解析できません。") and len(u.error_message.encode()) <= MAX_MESSAGE_BYTES
+    # users read the code's fixed sentence, never the error's own text
+    assert u.error_message == user_message("corrupt") and len(u.error_message.encode()) <= MAX_MESSAGE_BYTES
     # a failed state without the exception (as the API reports it) still says it failed
     other = SimpleNamespace(id=uuid.uuid4(), parameters={"session_id": str(uuid.uuid4())})
     status.mirror_state(None, other, Failed(message="Flow run encountered an exception"))
     assert (recording.updates[-1].error_code, recording.updates[-1].error_message) == (
-        "failed", "Flow run encountered an exception")
+        "failed", user_message("failed"))

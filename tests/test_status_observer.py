@@ -11,6 +11,7 @@ from prefect.events.schemas.events import Event
 
 from blocks.status_store import SQLiteStatusStore
 from deployments.status_observer import StatusObserver
+from vibeinsight.errors import user_message
 from vibeinsight.schemas import Status, StatusUpdate
 from vibeinsight.status_rule import seq_of
 
@@ -70,7 +71,7 @@ def test_transitions_are_written_in_state_time_order_and_duplicates_skipped(tmp_
     assert all(d == "process-audio/prod" for _, d in store.sent)
     row = store.get(sid)
     assert row.status is Status.CRASHED and row.seq == seq_of(T0 + timedelta(seconds=9))
-    assert row.error_code == "crashed" and row.error_message == "Process exited with -9" and row.user_id == "u1"
+    assert row.error_code == "crashed" and row.error_message == user_message("crashed") and row.user_id == "u1"
 
 
 def test_flows_without_a_session_and_passing_states_are_skipped(tmp_path):

@@ -91,11 +91,11 @@ def test_the_function_keeps_the_newest_and_terminal_rows_final(pg_url):
     assert not store.apply(StatusUpdate(session_id=sid, status=Status.RUNNING, seq=20, stage="transcode", progress=9))
     row = store.get(sid)
     assert (row.stage, row.progress, row.flow_run_id, row.seq) == ("transcribe", 40, "r1", 30)
-    assert store.apply(StatusUpdate(session_id=sid, status=Status.FAILED, seq=40, flow_run_id="r1",
-                                    error_code="corrupt", error_message="bad header"))
+    assert store.apply(StatusUpdate(session_id=sid, status=Status.COMPLETED, seq=40, flow_run_id="r1",
+                                    result_key="results/x.json"))
     assert not store.apply(StatusUpdate(session_id=sid, status=Status.RUNNING, seq=50, flow_run_id="r1"))
-    assert not store.apply(StatusUpdate(session_id=sid, status=Status.COMPLETED, seq=51))
-    assert store.get(sid).error_code == "corrupt"
+    assert not store.apply(StatusUpdate(session_id=sid, status=Status.FAILED, seq=51, error_code="late"))
+    assert store.get(sid).status is Status.COMPLETED  # final for its run (FAILED is not: tests/test_faults_status.py)
     assert store.apply(StatusUpdate(session_id=sid, status=Status.PENDING, seq=60, flow_run_id="r2"))
     row = store.get(sid)
     assert row.status is Status.PENDING and row.error_code is None and row.flow_run_id == "r2"

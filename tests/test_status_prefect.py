@@ -24,6 +24,7 @@ from tests.pg import create_database, drop_database
 from tests.prefect_server import ROOT, LocalPrefect, local_prefect
 from tests.s3_server import free_port
 from tests.waiting import wait_for
+from vibeinsight.errors import user_message
 from vibeinsight.schemas import Status
 
 pytestmark = pytest.mark.e2e
@@ -212,7 +213,7 @@ def test_a_failed_run_keeps_the_hooks_reason_code(stack):
     time.sleep(2.5)  # past the observer's grace: its FAILED must not replace the hook's record
     row = _row(stack, sid)
     assert row.status is Status.FAILED and row.error_code == "corrupt"
-    assert "ffmpeg could not decode" in row.error_message
+    assert row.error_message == user_message("corrupt")  # the fixed sentence, not ffmpeg's text
     assert _prefect_state(run_id) == "FAILED"
 
 
@@ -271,7 +272,7 @@ def test_sigkill_of_engine_and_supervisor_is_repaired_by_reconcile(stack):
     assert {"session_id": sid, "flow_run_id": run_id, "from": "RUNNING", "to": "CRASHED"} in repaired
     assert _prefect_state(run_id) == "CRASHED"
     row = _row(stack, sid)
-    assert row.status is Status.CRASHED and row.error_code == "crashed" and "heartbeat" in row.error_message
+    assert row.status is Status.CRASHED and row.error_code == "crashed" and row.error_message == user_message("crashed")
 
 
 def test_reconcile_marks_a_row_whose_flow_run_is_missing(stack):
@@ -282,7 +283,7 @@ def test_reconcile_marks_a_row_whose_flow_run_is_missing(stack):
     stack.store.apply(StatusUpdate(session_id=sid, status=Status.RUNNING, seq=1, flow_run_id=ghost, progress=30))
     repaired = asyncio.run(reconcile_once(min_age_s=0, stale_after_s=600))
     assert {"session_id": sid, "flow_run_id": ghost, "from": "RUNNING", "to": "CRASHED"} in repaired
-    assert _row(stack, sid).error_message == "flow run missing in Prefect"
+    assert _row(stack, sid).error_message == user_message("crashed")  # the fixed sentence; the cause is logged
 
 
 def test_a_cancelled_run_ends_cancelled(stack):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vibeinsight.errors import InputRejected
+from vibeinsight.errors import InputRejected, user_message
 from vibeinsight.schemas import MAX_MESSAGE_BYTES, Status, StatusUpdate
 from vibeinsight.status_rule import next_seq, result_key, seq_of, update_for_state
 
@@ -18,9 +18,11 @@ IDS = dict(session_id="0d1c2b3a-4f5e-4d6c-8b7a-9f8e7d6c5b4a", flow_run_id="run-1
     ("PENDING", Status.PENDING, {}),
     ("RUNNING", Status.RUNNING, {"stage": "ingest", "progress": 0}),
     ("COMPLETED", Status.COMPLETED, {"stage": "done", "progress": 100, "result_key": result_key(IDS["session_id"])}),
-    ("FAILED", Status.FAILED, {"error_code": "failed", "error_message": "boom", "result_key": result_key(IDS["session_id"])}),
-    ("CRASHED", Status.CRASHED, {"error_code": "crashed", "error_message": "boom"}),
-    ("CANCELLED", Status.CANCELLED, {"error_code": "cancelled", "error_message": "boom"}),
+    # users read the code's fixed sentence, never the state's own text ("boom")
+    ("FAILED", Status.FAILED, {"error_code": "failed", "error_message": user_message("failed"),
+                               "result_key": result_key(IDS["session_id"])}),
+    ("CRASHED", Status.CRASHED, {"error_code": "crashed", "error_message": user_message("crashed")}),
+    ("CANCELLED", Status.CANCELLED, {"error_code": "cancelled", "error_message": user_message("cancelled")}),
 ])
 def test_each_state_type_gives_its_row(state, status, fields):
     u = update_for_state(state, seq=7, message="boom", **IDS)
@@ -34,16 +36,17 @@ def test_passing_states_write_nothing(state):
     assert update_for_state(state, seq=1, **IDS) is None
 
 
-def test_the_run_error_gives_code_and_message():
+def test_the_run_error_gives_code_and_its_fixed_message():
     u = update_for_state("FAILED", seq=1, message="state text", error=InputRejected("no audio stream", "not_audio"),
                          **IDS)
-    assert (u.error_code, u.error_message) == ("not_audio", "no audio stream")
+    assert (u.error_code, u.error_message) == ("not_audio", user_message("not_audio"))
+    assert "no audio stream" not in u.error_message
     u = update_for_state("FAILED", seq=1, error=RuntimeError("x"), **IDS)
     assert u.error_code == "internal"
 
 
 def test_a_state_without_message_still_says_what_happened():
-    assert update_for_state("CRASHED", seq=1, **IDS).error_message == "crashed"
+    assert update_for_state("CRASHED", seq=1, **IDS).error_message == user_message("crashed")
 
 
 def test_messages_are_clipped_by_the_schema_on_a_character_boundary():

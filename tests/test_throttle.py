@@ -67,7 +67,7 @@ def test_failing_store_never_raises_and_final_is_retried():
         if len(calls) < 3:
             raise ConnectionError("store down")
 
-    w = CoalescingWriter(flaky, min_interval=0.0, retries=5, backoff=0.01)
+    w = CoalescingWriter(flaky, min_interval=0.0, backoff=0.01)
     w.final(_u(Status.FAILED))
     assert len(calls) == 3 and w.writes == 1 and w.failures == 2
 

@@ -81,8 +81,9 @@ class Transcript(BaseModel):
 
 class ErrorInfo(BaseModel):
     code: str
-    message: str
+    message: str = Field(description="the code's fixed sentence, what users read (vibeinsight.errors.user_message)")
     stage: str | None = None
+    detail: str | None = Field(None, description="what went wrong, for operators (tool output, provider text)")
 
 
 class ResultDocument(BaseModel):

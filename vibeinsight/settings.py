@@ -54,6 +54,11 @@ class Limits(BaseSettings):
     max_bytes: int = Field(2 * 1024**3, description="largest upload accepted")
     max_duration_s: float = Field(4 * 3600, description="longest recording accepted")
     min_duration_s: float = Field(0.5, description="shorter cannot hold a word")
+    # ffmpeg and ffprobe are SIGKILLed past these (vibeinsight/audio/ffmpeg.py). A 4-hour recording
+    # transcodes in about 2 minutes on one core here.
+    probe_timeout_s: float = Field(30.0, gt=0, description="longest ffprobe of an upload")
+    ffmpeg_timeout_s: float = Field(900.0, gt=0, description="longest transcode (or chunk cut)")
+    duration_margin_s: float = Field(2.0, ge=0, description="decoding stops this far past max_duration_s")
 
 
 class TranscodeSettings(BaseSettings):
@@ -147,8 +152,17 @@ class StatusSettings(BaseSettings):
     url: str | None = None
     pg_role: str | None = Field(None, description="SET ROLE with a direct PostgreSQL store, e.g. service_role")
     min_interval_s: float = 1.0
+    # The terminal row is retried while the store is down: the hook waits this long for it (the
+    # run is over; past it the observer and reconcile-status repair the row), the writer this long.
+    final_wait_s: float = Field(30.0, ge=0)
+    final_give_up_s: float = Field(600.0, gt=0)
     terminal_grace_s: float = 3.0
     reconcile_min_age_s: float = 60.0
+    # A run Pending this long was taken by a worker that died before starting it (a worker starts a
+    # run in seconds; a Fly Machine in well under a minute): scheduled again.
+    reconcile_pending_after_s: float = 300.0
+    # A PENDING row with no flow run this old is one whose run was never created: FAILED.
+    reconcile_orphan_after_s: float = 300.0
 
 
 class QuotaSettings(BaseSettings):
@@ -232,6 +246,22 @@ class Settings(BaseSettings):
     @property
     def model_cache(self) -> Path:
         return self.model_dir or self.home / "models"
+
+
+def env_name(model_title: str, loc: list[str]) -> str:
+    """The environment variable behind a settings validation error (model title and error location)."""
+    field = loc[-1] if loc else ""
+    for cls in (Settings, *(f.default_factory for f in Settings.model_fields.values() if f.default_factory)):
+        if getattr(cls, "__name__", None) != model_title:
+            continue
+        info = cls.model_fields.get(field)
+        alias = getattr(info, "validation_alias", None) or getattr(info, "alias", None)
+        if isinstance(alias, AliasChoices):
+            alias = alias.choices[0]
+        if isinstance(alias, str):
+            return alias
+        return (str(cls.model_config.get("env_prefix", "")) + field).upper()
+    return field.upper() or model_title
 
 
 @lru_cache(maxsize=1)

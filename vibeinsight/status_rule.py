@@ -7,16 +7,19 @@ row keeps the newest state whoever writes it. Prefect-free: states come in by th
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import datetime, timezone
 from typing import Any
 
-from vibeinsight.errors import error_code
+from vibeinsight.errors import error_code, user_message
 from vibeinsight.schemas import Status, StatusUpdate
 
 # Prefect state types → our statuses. SCHEDULED is still waiting (PENDING); CANCELLING and
 # PAUSED are passing states the row does not show.
+log = logging.getLogger("vibeinsight.status")
+
 STATE_STATUS = {
     "SCHEDULED": Status.PENDING, "PENDING": Status.PENDING, "RUNNING": Status.RUNNING,
     "COMPLETED": Status.COMPLETED, "FAILED": Status.FAILED, "CRASHED": Status.CRASHED,
@@ -30,11 +33,14 @@ def result_key(session_id: str) -> str:
 
 
 def update_for_state(state_type: str, *, session_id: str, flow_run_id: str | None, user_id: str | None,
-                     seq: int, message: str | None = None, error: BaseException | None = None) -> StatusUpdate | None:
+                     seq: int, message: str | None = None, error: BaseException | None = None,
+                     language: str | None = None) -> StatusUpdate | None:
     """The row update a state implies; None for a state the row does not show.
 
-    `error` (the run's exception, where the writer has it) gives the reason code and message;
-    without it a failure says `failed` and the state's message.
+    `error` (the run's exception, where the writer has it) gives the reason code; without it a
+    failure says `failed`. The row's error_message is the code's fixed sentence (in `language`,
+    the run's requested language); the error's own text and the state's `message` are for the
+    logs and the result document's error.detail, never for the row users read.
     """
     status = STATE_STATUS.get(state_type)
     if status is None:
@@ -46,11 +52,12 @@ def update_for_state(state_type: str, *, session_id: str, flow_run_id: str | Non
         fields = dict(stage="done", progress=100, result_key=result_key(session_id))
     elif status is Status.FAILED:
         code = error_code(error) if error is not None else "failed"
-        text = (getattr(error, "message", None) or str(error)) if error is not None else None
-        fields = dict(error_code=code, error_message=text or message or "failed", result_key=result_key(session_id))
+        fields = dict(error_code=code, error_message=user_message(code, language), result_key=result_key(session_id))
     elif status in (Status.CRASHED, Status.CANCELLED):
         word = status.value.lower()
-        fields = dict(error_code=word, error_message=message or word)
+        fields = dict(error_code=word, error_message=user_message(word, language))
+    if message and status.terminal:
+        log.info("session %s: %s (%s)", session_id, status.value, message)
     return StatusUpdate(session_id=session_id, status=status, seq=seq, flow_run_id=flow_run_id, user_id=user_id,
                         **fields)
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from vibeinsight.audio import ffmpeg
 from vibeinsight.errors import InputRejected
 from vibeinsight.settings import Limits
 
@@ -19,10 +19,12 @@ _MEDIA_MAGIC: tuple[tuple[int, bytes], ...] = (
     (4, b"ftyp"), (0, b"#!AMR"), (0, b"FORM"), (0, b"caff"), (0, b"\x30\x26\xb2\x75"),
     (0, b"\xff\xfb"), (0, b"\xff\xf3"), (0, b"\xff\xf2"), (0, b"\xff\xf1"), (0, b"\xff\xf9"),
 )
+# Leading text of the playlists, manifests and lists that tell ffmpeg to open other files.
+_INSTRUCTION_MAGIC = (b"#EXTM3U", b"<?xml", b"<MPD", b"ffconcat", b"file ", b"#EXTINF")
 
 
 class ProbeInfo(BaseModel):
-    container: str
+    container: str  # the demuxer's name (in vibeinsight.audio.ffmpeg.DEMUXERS): what ffmpeg is told to read (-f)
     codec: str
     duration_s: float | None  # None: the container does not say (e.g. MediaRecorder WebM)
     channels: int
@@ -36,14 +38,26 @@ def looks_like_media(path: Path) -> bool:
     return any(head[off:off + len(magic)] == magic for off, magic in _MEDIA_MAGIC)
 
 
-def ffprobe(path: Path) -> ProbeInfo:
-    """Probe path; raise InputRejected(not_audio|corrupt) when it holds no usable audio."""
-    proc = subprocess.run(
-        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
-        capture_output=True, text=True, check=False,
-    )
+def looks_like_instructions(path: Path) -> bool:
+    """A playlist, manifest or concat list: text that names other files for ffmpeg to open."""
+    with path.open("rb") as f:
+        head = f.read(512).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head.startswith(_INSTRUCTION_MAGIC)
+
+
+def ffprobe(path: Path, timeout_s: float = 30.0) -> ProbeInfo:
+    """Probe path as one of the allowed containers only (vibeinsight.audio.ffmpeg); raise
+    InputRejected(unsupported_format|not_audio|corrupt|media_timeout) when it holds no usable audio.
+
+    unsupported_format: a playlist, manifest or list (instructions to open other files) or a media
+    container outside the list; not_audio: pictures, text, anything else."""
+    proc = ffmpeg.run(["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
+                       *ffmpeg.input_args(path)], timeout_s, "ffprobe")
     if proc.returncode != 0:
-        reason = (proc.stderr.strip().splitlines() or ["unreadable"])[-1].replace(f"{path}: ", "")
+        reason = (proc.stderr.strip().splitlines() or ["unreadable"])[-1].replace(ffmpeg.file_url(path) + ": ", "")
+        refused = ffmpeg.refused_demuxer(proc.stderr)
+        if looks_like_instructions(path) or (refused and ffmpeg.is_media_demuxer(refused)):
+            raise InputRejected(f"the file is not an accepted audio or video format ({reason})", "unsupported_format")
         if looks_like_media(path):
             raise InputRejected(f"the recording is damaged and cannot be decoded ({reason})", "corrupt")
         raise InputRejected(f"the file is not an audio recording ({reason})", "not_audio")
@@ -62,8 +76,9 @@ def ffprobe(path: Path) -> ProbeInfo:
         s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
         for s in streams
     )
+    format_name = str(fmt.get("format_name", "unknown"))
     return ProbeInfo(
-        container=str(fmt.get("format_name", "unknown")).split(",")[0],
+        container=ffmpeg.demuxer_of(format_name),
         codec=str(a.get("codec_name", "unknown")),
         duration_s=duration,
         channels=int(a["channels"]),

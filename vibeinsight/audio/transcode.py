@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from vibeinsight.audio import ffmpeg
 from vibeinsight.audio.chunking import Span, max_chunk_seconds, plan_chunks, total_silence
 from vibeinsight.errors import InputRejected, TranscodeFailed
 from vibeinsight.settings import TranscodeSettings
@@ -43,7 +43,8 @@ class TranscodeOutput(BaseModel):
         return max(0.0, self.duration_s - total_silence(self.silences))
 
 
-def build_command(src: Path, out_dir: Path, channels: int, cfg: TranscodeSettings) -> list[str]:
+def build_command(src: Path, out_dir: Path, channels: int, cfg: TranscodeSettings,
+                  demuxer: str | None = None, max_seconds: float | None = None) -> list[str]:
     enc = ["-c:a", "libopus", "-b:a", f"{cfg.bitrate_kbps}k", "-application", "voip", "-vbr", "on",
            "-compression_level", str(cfg.opus_compression_level)]
     detect = f"silencedetect=n={cfg.silence_db}dB:d={cfg.silence_min_s}"
@@ -61,7 +62,7 @@ def build_command(src: Path, out_dir: Path, channels: int, cfg: TranscodeSetting
     else:
         graph = f"{head},aformat=channel_layouts=mono,{detect}[mix]"
         outs = ["mix"]
-    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-y", "-i", str(src),
+    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-y", *ffmpeg.input_args(src, demuxer, max_seconds),
            "-filter_complex", graph]
     for name in outs:
         cmd += ["-map", f"[{name}]", "-vn", *enc, str(out_dir / f"{name}.ogg")]
@@ -75,14 +76,23 @@ def transcode(
     duration_hint: float | None,
     cfg: TranscodeSettings,
     on_progress: ProgressFn | None = None,
+    *,
+    demuxer: str | None = None,
+    max_duration_s: float | None = None,
+    timeout_s: float = 900.0,
+    margin_s: float = 2.0,
 ) -> TranscodeOutput:
+    """Decode src once into the compact tracks.
+
+    `demuxer` is the container ffprobe found (passed as -f); `max_duration_s` stops the decode at
+    that length plus `margin_s` whatever the header said, and rejects a longer input as too_long;
+    past `timeout_s` ffmpeg is killed (vibeinsight.audio.ffmpeg)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "ffmpeg.log"
     decoded_s = 0.0
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            build_command(src, out_dir, channels, cfg), stdout=subprocess.PIPE, stderr=log, text=True
-        )
+    cap = max_duration_s + margin_s if max_duration_s is not None else None
+    cmd = build_command(src, out_dir, channels, cfg, demuxer, cap)
+    with log_path.open("w") as log, ffmpeg.popen(cmd, timeout_s, "the transcode", stderr=log) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             m = _OUT_TIME.match(line)
@@ -92,6 +102,10 @@ def transcode(
                     on_progress(min(1.0, decoded_s / duration_hint))
         code = proc.wait()
     log_text = log_path.read_text(errors="replace")
+    if max_duration_s is not None and decoded_s > max_duration_s:
+        # stopped at the cap: the recording is longer than its header said (or no header said)
+        raise InputRejected(f"the recording lasts more than {max_duration_s:.0f} s (decoding stopped at "
+                            f"{decoded_s:.0f} s); the limit is {max_duration_s:.0f} s", "too_long")
     if code != 0:
         tail = " ".join(log_text.strip().splitlines()[-2:])[-300:]
         raise InputRejected(f"ffmpeg could not decode the audio: {tail}", "corrupt")
@@ -149,17 +163,16 @@ def chunk_spans(out: TranscodeOutput, cfg: TranscodeSettings) -> list[Span]:
     return plan_chunks(out.duration_s, out.silences, cap, cfg.min_chunk_s)
 
 
-def split_track(track: Track, spans: list[Span], out_dir: Path) -> list[Path]:
+def split_track(track: Track, spans: list[Span], out_dir: Path, timeout_s: float = 300.0) -> list[Path]:
     """Cut a compact track at the planned times by stream copy (no re-encode)."""
     if len(spans) == 1:
         return [track.path]
     pattern = out_dir / f"{track.name}-%04d.ogg"
     cuts = ",".join(f"{end:.3f}" for _, end in spans[:-1])
-    proc = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", "-i", str(track.path), "-c", "copy",
-         "-f", "segment", "-segment_times", cuts, "-reset_timestamps", "1", str(pattern)],
-        capture_output=True, text=True, check=False,
-    )
+    proc = ffmpeg.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", *ffmpeg.input_args(track.path, "ogg"),
+         "-c", "copy", "-f", "segment", "-segment_times", cuts, "-reset_timestamps", "1", str(pattern)],
+        timeout_s, f"cutting {track.name} into chunks")
     if proc.returncode != 0:
         raise TranscodeFailed(f"could not cut {track.name} into chunks: {proc.stderr.strip()[-300:]}")
     paths = sorted(out_dir.glob(f"{track.name}-*.ogg"))

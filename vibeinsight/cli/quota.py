@@ -33,6 +33,8 @@ def report(
         fail("invalid_argument", f"--plan must be free, pro or team, got {plan!r}")
     try:
         summary, daily = build_report(settings, plan, month or current_month(), table)
+    except FileNotFoundError as exc:
+        fail("invalid_setting", f"VIBEINSIGHT_QUOTA_PLANS_FILE: no such file: {exc.filename or exc}")
     except ValueError as exc:
         fail("invalid_argument", str(exc))
     store_report(settings, summary, daily)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import typer
 
-from vibeinsight.cli.common import EXIT_FAILED, fail
+from vibeinsight.cli.common import EXIT_FAILED, fail, is_uuid
 
 app = typer.Typer()
 
@@ -19,7 +20,9 @@ def status(
     """Print a session's status row."""
     from blocks import registry
 
-    row = registry.status_store().get(session_id)
+    if not is_uuid(session_id):
+        fail("invalid_argument", f"SESSION_ID must be a UUID, got {session_id[:80]!r}")
+    row = registry.status_store().get(str(uuid.UUID(session_id)))
     if row is None:
         fail("not_found", f"no status for session {session_id}", EXIT_FAILED)
     fields = ("session_id", "user_id", "flow_run_id", "status", "stage", "progress", "error_code",
@@ -50,11 +53,15 @@ def reconcile(
     limit: int = typer.Option(500, "--limit", help="rows checked at most"),
     stale_after_s: float = typer.Option(None, "--stale-after",
                                         help="a RUNNING run silent this long is Crashed (default 3 heartbeats)"),
+    pending_after_s: float = typer.Option(None, "--pending-after",
+                                          help="a run Pending this long (its worker gone) is scheduled again"),
+    orphan_after_s: float = typer.Option(None, "--orphan-after",
+                                         help="a PENDING row without a flow run this old is FAILED (stale_pending)"),
 ) -> None:
     """Once: give rows left PENDING/RUNNING the true state of their flow run in Prefect."""
     import asyncio
 
     from flows.reconcile_status import reconcile_once
 
-    repaired = asyncio.run(reconcile_once(min_age_s, limit, stale_after_s))
+    repaired = asyncio.run(reconcile_once(min_age_s, limit, stale_after_s, pending_after_s, orphan_after_s))
     typer.echo(json.dumps({"repaired": repaired}))
