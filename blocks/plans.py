@@ -1,7 +1,8 @@
-"""Plan limits and prices as a Prefect Block, read from one settings file (vibeinsight/data/plans.json).
+"""Plan limits and prices as a Prefect Block, read from the providers settings file
+(vibeinsight/data/providers.json: Supabase's plans, Tigris's and Fly's prices, the API prices).
 
 The figures are data, not code: each carries its source and the date it was read, and the
-design's older table stays selectable next to Supabase's current one.
+design's older Supabase table stays selectable next to Supabase's current one.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from pydantic import BaseModel, Field
 
 from vibeinsight.quota import QuotaLimits
 
-DEFAULT_FILE = Path(__file__).resolve().parents[1] / "vibeinsight" / "data" / "plans.json"
+DEFAULT_FILE = Path(__file__).resolve().parents[1] / "vibeinsight" / "data" / "providers.json"
 PlanName = Literal["free", "pro", "team"]
 
 
 class Figure(BaseModel):
-    value: float | None
+    value: bool | float | None
     source: str
     read: str = Field(description="date the source was read (YYYY-MM-DD)")
 
@@ -42,12 +43,17 @@ class Plans(Block):
     def _data(self) -> dict:
         return json.loads((self.plans_file or DEFAULT_FILE).read_text())
 
+    def prices(self) -> dict:
+        """The whole file: each provider's prices (vibeinsight.usage reads the same shape)."""
+        return self._data()
+
     def limits(self, plan: str) -> PlanLimits:
         data = self._data()
-        table = self.plan_table or data["default_table"]
-        if table not in data["tables"]:
-            raise ValueError(f"unknown plan table {table!r}; known: {', '.join(data['tables'])}")
-        plans = data["tables"][table]["plans"]
+        supabase = data["supabase"]
+        table = self.plan_table or supabase["default_table"]
+        if table not in supabase["tables"]:
+            raise ValueError(f"unknown plan table {table!r}; known: {', '.join(supabase['tables'])}")
+        plans = supabase["tables"][table]["plans"]
         if plan not in plans:
             raise ValueError(f"unknown plan {plan!r} in table {table!r}; known: {', '.join(plans)}")
         figures = {k: Figure(**v) for k, v in plans[plan].items()}

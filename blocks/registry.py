@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from prefect.blocks.core import Block
 
@@ -82,6 +83,19 @@ def build_status_store(s: Settings) -> StatusStore:
     if s.supabase.url and s.supabase.service_role_key:
         return SupabaseStatusStore(**s.supabase.model_dump())
     return SQLiteStatusStore(path=str(s.status_db))
+
+
+def status_provider(s: Settings | None = None) -> str:
+    """Who bills the status writes (as Realtime messages and egress): Supabase when the status
+    store is Supabase's (its REST API, or its database by a *.supabase.co / *.supabase.com URL),
+    else nobody (`local`)."""
+    store = build_status_store(s or get_settings())
+    if isinstance(store, SupabaseStatusStore):
+        return "supabase"
+    if isinstance(store, PostgresStatusStore):
+        host = urlsplit(store.url.get_secret_value()).hostname
+        return "supabase" if host and host.endswith((".supabase.co", ".supabase.com")) else "local"
+    return "local"
 
 
 def build_usage_ledger(s: Settings) -> UsageLedger:

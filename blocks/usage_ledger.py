@@ -25,12 +25,12 @@ import pandas as pd
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from vibeinsight.quota import COLUMNS, EGRESS_KINDS, META_FIELDS, to_frame
+from vibeinsight.quota import COLUMNS, DAILY_TOTALS, EGRESS_KINDS, META_FIELDS, REALTIME_KINDS, to_frame
 from vibeinsight.settings import SupabaseOptions
 from vibeinsight.usage import UsageEvent
 
-_EVENT_COLS = ("session_id", "kind", "service", "bytes", "calls", "retries", "tokens", "audio_seconds",
-               "cost_usd", "at", "meta")
+_EVENT_COLS = ("session_id", "kind", "service", "provider", "bytes", "calls", "retries", "tokens", "audio_seconds",
+               "seconds", "cost_usd", "at", "meta")
 _ALERT_COLS = ("month", "plan", "metric", "basis", "level", "value", "limit_value", "pct", "message",
                "flow_run_id")
 
@@ -125,13 +125,24 @@ class SQLUsageLedger(UsageLedger):
         return to_frame(rows)
 
     def daily_egress(self, start: datetime, end: datetime) -> dict[str, int]:
-        kinds = ", ".join(f"'{k}'" for k in EGRESS_KINDS)
-        sql = (f"SELECT {self._day('at')} AS day, SUM(bytes) FROM usage_events WHERE at >= {self._p} "
-               f"AND at < {self._p} AND kind IN ({kinds}) GROUP BY 1 ORDER BY 1")
+        """Supabase egress bytes per UTC day ('YYYY-MM-DD'): only bytes Supabase bills."""
+        return {day: t["supabase_egress_bytes"] for day, t in self.daily_totals(start, end).items()}
+
+    def daily_totals(self, start: datetime, end: datetime) -> dict[str, dict[str, float]]:
+        """Per UTC day, summed in the database (the guard's cheap read at the start of every run):
+        Supabase egress bytes, Realtime messages, booked cost in USD and sessions (DAILY_TOTALS)."""
+        egress = ", ".join(f"'{k}'" for k in EGRESS_KINDS)
+        realtime = ", ".join(f"'{k}'" for k in REALTIME_KINDS)
+        sql = (f"SELECT {self._day('at')} AS day, "
+               f"SUM(CASE WHEN provider = 'supabase' AND kind IN ({egress}) THEN bytes ELSE 0 END), "
+               f"SUM(CASE WHEN provider = 'supabase' AND kind IN ({realtime}) THEN calls ELSE 0 END), "
+               "SUM(cost_usd), COUNT(DISTINCT CASE WHEN kind = 'storage_download' THEN session_id END) "
+               f"FROM usage_events WHERE at >= {self._p} AND at < {self._p} GROUP BY 1 ORDER BY 1")
         with self._conn() as conn:
             cur = conn.cursor()
             cur.execute(sql, (self._value("at", start), self._value("at", end)))
-            return {str(day): int(total or 0) for day, total in cur.fetchall()}
+            return {str(row[0]): {k: float(v or 0) for k, v in zip(DAILY_TOTALS, row[1:], strict=True)}
+                    for row in cur.fetchall()}
 
     def record_alerts(self, alerts: list[dict], month: str, plan: str, flow_run_id: str | None = None) -> int:
         if not alerts:
@@ -162,22 +173,41 @@ class SQLUsageLedger(UsageLedger):
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
-_SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS usage_events (
+# The twin of the usage_events migrations (20261129000200 and 20261129000500_usage_providers).
+_SQLITE_EVENTS = """
+CREATE TABLE IF NOT EXISTS {name} (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id    TEXT,
-    kind          TEXT NOT NULL CHECK (kind IN ('storage_download','storage_upload','api_call','edge_response',
-                                               'realtime_message','status_write','result_download')),
+    kind          TEXT NOT NULL CHECK (kind IN ('storage_download','storage_upload','storage_held','api_call',
+                                               'edge_response','realtime_message','status_write',
+                                               'result_download','machine_run','transfer_out')),
     service       TEXT,
+    provider      TEXT NOT NULL CHECK (provider IN ('supabase','tigris','fly','openai','gemini','local','other')),
     bytes         INTEGER NOT NULL DEFAULT 0,
     calls         INTEGER NOT NULL DEFAULT 0,
     retries       INTEGER NOT NULL DEFAULT 0,
     tokens        INTEGER NOT NULL DEFAULT 0,
     audio_seconds REAL NOT NULL DEFAULT 0,
+    seconds       REAL NOT NULL DEFAULT 0,
     cost_usd      REAL NOT NULL DEFAULT 0,
     at            TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
-    meta          TEXT NOT NULL DEFAULT '{}'
+    meta          TEXT NOT NULL DEFAULT '{{}}'
 );
+"""
+# A usage.db from before providers: SQLite cannot change a CHECK, so the table is rebuilt once,
+# each old row's provider following from its service (as the PostgreSQL migration does).
+_SQLITE_UPGRADE = _SQLITE_EVENTS.format(name="usage_events_new") + """
+INSERT INTO usage_events_new (id, session_id, kind, service, provider, bytes, calls, retries, tokens, audio_seconds,
+                              cost_usd, at, meta)
+SELECT id, session_id, kind, service,
+       CASE WHEN service IN ('supabase','realtime') THEN 'supabase'
+            WHEN service IN ('tigris','fly','openai','gemini','local') THEN service
+            WHEN service IS NULL THEN 'local' ELSE 'other' END,
+       bytes, calls, retries, tokens, audio_seconds, cost_usd, at, meta FROM usage_events;
+DROP TABLE usage_events;
+ALTER TABLE usage_events_new RENAME TO usage_events;
+"""
+_SQLITE_SCHEMA = _SQLITE_EVENTS.format(name="usage_events") + """
 CREATE INDEX IF NOT EXISTS usage_events_at ON usage_events (at);
 CREATE TABLE IF NOT EXISTS quota_alerts (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -214,6 +244,9 @@ class SQLiteUsageLedger(SQLUsageLedger):
             conn = sqlite3.connect(self.path, timeout=30)
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
+                columns = {r[1] for r in conn.execute("PRAGMA table_info(usage_events)")}
+                if columns and "provider" not in columns:
+                    conn.executescript(f"BEGIN; {_SQLITE_UPGRADE} COMMIT;")
                 conn.executescript(_SQLITE_SCHEMA)
                 yield conn
             finally:

@@ -31,7 +31,7 @@ from vibeinsight.schemas import ChunkInfo, ErrorInfo, ResultDocument, SourceInfo
 from vibeinsight.scoring import weighted_confidence
 from vibeinsight.settings import Settings, get_settings
 from vibeinsight.status_rule import result_key
-from vibeinsight.usage import ServiceUsage, Usage, build_usage, events_from_document, load_table
+from vibeinsight.usage import ServiceUsage, Usage, build_usage, events_from_document, load_table, provider_of
 
 log = logging.getLogger("vibeinsight.flow")
 
@@ -88,7 +88,8 @@ class Run:
 
 
 def quota_guard(run: Run) -> Settings:
-    """This month's egress against the plan: the settings the run should use, or InputRejected."""
+    """This month's ledger against the plans and the budget: the settings the run should use, or
+    InputRejected when a hard provider limit or the budget would be crossed (vibeinsight.quota.guard_decision)."""
     settings = run.settings
     q = settings.quota
     if not (q.guard or q.enforce):
@@ -96,9 +97,9 @@ def quota_guard(run: Run) -> Settings:
     try:
         now = datetime.now(timezone.utc)
         start, end, _ = month_bounds(current_month(now))
-        decision = guard_decision(registry.usage_ledger(settings).daily_egress(start, end),
+        decision = guard_decision(registry.usage_ledger(settings).daily_totals(start, end),
                                   registry.plans(settings).limits(q.plan), now, guard=q.guard, enforce=q.enforce,
-                                  limit_pct=q.limit_pct)
+                                  limit_pct=q.limit_pct, warn_pct=q.warn_pct, budget_usd=q.budget_usd)
     except Exception as exc:  # noqa: BLE001 - an unreadable ledger must not stop the pipeline
         log.warning("quota guard skipped: %s", exc)
         return settings
@@ -107,17 +108,22 @@ def quota_guard(run: Run) -> Settings:
                             "(VIBEINSIGHT_QUOTA_ENFORCE=false to run anyway)", "quota_exceeded")
     if decision.mode != "compact":
         return settings
-    log.warning("quota guard: %s; compact transcode and slower status updates", decision.reason)
+    log.warning("quota guard: %s; compact transcode, results and slower status updates", decision.reason)
     guarded = compact_settings(settings)
     status_hooks.slow_down(run.session_id, guarded.status.min_interval_s)  # the hooks' writer exists already
     return guarded
 
 
-def record_usage(document: ResultDocument) -> int:
-    """One usage_events row per kind and service; never fails the run (the ledger is bookkeeping)."""
+def record_usage(document: ResultDocument, settings: Settings | None = None) -> int:
+    """The run's usage_events rows, each booked to the provider that bills it; never fails the run
+    (the ledger is bookkeeping)."""
     try:
-        events = events_from_document(document, status_writes=status_hooks.write_stats(document.session_id))
-        return registry.usage_ledger().record(events)
+        settings = settings or get_settings()
+        events = events_from_document(document, status_writes=status_hooks.write_stats(document.session_id),
+                                      status_provider=registry.status_provider(settings),
+                                      subscribers=settings.quota.subscribers_per_session,
+                                      fly_region=settings.fly_region, table=load_table(settings.price_table))
+        return registry.usage_ledger(settings).record(events)
     except Exception as exc:  # noqa: BLE001
         log.warning("usage not recorded: %s", exc)
         return 0
@@ -258,15 +264,23 @@ def analyze(transcript: Transcript, source: SourceInfo, run: Run) -> dict:
         return result
 
 
+def _result_json(document: ResultDocument, compact: bool) -> bytes:
+    # Compact (the quota guard): no indentation, a third fewer bytes for clients to download.
+    layout = {"separators": (",", ":")} if compact else {"indent": 2}
+    return json.dumps(document.model_dump(mode="json"), ensure_ascii=False, **layout).encode()
+
+
 @task(name="publish", timeout_seconds=TIMEOUT_S["publish"], **RETRY)
 def publish(document: ResultDocument, run: Run) -> ResultDocument:
     with run.stage("publish"):
         document.timings = dict(run.timings)
+        compact = run.settings.quota.compact_results
         # bytes_out counts the document itself: measured once, then written with that figure
-        document.usage.bytes_out = len(json.dumps(document.model_dump(mode="json"), ensure_ascii=False, indent=2))
-        run.storage.put_json(result_key(document.session_id), document.model_dump(mode="json"))
-        if getattr(run.storage, "fell_back", False) and document.usage.storage != "fallback":
-            document.usage.storage = "fallback"  # the upload came from the primary, the result went to the fallback
+        document.usage.bytes_out = len(_result_json(document, compact))
+        run.storage.put_bytes(result_key(document.session_id), _result_json(document, compact), "application/json")
+        if getattr(run.storage, "fell_back", False):  # the result went to the fallback (Supabase Storage)
+            document.usage.storage = "fallback"
+            document.usage.upload_provider = provider_of(run.storage.service_name("fallback"))
         return document
 
 
@@ -303,7 +317,7 @@ def process_audio(source: str, session_id: str | None = None, user_id: str | Non
         _publish_failure(doc, run)
         raise
     finally:
-        record_usage(doc)  # usage_events rows for the quota ledger; never raises
+        record_usage(doc, run.settings)  # usage_events rows for the quota ledger; never raises
         shutil.rmtree(run.workspace, ignore_errors=True)  # only our copies; the upload is untouched
 
 

@@ -1,9 +1,11 @@
-"""quota-report: this month's egress, Realtime, API use and cost against the plan.
+"""quota-report: this month's usage, limits, forecast and cost per provider (Supabase, Tigris,
+Fly, OpenAI, Gemini), the binding constraint, and cost per session and per audio hour.
 
-Outputs: Prefect artifacts on the flow run (markdown summary, daily and cost tables, the chart),
-and reports/YYYY-MM/ in the bucket (quota-report.json, daily.csv, egress.png, report.html,
-summary.md). An alert fails nothing: it emits a Prefect event `vibeinsight.quota.alert` (an
-Automation can notify) and upserts a quota_alerts row.
+Outputs: Prefect artifacts on the flow run (markdown summary, daily, cost and limits tables, the
+chart), and reports/YYYY-MM/ in the bucket (quota-report.json, daily.csv, egress.png (every
+limited resource against its own limit), report.html, summary.md). An alert fails nothing: it
+emits a Prefect event `vibeinsight.quota.alert` (an Automation can notify) and upserts a
+quota_alerts row.
 """
 
 from __future__ import annotations
@@ -35,16 +37,18 @@ def build_report(settings: Settings, plan: str, month: str, table: str | None = 
                  as_of: datetime | None = None) -> tuple[dict[str, Any], Any]:
     """Summary and daily table for one month (also what `vibeinsight quota report` prints)."""
     as_of = as_of or datetime.now(timezone.utc)
-    limits = registry.plans(settings, table).limits(plan)
+    plans = registry.plans(settings, table)
+    limits = plans.limits(plan)
     start, end, _ = month_bounds(month)
     ledger = registry.usage_ledger(settings)
-    summary, daily = month_report(ledger.events(start, end), limits, month, as_of,
-                                  settings.quota.warn_pct, settings.quota.limit_pct)
+    q = settings.quota
+    summary, daily = month_report(ledger.events(start, end), limits, month, as_of, q.warn_pct, q.limit_pct,
+                                  prices=plans.prices(), budget_usd=q.budget_usd)
     summary["plan_sources"] = {k: f.model_dump() for k, f in limits.sources.items()}
     if month == current_month(as_of):  # the guard rails act on the current month only
-        q = settings.quota
-        summary["guard"] = guard_decision(ledger.daily_egress(start, end), limits, as_of, guard=q.guard,
-                                          enforce=q.enforce, limit_pct=q.limit_pct).model_dump()
+        summary["guard"] = guard_decision(ledger.daily_totals(start, end), limits, as_of, guard=q.guard,
+                                          enforce=q.enforce, limit_pct=q.limit_pct, warn_pct=q.warn_pct,
+                                          budget_usd=q.budget_usd).model_dump()
     return summary, daily
 
 
@@ -90,10 +94,13 @@ def publish_artifacts(summary: dict, daily, keys: dict[str, str], settings: Sett
     rows = daily.astype(object).where(daily.notna(), None)
     rows["date"] = rows["date"].astype(str)
     create_table_artifact(rows.to_dict("records"), key="quota-daily", description="Daily egress, files, API use, cost")
-    cost = [{"service": k, "cost_usd": v, "api_calls": summary["api_calls"].get(k, 0),
-             "retries": summary["retries"].get(k, 0), "tokens": summary["tokens"].get(k, 0)}
-            for k, v in sorted(summary["cost_by_service"].items())]
-    create_table_artifact(cost, key="quota-cost", description="Cost and calls by service")
+    cost = [{"provider": p, "cost_usd": s["cost_usd"], "forecast_cost_usd": s["forecast_cost_usd"],
+             "per_session_usd": summary["per_session"]["cost_usd"].get(p, 0.0),
+             "per_audio_hour_usd": summary["per_session"]["cost_per_audio_hour_usd"].get(p, 0.0)}
+            for p, s in summary["providers"].items()]
+    create_table_artifact(cost, key="quota-cost", description="Cost by provider: month to date, forecast, per session")
+    create_table_artifact([{k: v for k, v in x.items()} for x in summary["limits"]], key="quota-limits",
+                          description="Each limited resource against its own limit")
     storage = registry.storage(settings)
     chart, page = _url(storage, keys["egress.png"]), _url(storage, keys["report.html"])
     if chart:

@@ -14,18 +14,20 @@ def at(month: str, day: int, hour: int = 12, minute: int = 0, second: int = 0) -
     return datetime(y, m, day, hour, minute, second, tzinfo=timezone.utc)
 
 
-def download(month: str, day: int, nbytes: int, minute: int = 0, audio_s: float = 1800.0, **meta) -> dict:
-    """One processed file: the upload's download, as a run records it."""
-    return dict(session_id=str(uuid.uuid4()), kind="storage_download", service="tigris", bytes=nbytes, calls=1,
+def download(month: str, day: int, nbytes: int, minute: int = 0, audio_s: float = 1800.0, service: str = "supabase",
+             **meta) -> dict:
+    """One processed file: the upload's download, as a run records it. By default served by Supabase
+    Storage (the fallback), so every byte is Supabase egress; service="tigris" for the primary."""
+    return dict(session_id=str(uuid.uuid4()), kind="storage_download", service=service, bytes=nbytes, calls=1,
                 audio_seconds=audio_s, at=at(month, day, 12, minute), meta={"file": True, **meta})
 
 
-def daily_downloads(month: str, per_day: list[int], files_per_day: int = 1) -> list[dict]:
+def daily_downloads(month: str, per_day: list[int], files_per_day: int = 1, service: str = "supabase") -> list[dict]:
     """per_day[i] bytes on day i+1, split evenly over files_per_day files."""
     rows = []
     for i, total in enumerate(per_day):
         for f in range(files_per_day):
-            rows.append(download(month, i + 1, total // files_per_day, minute=f))
+            rows.append(download(month, i + 1, total // files_per_day, minute=f, service=service))
     return rows
 
 

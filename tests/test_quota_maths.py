@@ -166,8 +166,8 @@ def test_events_from_a_cloud_result_document():
                      "tokens": {"gemini_input": 1500, "gemini_output": 300}, "cost_usd": 0.1872,
                      "cost_by_service": {"openai": 0.18, "gemini": 0.0072}, "storage": "primary"}}
     ev = {(e.kind, e.service): e for e in events_from_document(doc)}
-    assert set(ev) == {("storage_download", "tigris"), ("storage_upload", "tigris"), ("api_call", "openai"),
-                       ("api_call", "gemini")}
+    assert set(ev) == {("storage_download", "tigris"), ("storage_upload", "tigris"), ("storage_held", "tigris"),
+                       ("api_call", "openai"), ("api_call", "gemini")}
     dl = ev["storage_download", "tigris"]
     assert (dl.bytes, dl.audio_seconds, dl.session_id) == (15 * MB, 1800.0, sid)
     assert dl.meta["processing_s"] == 21.5 and dl.meta["confidence"] == 0.9

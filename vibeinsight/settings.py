@@ -172,15 +172,21 @@ class QuotaSettings(BaseSettings):
 
     plan: Literal["free", "pro", "team"] = "free"
     plan_table: str | None = None  # supabase-current (the file's default) or design
-    plans_file: Path | None = None  # defaults to vibeinsight/data/plans.json
+    plans_file: Path | None = None  # defaults to vibeinsight/data/providers.json
     ledger_url: str | None = None  # postgresql://…; else VIBEINSIGHT_STATUS_URL if PostgreSQL, else SQLite
     warn_pct: float = 80.0
     limit_pct: float = 100.0
-    guard: bool = True  # forecast over the plan: compact transcode, slower status updates
-    enforce: bool = True  # egress at limit_pct: refuse new sessions (quota_exceeded)
+    guard: bool = True  # Supabase egress or Realtime messages near the plan: compact runs
+    enforce: bool = True  # refuse (quota_exceeded) when a hard provider limit or the budget would be crossed
+    # The month's API budget in USD (every provider's booked cost); unset: no budget.
+    budget_usd: float | None = Field(None, validation_alias=AliasChoices("VIBEINSIGHT_BUDGET_USD", "budget_usd"))
+    # Realtime subscribers per session: each status write is one message to each of them.
+    subscribers_per_session: int = Field(1, ge=0)
     # Opus keeps wideband speech down to ~12 kb/s; below that it falls back to narrowband.
     compact_bitrate_kbps: int = 12
     compact_status_interval_s: float = 5.0
+    # Result documents without indentation (about a third smaller); the guard turns it on.
+    compact_results: bool = False
 
 
 S3Settings = env_group(S3Options, "FLY_S3_", {"addressing_style": "VIBEINSIGHT_S3_ADDRESSING_STYLE",
@@ -219,6 +225,8 @@ class Settings(BaseSettings):
     # The image holds the joined model outside VIBEINSIGHT_HOME, so a run Machine (an empty home each
     # time) never assembles or downloads it.
     model_dir: Path | None = Field(None, alias="VIBEINSIGHT_MODEL_DIR")
+    # Set by Fly on every Machine: the run's outbound bytes are billed at this region's price.
+    fly_region: str | None = Field(None, alias="FLY_REGION")
 
     limits: Limits = Field(default_factory=Limits)
     transcode: TranscodeSettings = Field(default_factory=TranscodeSettings)
