@@ -380,9 +380,13 @@ def month_report(events: pd.DataFrame, limits: QuotaLimits, month: str, as_of: d
         _limit("supabase", "realtime_messages_per_s", "messages/s", peak_msgs, limits.realtime_messages_per_s,
                kind="peak", hard=True, hits_on=_first_peak(peaks["peak_messages_per_s"], limits.realtime_messages_per_s)),
     ]
+    # The budget's line: booked cost (actual, then its trend) plus what the report prices itself
+    # (Tigris past its allowances, Supabase overages), spread evenly over the month.
+    priced_fc = sum(cost_fc.values()) - float(booked.sum()) * scale
+    budget_line = cost_line + priced_fc * np.arange(1, ndays + 1) / ndays
     budget_limits = [] if not budget_usd else [
         _limit("budget", "cost_usd", "USD", sum(cost_now.values()), budget_usd, kind="monthly", hard=True,
-               forecast=sum(cost_fc.values()), hits_on=_crossing(cost_line, budget_usd, start))]
+               forecast=sum(cost_fc.values()), hits_on=_crossing(budget_line, budget_usd, start))]
     usage = {
         "supabase": {"egress_bytes": egress, "egress_by_kind": {
                          k: int(v) for k, v in egress_rows.groupby("kind", observed=True)["bytes"].sum().items() if v},
@@ -438,7 +442,7 @@ def month_report(events: pd.DataFrame, limits: QuotaLimits, month: str, as_of: d
         "egress_overage_usd": overage, "forecast_egress_overage_usd": overage_fc,
         "providers": providers,
         "limits": all_limits,
-        "binding": binding_constraint(all_limits),
+        "binding": binding_constraint(all_limits, cost_fc),
         "per_session": {
             "sessions": sessions, "audio_hours": round(audio_hours, 4),
             "cost_usd": {p: round(v / sessions, 6) for p, v in cost_now.items() if v} if sessions else {},
@@ -482,10 +486,11 @@ def _first_peak(peaks: pd.Series, limit: float) -> str | None:
     return over.index[0].isoformat() if len(over) else None
 
 
-def binding_constraint(limits: list[dict]) -> dict[str, Any] | None:
+def binding_constraint(limits: list[dict], forecast_cost: dict[str, float] | None = None) -> dict[str, Any] | None:
     """The provider limit the month reaches first: the earliest day a monthly total (actual, then
     the trend) or a peak reaches its limit; when none does this month, the nearest one by its
-    forecast (or peak) share. Free allowances only start billing and never bind."""
+    forecast (or peak) share. Free allowances only start billing and never bind. When the budget
+    binds, `driven_by` names the provider with the largest forecast cost."""
     candidates = [x for x in limits if x["kind"] != "allowance" and x["limit"]]
     if not candidates:
         return None
@@ -497,11 +502,15 @@ def binding_constraint(limits: list[dict]) -> dict[str, Any] | None:
         first = max(candidates, key=lambda x: x["forecast_pct"] if x["forecast_pct"] is not None else (x["pct"] or 0))
         when = "not this month at the current trend"
     share = first["forecast_pct"] if first["forecast_pct"] is not None else first["pct"]
+    driven_by = first["provider"]
+    if first["provider"] == "budget" and forecast_cost:
+        driven_by = max(forecast_cost, key=forecast_cost.get)
     return {"provider": first["provider"], "resource": first["resource"], "limit": first["limit"],
             "unit": first["unit"], "hard": first["hard"], "hits_on": first["hits_on"], "pct": first["pct"],
-            "forecast_pct": first["forecast_pct"],
+            "forecast_pct": first["forecast_pct"], "driven_by": driven_by,
             "message": f"{first['provider']} {first['resource']} ({first['limit']:g} {first['unit']}) is reached {when}"
-                       f" ({share or 0:.1f} % {'forecast' if first['forecast_pct'] is not None else 'peak'})"}
+                       f" ({share or 0:.1f} % {'forecast' if first['forecast_pct'] is not None else 'peak'})"
+                       + (f", driven by {driven_by}" if driven_by != first["provider"] else "")}
 
 
 class GuardDecision(BaseModel):
