@@ -275,8 +275,12 @@ def publish(document: ResultDocument, run: Run) -> ResultDocument:
     with run.stage("publish"):
         document.timings = dict(run.timings)
         compact = run.settings.quota.compact_results
-        # bytes_out counts the document itself: measured once, then written with that figure
-        document.usage.bytes_out = len(_result_json(document, compact))
+        # bytes_out counts the document itself, which holds that figure: measured until it stands still
+        for _ in range(3):
+            data = _result_json(document, compact)
+            if document.usage.bytes_out == len(data):
+                break
+            document.usage.bytes_out = len(data)
         run.storage.put_bytes(result_key(document.session_id), _result_json(document, compact), "application/json")
         if getattr(run.storage, "fell_back", False):  # the result went to the fallback (Supabase Storage)
             document.usage.storage = "fallback"
