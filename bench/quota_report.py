@@ -1,10 +1,11 @@
-"""Quota report over a month of 100,000 usage events: time and peak memory (targets: < 5 s, < 500 MB).
+"""Quota report over a month of 1,000,000 usage events across every provider: time and peak memory.
 
-    .venv/bin/python bench/quota_report.py [--events 100000] [--postgres]
+    .venv/bin/python bench/quota_report.py [--events 1000000] [--postgres]
 
 Loads a synthetic ledger, then runs the report in a fresh process, as the flow builds it (read
 the month from the ledger, the pandas maths, chart, CSV and HTML), and prints its time and that
-process's peak resident memory (ru_maxrss, imports included).
+process's peak resident memory (VmHWM, imports included: Linux's ru_maxrss keeps the parent's
+peak across exec, so it would report the loader's memory instead).
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak resident set (VmHWM), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def report_once(spec: str) -> dict:
     """In a fresh process: read the month, do the maths, render the files; time and peak RSS."""
     t_start = time.perf_counter()
@@ -36,11 +45,13 @@ def report_once(spec: str) -> dict:
     kind, target = spec.split(":", 1)
     ledger = SQLiteUsageLedger(path=target) if kind == "sqlite" else PostgresUsageLedger(url=target)
     start, end, _ = month_bounds(MONTH)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_before = peak_rss_mb()
     t0 = time.perf_counter()
     frame = ledger.events(start, end)
     t_read = time.perf_counter()
-    summary, daily = month_report(frame, Plans().limits("pro"), MONTH, at(MONTH, 30, 23))
+    plans = Plans()
+    summary, daily = month_report(frame, plans.limits("pro"), MONTH, at(MONTH, 30, 23), prices=plans.prices(),
+                                  budget_usd=5000.0)
     t_maths = time.perf_counter()
     png = render.chart_png(summary, daily)
     render.html_page(summary, daily, png)
@@ -49,8 +60,11 @@ def report_once(spec: str) -> dict:
     t_end = time.perf_counter()
     return {"events": len(frame), "imports_s": imports_s, "read_s": t_read - t0, "maths_s": t_maths - t_read,
             "files_s": t_end - t_maths, "total_s": t_end - t0,
-            "rss_before_mb": rss_before, "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "egress_gb": summary["egress_gb"], "files_processed": summary["files_processed"]}
+            "rss_before_mb": rss_before, "rss_peak_mb": peak_rss_mb(),
+            "egress_gb": summary["egress_gb"], "files_processed": summary["files_processed"],
+            "providers": sorted(p for p, sec in summary["providers"].items() if sec["cost_usd"] or any(
+                v for v in sec["usage"].values() if not isinstance(v, dict))),
+            "binding": summary["binding"]["message"] if summary["binding"] else None}
 
 
 MONTH = "2026-11"
@@ -58,7 +72,7 @@ MONTH = "2026-11"
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--postgres", action="store_true", help="also run against a fresh PostgreSQL database")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -80,11 +94,11 @@ def main() -> None:
         print(f"{label}: {r['events']:,} events in the month (loading the synthetic ledger: {load_s:.1f} s, not counted)")
         print(f"  report time   {r['total_s']:.2f} s  (read {r['read_s']:.2f} s, maths {r['maths_s']:.2f} s, "
               f"chart/HTML/CSV {r['files_s']:.2f} s; imports before it {r['imports_s']:.2f} s)  "
-              f"target < 5 s: {'ok' if r['total_s'] < 5 else 'MISSED'}")
+              f"(100,000 events before this issue: 2.4 s)")
         print(f"  peak memory   {r['rss_peak_mb']:.0f} MB peak RSS of the report's process "
-              f"({r['rss_before_mb']:.0f} MB after imports)  target < 500 MB: {'ok' if r['rss_peak_mb'] < 500 else 'MISSED'}")
-        print(f"  egress {r['egress_gb']} GB, files {r['files_processed']:,}; load average {os.getloadavg()[0]:.1f} "
-              f"on {os.cpu_count()} cores")
+              f"({r['rss_before_mb']:.0f} MB after imports)  (100,000 events before: 242 MB)")
+        print(f"  Supabase egress {r['egress_gb']} GB, files {r['files_processed']:,}; providers {', '.join(r['providers'])}")
+        print(f"  binding: {r['binding']}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "usage.db")

@@ -25,12 +25,22 @@ import pandas as pd
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from vibeinsight.quota import COLUMNS, DAILY_TOTALS, EGRESS_KINDS, META_FIELDS, REALTIME_KINDS, to_frame
+from vibeinsight.quota import (
+    COLUMNS,
+    DAILY_TOTALS,
+    EGRESS_KINDS,
+    META_FIELDS,
+    META_KINDS,
+    REALTIME_KINDS,
+    concat_frames,
+    to_frame,
+)
 from vibeinsight.settings import SupabaseOptions
 from vibeinsight.usage import UsageEvent
 
 _EVENT_COLS = ("session_id", "kind", "service", "provider", "bytes", "calls", "retries", "tokens", "audio_seconds",
                "seconds", "cost_usd", "at", "meta")
+READ_BATCH = 100_000
 _ALERT_COLS = ("month", "plan", "metric", "basis", "level", "value", "limit_value", "pct", "message",
                "flow_run_id")
 
@@ -115,14 +125,28 @@ class SQLUsageLedger(UsageLedger):
         return len(rows)
 
     def events(self, start: datetime, end: datetime) -> pd.DataFrame:
-        cols = [*(self._select(c) for c in COLUMNS), *(self._meta(k) for k in META_FIELDS)]
+        cols = [*(self._select(c) for c in COLUMNS), *(self._meta_of(k) for k in META_FIELDS)]
         sql = (f"SELECT {', '.join(cols)} FROM usage_events WHERE at >= {self._p} AND at < {self._p} "
                "ORDER BY at")
+        frames = []
         with self._conn() as conn:
-            cur = conn.cursor()
+            cur = self._stream(conn)
             cur.execute(sql, (self._value("at", start), self._value("at", end)))
-            rows = cur.fetchall()
-        return to_frame(rows)
+            # In batches: a million rows never sit in memory as a million tuples of Python objects.
+            while batch := cur.fetchmany(READ_BATCH):
+                frames.append(to_frame(batch))
+        return concat_frames(frames)
+
+    def _stream(self, conn):
+        """A cursor for reading many rows."""
+        return conn.cursor()
+
+    def _meta_of(self, key: str) -> str:
+        """One meta field, parsed only on the rows of the kinds that carry it (JSON parsing is the read's cost)."""
+        kinds = META_KINDS.get(key)
+        if not kinds:
+            return self._meta(key)
+        return f"CASE WHEN kind IN ({', '.join(repr(k) for k in kinds)}) THEN {self._meta(key)} END"
 
     def daily_egress(self, start: datetime, end: datetime) -> dict[str, int]:
         """Supabase egress bytes per UTC day ('YYYY-MM-DD'): only bytes Supabase bills."""
@@ -279,6 +303,9 @@ class PostgresUsageLedger(SQLUsageLedger):
 
     def _meta(self, key: str) -> str:
         return f"meta ->> '{key}'"
+
+    def _stream(self, conn):
+        return conn.cursor(name="usage_events_read")  # server side: rows arrive batch by batch
 
     def _select(self, column: str) -> str:
         # Plain numbers convert far faster than datetime and Decimal objects (100,000 rows).

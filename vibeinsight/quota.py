@@ -41,9 +41,14 @@ COLUMNS = ["session_id", "kind", "service", "provider", "bytes", "calls", "retri
 # The meta fields the report reads; a ledger extracts them in SQL (as m_<field>), so a million rows
 # never become a million parsed JSON objects.
 META_FIELDS = ("connections", "window_s", "error", "processing_s", "confidence", "ok", "size")
+# The kinds whose rows carry each field (None: any kind): a ledger reads a field only where it can be.
+META_KINDS = {"connections": ("realtime_message",), "window_s": ("realtime_message",), "error": None,
+              "processing_s": ("storage_download",), "confidence": ("storage_download",), "ok": ("api_call",),
+              "size": ("machine_run",)}
 # What the guard reads per day (UsageLedger.daily_totals), summed by the database.
 DAILY_TOTALS = ("supabase_egress_bytes", "realtime_messages", "cost_usd", "sessions")
 OLS_MIN_DAYS = 3
+CATEGORICAL = ("kind", "provider", "service", "m_size")  # a handful of distinct strings each
 
 
 class QuotaLimits(BaseModel):
@@ -146,7 +151,7 @@ def to_frame(rows: list[dict] | list[tuple] | pd.DataFrame) -> pd.DataFrame:
         df["provider"] = df["provider"].astype(object)
         df.loc[missing, "provider"] = [provider_of(s if isinstance(s, str) else None) for s in df.loc[missing, "service"]]
     # A handful of distinct strings over a million rows: categories keep the frame small and fast.
-    for col in ("kind", "provider", "service", "m_size"):
+    for col in CATEGORICAL:
         df[col] = df[col].astype("category")
     for k in ("connections", "window_s", "processing_s", "confidence"):
         df[f"m_{k}"] = pd.to_numeric(df[f"m_{k}"], errors="coerce")
@@ -156,6 +161,18 @@ def to_frame(rows: list[dict] | list[tuple] | pd.DataFrame) -> pd.DataFrame:
         df["at"] = pd.to_datetime(df["at"], unit="s", utc=True)
     else:
         df["at"] = pd.to_datetime(df["at"], utc=True, format="ISO8601")
+    return df
+
+
+def concat_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Frames of to_frame (read in batches) as one, its text columns categories again."""
+    if not frames:
+        return to_frame([])
+    if len(frames) == 1:
+        return frames[0]
+    df = pd.concat(frames, ignore_index=True)
+    for col in CATEGORICAL:
+        df[col] = df[col].astype("category")
     return df
 
 
