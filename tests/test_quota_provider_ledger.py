@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from datetime import datetime, timezone
 
 import psycopg
 import pytest
@@ -107,3 +108,26 @@ def test_the_postgres_migration_books_old_rows_and_refuses_rows_without_a_provid
             conn.execute("insert into public.usage_events (kind, provider, seconds) values ('machine_run', 'fly', 12.5)")
     finally:
         drop_database(url)
+
+
+def test_the_worker_books_a_machine_run(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from deployments.machine_usage import book_machine_run
+    from vibeinsight.settings import Settings
+
+    monkeypatch.setenv("VIBEINSIGHT_HOME", str(tmp_path))
+    settings = Settings()
+    sid = str(uuid.uuid4())
+    run = SimpleNamespace(id=uuid.uuid4(), parameters={"session_id": sid, "source": "s3://b/k"})
+    guest = {"cpu_kind": "performance", "cpus": 2, "memory_mb": 4096}
+    assert book_machine_run(run, guest, 123.4, "nrt,hkg", "m-1", settings) == 1
+    frame = SQLiteUsageLedger(path=str(tmp_path / "usage.db")).events(*month_bounds(
+        datetime.now(timezone.utc).strftime("%Y-%m"))[:2])
+    row = frame.iloc[0]
+    assert (row["kind"], row["provider"], row["session_id"], row["seconds"], row["m_size"]) == (
+        "machine_run", "fly", sid, 123.4, "performance-2x/4096MB")
+    assert row["cost_usd"] == pytest.approx(123.4 * 2 * 0.000012732 * 1.307692308, abs=1e-6)
+    # a ledger that cannot be written never fails the worker
+    monkeypatch.setenv("VIBEINSIGHT_QUOTA_LEDGER_URL", "postgresql://nobody@127.0.0.1:1/none")
+    assert book_machine_run(run, guest, 1.0, "nrt", "m-1", Settings()) == 0
