@@ -48,7 +48,7 @@ META_KINDS = {"connections": ("realtime_message",), "window_s": ("realtime_messa
 # What the guard reads per day (UsageLedger.daily_totals), summed by the database.
 DAILY_TOTALS = ("supabase_egress_bytes", "realtime_messages", "cost_usd", "sessions")
 OLS_MIN_DAYS = 3
-CATEGORICAL = ("kind", "provider", "service", "m_size")  # a handful of distinct strings each
+CATEGORICAL = ("kind", "provider", "service", "m_size", "m_error")  # a handful of distinct strings each
 
 
 class QuotaLimits(BaseModel):
@@ -308,7 +308,8 @@ def month_report(events: pd.DataFrame, limits: QuotaLimits, month: str, as_of: d
     start, end, ndays = month_bounds(month)
     as_of = as_of or datetime.now(timezone.utc)
     elapsed = days_elapsed(month, as_of)
-    df = events[(events["at"] >= start) & (events["at"] < end)] if len(events) else events
+    inside = (events["at"] >= start) & (events["at"] < end)
+    df = events if inside.all() else events[inside]  # a ledger's read is the month already: no copy
     days = pd.Index([date(start.year, start.month, d) for d in range(1, ndays + 1)], name="date")
     supa = df["provider"] == "supabase"
 
