@@ -255,3 +255,20 @@ def test_guard_refuses_when_the_next_session_would_cross_the_budget_or_the_messa
     over = {"2026-11-05": {"realtime_messages": 1_990_000, "sessions": 100}}  # one more crosses 2 M
     assert guard_decision(over, free, at(M, 10)).mode == "refuse"
     assert guard_decision(over, Plans().limits("pro"), at(M, 10)).mode == "normal"  # 40 % of Pro's 5 M, billed past it
+
+
+@pytest.mark.parametrize(("env", "provider"), [
+    ({}, "local"),
+    ({"SUPABASE_URL": "https://ref.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "k"}, "supabase"),
+    ({"VIBEINSIGHT_STATUS_URL": "postgresql://postgres:pw@db.ref.supabase.co:5432/postgres"}, "supabase"),
+    ({"VIBEINSIGHT_STATUS_URL": "postgresql://postgres@127.0.0.1:5432/vi"}, "local"),
+])
+def test_status_writes_are_supabase_messages_only_when_supabase_stores_the_rows(env, provider, monkeypatch, tmp_path):
+    from blocks import registry
+    from vibeinsight.settings import Settings
+
+    for name in ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "VIBEINSIGHT_STATUS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for k, v in {"VIBEINSIGHT_HOME": str(tmp_path), **env}.items():
+        monkeypatch.setenv(k, v)
+    assert registry.status_provider(Settings()) == provider
