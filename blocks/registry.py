@@ -173,7 +173,7 @@ def result_storage(store: ObjectStorage) -> BucketResultStorage | None:
 
 
 def plans(settings: Settings | None = None, table: str | None = None) -> Plans:
-    """Plan limits from VIBEINSIGHT_QUOTA_PLANS_FILE (default vibeinsight/data/plans.json)."""
+    """Plan limits and prices from VIBEINSIGHT_QUOTA_PLANS_FILE (default vibeinsight/data/providers.json)."""
     return _saved_or(build_plans(settings or get_settings(), table))
 
 

@@ -60,7 +60,12 @@ class UsageLedger(Block):
 
     @abstractmethod
     def daily_egress(self, start: datetime, end: datetime) -> dict[str, int]:
-        """Egress bytes per UTC day ('YYYY-MM-DD'), summed by the store: the guard's cheap read."""
+        """Supabase egress bytes per UTC day ('YYYY-MM-DD'), summed by the store."""
+
+    @abstractmethod
+    def daily_totals(self, start: datetime, end: datetime) -> dict[str, dict[str, float]]:
+        """Per UTC day, summed by the store (the guard's cheap read at the start of every run):
+        Supabase egress bytes, Realtime messages, booked cost in USD and sessions (DAILY_TOTALS)."""
 
     @abstractmethod
     def record_alerts(self, alerts: list[dict], month: str, plan: str, flow_run_id: str | None = None) -> int:
@@ -153,8 +158,6 @@ class SQLUsageLedger(UsageLedger):
         return {day: t["supabase_egress_bytes"] for day, t in self.daily_totals(start, end).items()}
 
     def daily_totals(self, start: datetime, end: datetime) -> dict[str, dict[str, float]]:
-        """Per UTC day, summed in the database (the guard's cheap read at the start of every run):
-        Supabase egress bytes, Realtime messages, booked cost in USD and sessions (DAILY_TOTALS)."""
         egress = ", ".join(f"'{k}'" for k in EGRESS_KINDS)
         realtime = ", ".join(f"'{k}'" for k in REALTIME_KINDS)
         sql = (f"SELECT {self._day('at')} AS day, "
@@ -320,7 +323,7 @@ class PostgresUsageLedger(SQLUsageLedger):
 
 class SupabaseUsageLedger(UsageLedger, SupabaseOptions):
     """Supabase through PostgREST with the service role key (server side only): RPC functions of
-    migration 20261129000400, one request per call."""
+    migrations 20261129000400 and 20261129000500 (the provider columns), one request per call."""
 
     _block_type_name = "VibeInsight Supabase Usage Ledger"
 
@@ -344,6 +347,12 @@ class SupabaseUsageLedger(UsageLedger, SupabaseOptions):
         days = self._rpc("usage_daily_egress", {"p_start": start.isoformat(), "p_end": end.isoformat(),
                                                 "p_kinds": list(EGRESS_KINDS)})
         return {day: int(total) for day, total in sorted(days.items())}
+
+    def daily_totals(self, start: datetime, end: datetime) -> dict[str, dict[str, float]]:
+        days = self._rpc("usage_daily_totals", {"p_start": start.isoformat(), "p_end": end.isoformat(),
+                                                "p_egress_kinds": list(EGRESS_KINDS),
+                                                "p_realtime_kinds": list(REALTIME_KINDS)})
+        return {day: {k: float(t.get(k) or 0) for k in DAILY_TOTALS} for day, t in sorted(days.items())}
 
     def record_alerts(self, alerts: list[dict], month: str, plan: str, flow_run_id: str | None = None) -> int:
         rows = self._alert_rows(alerts, month, plan, flow_run_id)

@@ -27,6 +27,7 @@ def probe() -> None:
 
 @pytest.fixture()
 def fly(tmp_path, monkeypatch, prefect_harness):
+    monkeypatch.setenv("VIBEINSIGHT_HOME", str(tmp_path / "worker-home"))  # the worker books Machine time there
     with FlyStandin(logs=tmp_path) as f:
         f.add_app(APP, {"APP_SECRET": "from-fly"})
         monkeypatch.setenv("FLY_API_TOKEN", f.token)

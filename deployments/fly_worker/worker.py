@@ -33,6 +33,7 @@ from deployments.fly_worker.config import (
     FlyMachinesVariables,
     exit_code_of,
 )
+from deployments.machine_usage import book_machine_run
 
 GONE = ("destroyed", "destroying")
 DONE = ("stopped", "failed", *GONE)
@@ -89,12 +90,17 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
         client = await self._fly(configuration.api_url)
         app = configuration.app
         body = configuration.machine_request(str(flow_run.id), self._work_pool_name)
+        started = time.monotonic()
         machine = await client.create_machine(app, body)
         identifier = f"{app}:{machine['id']}"
         logger.info("Flow run runs in Fly Machine %s (%s, %s)", machine["id"], app, machine.get("region", "?"))
         if task_status is not None:
             task_status.started(identifier)
         code = await self._watch(client, app, machine, configuration.max_runtime_s, logger, flow_run.id)
+        # Fly bills the Machine from its create to its exit: its seconds, size and price go to the
+        # usage ledger (a thread: the ledger is blocking I/O; booking never fails the run).
+        await anyio.to_thread.run_sync(book_machine_run, flow_run, body["config"]["guest"], time.monotonic() - started,
+                                       machine.get("region") or configuration.region, machine["id"])
         return FlyMachinesWorkerResult(identifier=identifier, status_code=code)
 
     async def _watch(self, client: FlyMachinesClient, app: str, machine: dict[str, Any], max_runtime_s: int,
