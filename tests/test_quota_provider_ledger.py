@@ -46,12 +46,18 @@ def _mixed_rows() -> list[dict]:
             dict(kind="storage_held", service="tigris", bytes=15 * MB, at=at(M, 3))]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "supabase-rest"])
 def ledger(request, tmp_path):
     if request.param == "sqlite":
         yield SQLiteUsageLedger(path=str(tmp_path / "usage.db"))
-    else:
+    elif request.param == "postgres":
         yield PostgresUsageLedger(url=request.getfixturevalue("pg_url"))
+    else:  # Supabase's REST API: the migrations' RPC functions behind the PostgREST stand-in
+        from blocks.usage_ledger import SupabaseUsageLedger
+        from tests.fake_postgrest import FakePostgrest
+
+        with FakePostgrest(request.getfixturevalue("pg_url")) as rest:
+            yield SupabaseUsageLedger(url=rest.url, service_role_key=rest.service_key)
 
 
 def test_daily_totals_count_only_what_supabase_bills(ledger):
