@@ -49,6 +49,7 @@ class CoalescingWriter:
         self._done = threading.Event()  # the terminal update landed (or was given up)
         self._landed = False
         self._last_write = float("-inf")  # start of the latest booked write
+        self._last_start = float("-inf")  # when the latest write really started
         self._retry_at = float("-inf")  # back-off after failures: nothing is written before this
         self._streak = 0  # failures in a row
         self._thread: threading.Thread | None = None
@@ -107,26 +108,35 @@ class CoalescingWriter:
             self._thread.start()
 
     def _next(self) -> StatusUpdate:
-        """Block until an update is due; return it (under no lock)."""
+        """Block until an update is due; return it (under no lock). Writes start at least
+        `min_interval` apart however late this thread wakes: the row's Realtime rate is what counts."""
         with self._cond:
             while True:
                 now = time.monotonic()
-                due = max(self._retry_at, self._last_write + self._interval)
-                if now >= self._retry_at and self._queue:
-                    self._busy = True
-                    return self._queue.popleft()
-                if self._final is not None and not self._queue:
-                    if now >= due:
+                spaced = self._last_start + self._interval
+                if self._queue:
+                    ready_at = max(self._retry_at, spaced)
+                    if now >= ready_at:
+                        return self._take(self._queue.popleft(), now)
+                elif self._final is not None:
+                    ready_at = max(self._retry_at, self._last_write + self._interval, spaced)
+                    if now >= ready_at:
                         self._last_write = now
-                        self._busy = True
-                        return self._final
-                elif self._pending is not None and now >= due:
-                    self._book(now)
-                    continue
-                if self._final is None and self._pending is None and not self._queue:
-                    self._cond.wait()
+                        return self._take(self._final, now)
+                elif self._pending is not None:
+                    ready_at = max(self._retry_at, self._last_write + self._interval)
+                    if now >= ready_at:
+                        self._book(now)
+                        continue
                 else:
-                    self._cond.wait(max(0.0, (self._retry_at if self._queue else due) - now))
+                    self._cond.wait()
+                    continue
+                self._cond.wait(max(0.0, ready_at - now))
+
+    def _take(self, update: StatusUpdate, now: float) -> StatusUpdate:
+        self._busy = True
+        self._last_start = now
+        return update
 
     def _run(self) -> None:
         while True:
