@@ -60,11 +60,14 @@ def _report():
     return build_report(get_settings(), "free", current_month())[0]
 
 
-def _run(source: str):
+USER = str(uuid.uuid4())  # uploads in object storage live under uploads/<user_id>/
+
+
+def _run(source: str, user_id: str | None = None):
     from flows.process_audio import process_audio
 
     sid = str(uuid.uuid4())
-    state = process_audio(source=source, session_id=sid, language="en", return_state=True)
+    state = process_audio(source=source, session_id=sid, user_id=user_id, language="en", return_state=True)
     assert state.is_completed(), state.message
     return sid, state.result()
 
@@ -88,9 +91,9 @@ def test_a_tigris_run_on_fly_then_334_tigris_sessions_are_not_refused(apis, audi
     for k, v in {**s3_server.env(), "FLY_REGION": "nrt"}.items():
         monkeypatch.setenv(k, v)
     _reset_settings()
-    store.upload_file(audio / "jfk.flac", "uploads/u1/jfk.flac", "audio/flac")
+    store.upload_file(audio / "jfk.flac", f"uploads/{USER}/jfk.flac", "audio/flac")
     size = (audio / "jfk.flac").stat().st_size
-    sid, doc = _run("s3://vibeinsight-audio/uploads/u1/jfk.flac")
+    sid, doc = _run(f"s3://vibeinsight-audio/uploads/{USER}/jfk.flac", USER)
     rows = _rows(sid)
     assert set(rows) == {("storage_download", "tigris"), ("storage_upload", "tigris"), ("storage_held", "tigris"),
                          ("api_call", "openai"), ("api_call", "gemini"), ("status_write", "local"), ("transfer_out", "fly")}
@@ -112,7 +115,7 @@ def test_a_tigris_run_on_fly_then_334_tigris_sessions_are_not_refused(apis, audi
     now = datetime.now(timezone.utc)
     registry.usage_ledger().record([download(current_month(now), now.day, 15 * MB, service="tigris") | {"at": now}
                                     for _ in range(334)])
-    sid, doc = _run("s3://vibeinsight-audio/uploads/u1/jfk.flac")
+    sid, doc = _run(f"s3://vibeinsight-audio/uploads/{USER}/jfk.flac", USER)
     assert doc["transcode"]["bitrate_kbps"] == 24  # not even compact: Supabase billed none of those bytes
     assert _report()["guard"]["mode"] == "normal"
 
@@ -122,7 +125,7 @@ def test_a_fallback_run_is_booked_to_supabase(apis, audio, s3_server, monkeypatc
     from blocks.storage import FallbackStorage, S3Bucket
 
     fb = s3_server.bucket("fallback-audio", served_as="fallback", service="supabase")
-    fb.upload_file(audio / "jfk.flac", "uploads/u1/fb.flac", "audio/flac")
+    fb.upload_file(audio / "jfk.flac", f"uploads/{USER}/fb.flac", "audio/flac")
     before = sha256(audio / "jfk.flac")
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: the primary (Tigris) is down
     monkeypatch.setenv("FLY_S3_ENDPOINT", dead)
@@ -134,7 +137,7 @@ def test_a_fallback_run_is_booked_to_supabase(apis, audio, s3_server, monkeypatc
                                      secret_access_key="y", addressing_style="path", max_attempts=1),
                     fallback=fb).save(BLOCK_NAME, overwrite=True)
     try:
-        sid, doc = _run("uploads/u1/fb.flac")
+        sid, doc = _run(f"uploads/{USER}/fb.flac", USER)
     finally:
         FallbackStorage.delete(BLOCK_NAME)
     assert doc["usage"]["storage"] == "fallback"
