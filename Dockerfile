@@ -32,7 +32,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     VIBEINSIGHT_MODEL_DIR=/opt/vibeinsight/models \
     PREFECT_SERVER_ANALYTICS_ENABLED=false \
-    PREFECT_WORKER_QUERY_SECONDS=5
+    PREFECT_WORKER_QUERY_SECONDS=5 \
+    LOG_FORMAT=json \
+    PREFECT_LOGGING_SETTINGS_PATH=/app/vibeinsight/data/logging.yml
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/vibeinsight /opt/vibeinsight
 WORKDIR /app
@@ -45,4 +47,6 @@ COPY --chown=app:app blocks ./blocks
 COPY --chown=app:app deployments ./deployments
 USER 10001:10001
 # The worker app's default; run Machines get `prefect flow-run execute` as init.cmd instead.
-CMD ["prefect", "worker", "start", "--pool", "vibeinsight-fly", "--type", "fly-machines"]
+# LOG_FORMAT=json (above): every line of the worker and of each run is one JSON object
+# (vibeinsight/logs.py through vibeinsight/data/logging.yml); LOG_LEVEL sets Prefect's level too.
+CMD ["sh", "-c", "PREFECT_LOGGING_LEVEL=\"${LOG_LEVEL:-INFO}\" exec prefect worker start --pool vibeinsight-fly --type fly-machines"]

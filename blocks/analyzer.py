@@ -3,6 +3,7 @@ model's summary, sentiment, vibe, topics, action items and key quotes beside tho
 
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import abstractmethod
 
@@ -28,8 +29,13 @@ class Analyzer(Block):
         """The result document's `analysis`, with `engine` naming who produced it."""
 
     def analyze_metered(self, transcript: Transcript, duration_s: float) -> tuple[dict, ServiceUsage | None]:
-        """analyze() plus what it cost (None: nothing remote was called)."""
+        """analyze() plus what it cost (None: nothing remote was called). A failure raises with the
+        usage billed so far attached (`exc.usage`)."""
         return self.analyze(transcript, duration_s), None
+
+    def local_metrics(self, transcript: Transcript, duration_s: float) -> dict:
+        """The metrics that need no language model: what an analysis degrades to."""
+        return analysis.analyze(transcript.segments, duration_s, transcript.language, getattr(self, "top_terms", 10))
 
 
 class LocalAnalyzer(Analyzer):
@@ -40,7 +46,7 @@ class LocalAnalyzer(Analyzer):
     top_terms: int = 10
 
     def analyze(self, transcript: Transcript, duration_s: float) -> dict:
-        return analysis.analyze(transcript.segments, duration_s, transcript.language, self.top_terms)
+        return self.local_metrics(transcript, duration_s)
 
 
 class GeminiAnalyzer(LocalAnalyzer, GeminiOptions):
@@ -64,16 +70,26 @@ class GeminiAnalyzer(LocalAnalyzer, GeminiOptions):
         return self.analyze_metered(transcript, duration_s)[0]
 
     def analyze_metered(self, transcript: Transcript, duration_s: float) -> tuple[dict, ServiceUsage | None]:
-        from vibeinsight.insight import INSTRUCTIONS, MERGE_INSTRUCTIONS, split_lines, transcript_lines
-
-        metrics = super().analyze(transcript, duration_s)
+        metrics = self.local_metrics(transcript, duration_s)
         usage = ServiceUsage(service="gemini", model=self.model)
         if not transcript.segments:  # nothing said: nothing to ask
             return metrics, usage
+        try:
+            return self._insight(transcript, metrics, usage), usage
+        except Exception as exc:
+            usage.gave_up = True
+            with contextlib.suppress(AttributeError):  # what was billed travels with the error
+                exc.usage = usage
+            raise
+
+    def _insight(self, transcript: Transcript, metrics: dict, usage: ServiceUsage) -> dict:
+        from vibeinsight.insight import INSTRUCTIONS, MERGE_INSTRUCTIONS, split_lines, transcript_lines
+
         client = self.client()
         lines = transcript_lines(transcript.segments)
         text = "\n".join(lines)
-        tokens = self._call(lambda: client.models.count_tokens(model=self.model, contents=text), usage).total_tokens
+        tokens = self._call(lambda: client.models.count_tokens(model=self.model, contents=text), usage,
+                            "count_tokens").total_tokens
         parts = max(1, math.ceil(tokens * 1.1 / self.max_input_tokens))  # 10 % headroom for the estimate
         if parts == 1:
             insight = self._generate(client, INSTRUCTIONS, text, usage)
@@ -84,7 +100,7 @@ class GeminiAnalyzer(LocalAnalyzer, GeminiOptions):
         metrics.update(insight.clamped().model_dump(mode="json"))
         metrics["engine"] = f"gemini/{self.model}+local-metrics"
         metrics["llm"] = {"model": self.model, "input_tokens": tokens, "parts": parts}
-        return metrics, usage
+        return metrics
 
     def _generate(self, client, instructions: str, text: str, usage: ServiceUsage):
         from google.genai import types
@@ -95,7 +111,7 @@ class GeminiAnalyzer(LocalAnalyzer, GeminiOptions):
                                              response_mime_type="application/json", response_schema=Insight)
         for attempt in (1, 2):  # a second try when the JSON does not validate
             resp = self._call(lambda: client.models.generate_content(model=self.model, contents=text, config=config),
-                              usage)
+                              usage, "generate_content")
             meta = resp.usage_metadata
             if meta is not None:
                 usage.tokens["gemini_input"] = usage.tokens.get("gemini_input", 0) + (meta.prompt_token_count or 0)
@@ -105,15 +121,17 @@ class GeminiAnalyzer(LocalAnalyzer, GeminiOptions):
             try:
                 return Insight.model_validate_json(resp.text or "")
             except ValidationError as exc:
+                usage.failed += 1  # billed, but no use: a failed call for the success rate
                 if attempt == 2:
                     raise AnalysisFailed(f"Gemini returned invalid JSON twice: {exc.errors()[0]['msg']}",
                                          "analysis_invalid_output") from exc
                 usage.retries += 1
 
-    def _call(self, fn, usage: ServiceUsage):
+    def _call(self, fn, usage: ServiceUsage, operation: str):
         from vibeinsight.retry import metered_call
 
-        return metered_call(fn, usage, _gemini_error, self.attempts, AnalysisFailed)
+        return metered_call(fn, usage, _gemini_error, self.attempts, AnalysisFailed,
+                            operation=operation)
 
 
 def _gemini_error(exc: Exception) -> Exception:

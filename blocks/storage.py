@@ -13,6 +13,7 @@ from prefect.blocks.core import Block
 from prefect.filesystems import WritableFileSystem
 from pydantic import BaseModel, Field, PrivateAttr
 
+from vibeinsight import tracing
 from vibeinsight.errors import InputRejected, StorageFailed
 from vibeinsight.hashing import copy_hashed
 from vibeinsight.keys import InvalidKey, split_s3_uri, validate_upload_key
@@ -36,9 +37,11 @@ class ObjectStorage(Block):
         """Copy the upload at uri into dest_dir (streamed and hashed); too large is rejected before the copy."""
         dest_dir.mkdir(parents=True, exist_ok=True)
         dest = dest_dir / ("upload" + _suffix(uri))
-        if max_bytes is not None and (size := self._size(uri)) is not None and size > max_bytes:
-            raise InputRejected(f"{size} bytes is over the limit of {max_bytes}", "too_large")
-        size, sha = self._download(uri, dest)
+        with tracing.span("storage.get", uri=uri, storage=type(self).__name__) as span:
+            if max_bytes is not None and (size := self._size(uri)) is not None and size > max_bytes:
+                raise InputRejected(f"{size} bytes is over the limit of {max_bytes}", "too_large")
+            size, sha = self._download(uri, dest)
+            tracing.set_attributes(span, bytes=size, served_by=self.role())
         return FetchedObject(uri=uri, path=dest, bytes=size, sha256=sha, served_by=self.role())
 
     def role(self) -> str:
@@ -58,7 +61,8 @@ class ObjectStorage(Block):
 
     def put_json(self, key: str, document: Any) -> str:
         data = json.dumps(document, ensure_ascii=False, indent=2, default=str).encode()
-        return self.put_bytes(key, data, "application/json")
+        with tracing.span("storage.put", key=key, bytes=len(data), storage=type(self).__name__):
+            return self.put_bytes(key, data, "application/json")
 
     @abstractmethod
     def _open(self, uri: str):  # -> BinaryIO context manager

@@ -236,7 +236,7 @@ class OpenAITranscriber(Transcriber, OpenAIOptions):
                 return client.audio.transcriptions.create(file=(job.path.name, f, "audio/ogg"), **fields)
 
         result = metered_call(once, usage, lambda exc: _openai_error(exc, job.index), self.attempts,
-                              TranscriptionFailed)
+                              TranscriptionFailed, operation="transcription", chunk=job.index, bytes=size)
         segments = self._segments(result, job)
         usage.audio_seconds = _billed_seconds(result, job.duration)
         tokens = getattr(getattr(result, "usage", None), "input_tokens", None)

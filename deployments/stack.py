@@ -19,6 +19,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vibeinsight import logs
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -69,6 +71,7 @@ def start_worker(api_url: str, pool: str, name: str, log: Path, extra_env: dict[
     """A process worker on the pool, polling every 2 s (fast pick-up; Prefect's default is 10 s)."""
     env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_WORKER_QUERY_SECONDS": "2",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **(extra_env or {})}
+    env.update(logs.prefect_env(env.get("LOG_LEVEL")))  # the worker and its flow runs log as ours do (LOG_FORMAT)
     cmd = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process", "--name", name]
     if limit:
         cmd += ["--limit", str(limit)]

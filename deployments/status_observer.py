@@ -23,6 +23,7 @@ from tenacity import AsyncRetrying, RetryError, stop_after_attempt, stop_never, 
 
 from blocks import registry
 from blocks.status_store import StatusStore
+from vibeinsight import logs, tracing
 from vibeinsight.params import row_ids
 from vibeinsight.schemas import Status, StatusUpdate
 from vibeinsight.settings import get_settings
@@ -117,6 +118,12 @@ class StatusObserver:
         await self._write(update, deployment)
 
     async def _write(self, update: StatusUpdate, deployment: str | None) -> None:
+        # One observer serves every session: each write's lines and span carry its own session.
+        with logs.bind(session_id=update.session_id, flow_run_id=update.flow_run_id), \
+                tracing.span("status.write", update.session_id, status=update.status.value, source="observer"):
+            await self._write_retried(update, deployment)
+
+    async def _write_retried(self, update: StatusUpdate, deployment: str | None) -> None:
         retrying = AsyncRetrying(stop=stop_after_attempt(self.write_retries + 1),
                                  wait=wait_exponential(multiplier=self.backoff_s, max=30.0),
                                  before_sleep=lambda rs: log.warning(  # the store is down: back off and retry
@@ -184,8 +191,8 @@ class StatusObserver:
 def main() -> None:
     import signal
 
-    logging.basicConfig(level=get_settings().log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(get_settings().log_level)  # LOG_FORMAT / LOG_LEVEL, as every process of ours
+    tracing.setup()
 
     async def _main() -> None:
         stop = asyncio.Event()

@@ -17,6 +17,12 @@ from dataclasses import dataclass
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from vibeinsight import tracing
+
+# Prefect's flow-run label holding a W3C traceparent (prefect.telemetry.run_telemetry.LABELS_TRACEPARENT_KEY;
+# named here so triggering imports no Prefect).
+LABELS_TRACEPARENT_KEY = "__OTEL_TRACEPARENT"
+
 DEPLOYMENT = "process-audio/api"
 PENDING_SEQ = 1
 
@@ -80,6 +86,8 @@ def trigger(source: str, session_id: str | None = None, user_id: str | None = No
         "parameters": {"source": source, "session_id": session_id, "user_id": user_id, "language": language},
         "idempotency_key": session_id,
         "tags": ["trigger:cli"],
+        # Prefect parents the run's span on this label: the run joins the session's trace.
+        "labels": {LABELS_TRACEPARENT_KEY: tracing.traceparent(session_id)},
     }, api_key=api_key)
     return Triggered(session_id, run["id"], dep["id"], (run.get("state") or {}).get("type", "SCHEDULED"))
 

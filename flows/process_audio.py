@@ -22,6 +22,7 @@ from blocks import registry
 from blocks.transcriber import ChunkJob, ChunkTranscript, Transcriber
 from flows import status_hooks
 from flows.status_hooks import HOOKS, StageReporter
+from vibeinsight import logs, tracing
 from vibeinsight.audio import probe as probing
 from vibeinsight.audio import transcode as tc
 from vibeinsight.errors import InputRejected, PipelineError, TranscriptionFailed, detail_of, error_code, user_message
@@ -34,6 +35,9 @@ from vibeinsight.status_rule import result_key
 from vibeinsight.usage import ServiceUsage, Usage, build_usage, events_from_document, load_table, provider_of
 
 log = logging.getLogger("vibeinsight.flow")
+# A deployment's flow run imports this module in its own process before Prefect opens the run's
+# span: the one moment to install the tracer provider there (a no-op unless ENABLE_TRACING).
+tracing.setup()
 
 
 def _transient(task, task_run, state) -> bool:
@@ -78,10 +82,12 @@ class Run:
 
     @contextmanager
     def stage(self, name: str):
+        """Time a stage, report its progress, tag its log lines and give it a span."""
         self.reporter.report(name, 0.0)
         t0 = time.perf_counter()
         try:
-            yield
+            with logs.bind(stage=name), tracing.span(f"stage.{name}", self.session_id, stage=name):
+                yield
         finally:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
         self.reporter.report(name, 1.0)
@@ -194,20 +200,28 @@ CHUNK = dict(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transien
 
 
 @task(name="transcribe-chunk", timeout_seconds=TIMEOUT_S["transcribe-chunk"], **CHUNK)
-def transcribe_chunk(job: ChunkJob, language: str | None, transcriber: Transcriber, progress,
+def transcribe_chunk(job: ChunkJob, language: str | None, transcriber: Transcriber, progress, spent,
                      session_id: str, content_id: str, api_limit: str) -> ChunkTranscript:
+    """One chunk; `spent(usage)` hears what it was billed, failed or not (a cache hit never runs this)."""
     # A Prefect global concurrency limit shared by every run of the pool keeps one busy hour from
     # becoming a 429 storm (create it with `prefect gcl create NAME --limit N`; absent, no cap).
     from prefect.concurrency.sync import concurrency
 
     slot = concurrency(api_limit, occupy=1, strict=False) if transcriber.api_service() else nullcontext()
-    try:
-        with slot:
-            return transcriber.transcribe(job, language, on_progress=lambda s: progress(job.index, s))
-    except PipelineError:
-        raise
-    except Exception as exc:
-        raise TranscriptionFailed(f"chunk {job.index}: {exc}") from exc
+    with tracing.span("chunk", session_id, chunk=job.index, offset_s=job.offset, duration_s=round(job.duration, 3),
+                      bytes=job.path.stat().st_size, speaker=job.speaker):
+        try:
+            with slot:
+                result = transcriber.transcribe(job, language, on_progress=lambda s: progress(job.index, s))
+        except Exception as exc:
+            if (usage := getattr(exc, "usage", None)) is not None:  # billed though it failed
+                spent(usage)
+            if isinstance(exc, PipelineError):
+                raise
+            raise TranscriptionFailed(f"chunk {job.index}: {exc}") from exc
+        if result.usage:
+            spent(result.usage)
+        return result
 
 
 def transcribe(compact: TranscodeInfo, language: str, run: Run) -> tuple[Transcript, list[ChunkTranscript]]:
@@ -229,13 +243,15 @@ def transcribe(compact: TranscodeInfo, language: str, run: Run) -> tuple[Transcr
             chunk_task = transcribe_chunk.with_options(result_storage=results_in_bucket)
         with ThreadPoolTaskRunner(max_workers=run.transcriber.parallel_chunks()) as runner:
             futures = [runner.submit(chunk_task, dict(
-                job=job, language=lang, transcriber=run.transcriber, progress=progress,
+                job=job, language=lang, transcriber=run.transcriber, progress=progress, spent=run.api_usage.append,
                 session_id=run.session_id, content_id=run.content_id(), api_limit=run.settings.api_concurrency_limit))
                 for job in jobs]
-            results = [f.result() for f in futures]
-        for f, r in zip(futures, results, strict=True):
-            if r.usage and f.state.name != "Cached":  # a cache hit called nobody
-                run.api_usage.append(r.usage)
+            for f in futures:  # every chunk runs to its end: a failed one leaves the others' (paid) work counted
+                f.wait()
+        failed = next((f for f in futures if not f.state.is_completed()), None)
+        if failed is not None:
+            failed.result()  # raises the chunk's own error
+        results = [f.result() for f in futures]
         return merge_chunks(results, run.transcriber.model_name, lang), results
 
 
@@ -258,7 +274,16 @@ def merge_chunks(results: list[ChunkTranscript], model: str, requested: str | No
 @task(name="analyze", timeout_seconds=TIMEOUT_S["analyze"], **RETRY)
 def analyze(transcript: Transcript, source: SourceInfo, run: Run) -> dict:
     with run.stage("analyze"):
-        result, usage = run.analyzer.analyze_metered(transcript, source.duration_s)
+        try:
+            result, usage = run.analyzer.analyze_metered(transcript, source.duration_s)
+        except Exception as exc:  # noqa: BLE001 - the model failed after its retries (or never validated)
+            # The transcript is paid for and the local metrics stand on their own: the session
+            # completes with them and the error code; what the model was billed is still counted.
+            usage = getattr(exc, "usage", None)
+            result = run.analyzer.local_metrics(transcript, source.duration_s)
+            code = error_code(exc)
+            result["error"] = ErrorInfo(code=code, message=user_message(code, transcript.language), stage="analyze",
+                                        detail=detail_of(exc)).model_dump()
         if usage:
             run.api_usage.append(usage)
         return result
@@ -296,6 +321,13 @@ def process_audio(source: str, session_id: str | None = None, user_id: str | Non
     # The parameters may come from anyone with the Prefect API: checked here, before anything is
     # touched. A session_id that is not a UUID keys nothing (the run's own id does, as in the hooks).
     sid, uid = row_ids({"session_id": session_id, "user_id": user_id}, flow_run_id)
+    with logs.bind(session_id=sid, flow_run_id=flow_run_id):
+        return _process(source, session_id, user_id, sid, uid, flow_run_id, language)
+
+
+def _process(source: str, session_id: str | None, user_id: str | None, sid: str, uid: str | None, flow_run_id: str,
+             language: str) -> dict:
+    """The run's body: `session_id`/`user_id` as given (checked first), `sid`/`uid` the ids that key its rows."""
     run = Run(sid, uid, flow_run_id, get_settings())
     doc = ResultDocument(session_id=sid, user_id=uid, flow_run_id=flow_run_id, status=Status.RUNNING)
     try:
@@ -310,6 +342,10 @@ def process_audio(source: str, session_id: str | None = None, user_id: str | Non
         doc.usage = usage_of(doc, run)
         if not doc.transcript.segments:
             doc.warnings.append("no_speech")
+        if doc.analysis.get("error"):  # the language model failed: the metrics stand, the session completes
+            doc.warnings.append("analysis_degraded")
+            log.warning("analysis degraded to local metrics: %s", doc.analysis["error"]["code"],
+                        extra={"error_code": doc.analysis["error"]["code"]})
         doc.status = Status.COMPLETED
         return publish(doc, run).model_dump(mode="json")
     except BaseException as exc:

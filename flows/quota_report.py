@@ -10,7 +10,7 @@ quota_alerts row.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from prefect.events import emit_event
 
 from blocks import registry
 from vibeinsight import quota_render as render
+from vibeinsight.metrics import live_metrics
 from vibeinsight.quota import current_month, guard_decision, month_bounds, month_report
 from vibeinsight.settings import Settings, get_settings
 
@@ -45,6 +46,9 @@ def build_report(settings: Settings, plan: str, month: str, table: str | None = 
     summary, daily = month_report(ledger.events(start, end), limits, month, as_of, q.warn_pct, q.limit_pct,
                                   prices=plans.prices(), budget_usd=q.budget_usd)
     summary["plan_sources"] = {k: f.model_dump() for k, f in limits.sources.items()}
+    # What `vibeinsight metrics` shows for the last day (the month's block is summary["metrics"]).
+    day = as_of - timedelta(hours=24)
+    summary["metrics_24h"] = live_metrics(ledger.events(day, as_of + timedelta(seconds=1)), day, as_of)
     if month == current_month(as_of):  # the guard rails act on the current month only
         summary["guard"] = guard_decision(ledger.daily_totals(start, end), limits, as_of, guard=q.guard,
                                           enforce=q.enforce, limit_pct=q.limit_pct, warn_pct=q.warn_pct,
@@ -101,6 +105,8 @@ def publish_artifacts(summary: dict, daily, keys: dict[str, str], settings: Sett
     create_table_artifact(cost, key="quota-cost", description="Cost by provider: month to date, forecast, per session")
     create_table_artifact([{k: v for k, v in x.items()} for x in summary["limits"]], key="quota-limits",
                           description="Each limited resource against its own limit")
+    create_markdown_artifact(render.metrics_markdown(summary["metrics_24h"], "Monitoring metrics, last 24 hours"),
+                             key="monitoring-metrics", description="The design's monitoring metrics over the last 24 h")
     storage = registry.storage(settings)
     chart, page = _url(storage, keys["egress.png"]), _url(storage, keys["report.html"])
     if chart:

@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 
 from blocks import registry
+from blocks.status_store import StatusStore
+from vibeinsight import tracing
 from vibeinsight.params import row_ids
 from vibeinsight.schemas import Status, StatusUpdate
 from vibeinsight.settings import get_settings
@@ -40,9 +42,18 @@ def _writer(session_id: str) -> CoalescingWriter:
     with _lock:
         if session_id not in _writers:
             store = registry.status_store()
-            _writers[session_id] = CoalescingWriter(store.apply, get_settings().status.min_interval_s,
+            _writers[session_id] = CoalescingWriter(lambda u: traced_apply(store, u), get_settings().status.min_interval_s,
                                                     give_up_s=get_settings().status.final_give_up_s)
         return _writers[session_id]
+
+
+def traced_apply(store: StatusStore, update: StatusUpdate) -> bool:
+    """One status write, as a span of the session's trace (the writer thread has no current span)."""
+    with tracing.span("status.write", update.session_id, status=update.status.value, stage=update.stage,
+                      progress=update.progress, bytes=len(update.model_dump_json(exclude_none=True))) as span:
+        changed = store.apply(update)
+        tracing.set_attributes(span, changed=changed)
+        return changed
 
 
 def write_stats(session_id: str) -> tuple[int, int]:

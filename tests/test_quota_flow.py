@@ -49,6 +49,7 @@ def test_quota_report_flow_artifacts_files_alerts_and_event(run_home):
     summary = state.result()
     assert summary["egress_bytes"] == 6_200_000_000 and summary["egress_pct"] == 124.0
     assert summary["files_processed"] == 31 and summary["files_remaining"] == 0
+    assert summary["metrics"]["runs"] == 31 and summary["metrics"]["avg_processing_s"] == 30.0
     assert {(a["basis"], a["level"]) for a in summary["alerts"]} == {("now", "exceeded"), ("forecast", "exceeded")}
 
     bucket = run_home / "bucket" / "reports" / "2026-10"
@@ -76,7 +77,9 @@ def test_quota_report_flow_artifacts_files_alerts_and_event(run_home):
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
         by_key = {a.key: a for a in arts}
-        assert {"quota-summary", "quota-daily", "quota-cost", "quota-egress-chart", "quota-report-html"} <= set(by_key)
+        assert {"quota-summary", "quota-daily", "quota-cost", "quota-egress-chart", "quota-report-html",
+                "monitoring-metrics"} <= set(by_key)
+        assert "| Gemini success rate |" in by_key["monitoring-metrics"].data
         assert "124.0 %" in by_key["quota-summary"].data
         table = by_key["quota-daily"].data
         table = json.loads(table) if isinstance(table, str) else table

@@ -14,9 +14,12 @@ class PipelineError(Exception):
         super().__init__(message)
         self.code = code or self.default_code
         self.message = message
+        # What the failed work had already been billed for (a vibeinsight.usage.ServiceUsage), so a
+        # failed call still reaches the result document's usage and the ledger.
+        self.usage = None
 
-    def __reduce__(self):  # keep code across pickling (Prefect may persist states)
-        return (type(self), (self.message, self.code))
+    def __reduce__(self):  # keep code and usage across pickling (Prefect persists task states)
+        return (type(self), (self.message, self.code), {"usage": self.usage})
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"

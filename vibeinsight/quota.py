@@ -40,11 +40,12 @@ COLUMNS = ["session_id", "kind", "service", "provider", "bytes", "calls", "retri
            "seconds", "cost_usd", "at"]
 # The meta fields the report reads; a ledger extracts them in SQL (as m_<field>), so a million rows
 # never become a million parsed JSON objects.
-META_FIELDS = ("connections", "window_s", "error", "processing_s", "confidence", "ok", "size")
+META_FIELDS = ("connections", "window_s", "error", "processing_s", "confidence", "ok", "size", "error_code",
+               "failed_calls")
 # The kinds whose rows carry each field (None: any kind): a ledger reads a field only where it can be.
 META_KINDS = {"connections": ("realtime_message",), "window_s": ("realtime_message",), "error": None,
               "processing_s": ("storage_download",), "confidence": ("storage_download",), "ok": ("api_call",),
-              "size": ("machine_run",)}
+              "size": ("machine_run",), "error_code": ("storage_download",), "failed_calls": ("api_call",)}
 # What the guard reads per day (UsageLedger.daily_totals), summed by the database.
 DAILY_TOTALS = ("supabase_egress_bytes", "realtime_messages", "cost_usd", "sessions")
 OLS_MIN_DAYS = 3
@@ -307,6 +308,8 @@ def month_report(events: pd.DataFrame, limits: QuotaLimits, month: str, as_of: d
                  warn_pct: float = 80.0, limit_pct: float = 100.0, *, prices: dict | None = None,
                  budget_usd: float | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     """The month's summary (JSON-ready dict, a section per provider) and its daily table."""
+    from vibeinsight.metrics import live_metrics  # it builds on this module's constants
+
     prices = prices or load_table()
     start, end, ndays = month_bounds(month)
     as_of = as_of or datetime.now(timezone.utc)
@@ -372,10 +375,6 @@ def month_report(events: pd.DataFrame, limits: QuotaLimits, month: str, as_of: d
     peak_msgs = float(np.nan_to_num(peaks["peak_messages_per_s"].max(), nan=0.0))
     errors = _meta_field(df, "error")
     failures = errors[errors.isin(RATE_LIMIT_ERRORS)]
-    runs = downloads.drop_duplicates("session_id")
-    proc, conf = _meta_field(runs, "processing_s"), _meta_field(runs, "confidence")
-    gem = api[api["service"] == "gemini"]
-
     # --- per provider: usage, limits, cost now and forecast ---
     booked = df.groupby("provider", observed=True)["cost_usd"].sum()
     scale = ndays / elapsed if elapsed else 1.0
@@ -475,14 +474,7 @@ def month_report(events: pd.DataFrame, limits: QuotaLimits, month: str, as_of: d
             "tigris_bytes_stored": round(tig_usage["bytes_stored"] / sessions, 1) if sessions else None,
             "machine_seconds": round(usage["fly"]["machine_seconds"] / sessions, 3) if sessions else None,
         },
-        "metrics": {
-            "avg_processing_s": _num(proc.mean()) if proc.notna().any() else None,
-            "realtime_connection_failures": int(len(failures)),
-            "bandwidth_gb": round(egress / GB, 4),
-            "api_call_counts": api_by,
-            "mean_whisper_confidence": _num(conf.mean()) if conf.notna().any() else None,
-            "gemini_success_rate": _num(_meta_field(gem, "ok").mean()) if len(gem) else None,
-        },
+        "metrics": live_metrics(df),  # the same block `vibeinsight metrics` prints, over the month
     }
     checks = [("egress_bytes", "now", egress, limits.egress_limit_bytes),
               ("egress_bytes", "forecast", fc.forecast_bytes, limits.egress_limit_bytes),

@@ -178,3 +178,31 @@ Cost {_usd(summary['cost_usd'])}, forecast {_usd(summary['forecast_cost_usd'])}.
 </body></html>
 """
     return page.encode()
+
+
+def metrics_markdown(m: dict, title: str) -> str:
+    """The monitoring metrics (vibeinsight.metrics.live_metrics) as a markdown table."""
+    def v(x: Any) -> str:
+        if x is None:
+            return "-"
+        if isinstance(x, dict):
+            return ", ".join(f"{k} {v(y)}" for k, y in x.items()) or "none"
+        return f"{x:g}" if isinstance(x, float) else str(x)
+
+    rows = [
+        ("average processing time (s)", m["avg_processing_s"]),
+        ("processing s per audio minute (p50 / p95)",
+         f"{v(m['processing_s_per_audio_minute']['p50'])} / {v(m['processing_s_per_audio_minute']['p95'])}"),
+        ("Realtime connection failures", m["realtime_connection_failures"]),
+        ("GB transferred", m["bandwidth_gb"]),
+        ("API calls", m["api_call_counts"]),
+        ("API error rates (failed calls / calls)", m["api_error_rates"]),
+        ("mean Whisper confidence", m["mean_whisper_confidence"]),
+        ("Gemini success rate", m["gemini_success_rate"]),
+        ("runs / failed", f"{m['runs']} / {m['failed_runs']}"),
+        ("failures by code", m["failures_by_code"]),
+        ("audio minutes", m["audio_minutes"]),
+        ("cost (USD) / per audio hour", f"{v(m['cost_usd'])} / {v(m['cost_per_audio_hour_usd'])}"),
+    ]
+    return "\n".join([f"# {title}", "", "| metric | value |", "| --- | ---: |",
+                      *(f"| {name} | {v(value)} |" for name, value in rows)]) + "\n"

@@ -7,6 +7,7 @@ or a final PipelineError, and hands the call to `metered_call`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
@@ -89,24 +90,42 @@ def transient_retrying(attempts: int, on_retry: Callable[[BaseException], None] 
 
 
 def metered_call(fn: Callable[[], T], usage: ServiceUsage, classify: Callable[[Exception], Exception],
-                 attempts: int, error: type[PipelineError], sleep: Callable[[float], None] = time.sleep) -> T:
-    """Call a paid API: every try counts in usage.calls, every retry in usage.retries.
+                 attempts: int, error: type[PipelineError], sleep: Callable[[float], None] = time.sleep,
+                 operation: str = "request", **attributes) -> T:
+    """Call a paid API: every try counts in usage.calls, every failed try in usage.failed, every
+    retry in usage.retries; the call is one span `{service}.{operation}` (attributes: sizes, retries,
+    the error code).
 
     `classify` turns an SDK error into Transient (retried) or the final error to raise; when the
-    tries run out, `error` is raised with api_rate_limited (429) or api_unavailable.
+    tries run out, `error` is raised with api_rate_limited (429) or api_unavailable. The raised
+    error carries `usage` (what was billed so far) so the caller can still record it.
     """
+    from vibeinsight import tracing
+
     def once() -> T:
         usage.calls += 1
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - classified below
+            usage.failed += 1
             raise classify(exc) from exc
 
-    def counted(_: BaseException) -> None:
+    def counted(exc: BaseException) -> None:
         usage.retries += 1
+        span.add_event("retry", {"error": str(exc)[:200]})
 
-    try:
-        return transient_retrying(attempts, counted, sleep)(once)
-    except Transient as exc:  # out of tries: say so, and let no outer retry pile on
-        code = "api_rate_limited" if exc.status == 429 else "api_unavailable"
-        raise error(f"{usage.service}: {exc} (after {usage.calls} calls)", code) from exc
+    with tracing.span(f"{usage.service}.{operation}", service=usage.service, model=usage.model, **attributes) as span:
+        calls, retries, sent = usage.calls, usage.retries, usage.bytes_sent
+        try:
+            try:
+                return transient_retrying(attempts, counted, sleep)(once)
+            except Transient as exc:  # out of tries: say so, and let no outer retry pile on
+                code = "api_rate_limited" if exc.status == 429 else "api_unavailable"
+                raise error(f"{usage.service}: {exc} (after {usage.calls} calls)", code) from exc
+        except Exception as exc:
+            with contextlib.suppress(AttributeError):  # an unclassified SDK error may refuse attributes
+                exc.usage = usage
+            raise
+        finally:
+            tracing.set_attributes(span, calls=usage.calls - calls, retries=usage.retries - retries,
+                                   bytes_sent=usage.bytes_sent - sent)

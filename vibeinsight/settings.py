@@ -214,7 +214,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
 
     home: Path = Field(default_factory=default_home, alias="VIBEINSIGHT_HOME")
+    # Logs and traces (vibeinsight/logs.py, vibeinsight/tracing.py). LOG_FORMAT: json on Fly Machines and in
+    # the image (one JSON object a line), text on a terminal; LOG_LEVEL applies to every logger of a process.
     log_level: str = Field("WARNING", alias="LOG_LEVEL")
+    log_format: Literal["text", "json"] = Field("text", alias="LOG_FORMAT")
+    # OpenTelemetry spans over OTLP/HTTP; the exporter reads OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_SERVICE_NAME.
+    enable_tracing: bool = Field(False, alias="ENABLE_TRACING")
     # Backend choice: "auto" uses the cloud service when its settings are present, else local.
     storage_backend: Literal["auto", "local", "s3"] = Field("auto", alias="VIBEINSIGHT_STORAGE")
     transcriber_backend: Literal["auto", "local", "openai"] = Field("auto", alias="VIBEINSIGHT_TRANSCRIBER")

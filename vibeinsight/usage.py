@@ -50,6 +50,8 @@ class ServiceUsage(BaseModel):
     bytes_received: int = 0
     audio_seconds: float = 0.0  # billed audio
     tokens: dict[str, int] = Field(default_factory=dict)  # e.g. {"gemini_input": n, "gemini_output": n}
+    failed: int = 0  # calls that ended in an error (retried or not): billed or not, they count
+    gave_up: bool = False  # the service's work failed for good though the run went on (a degraded analysis)
 
     def __add__(self, other: ServiceUsage) -> ServiceUsage:
         tokens = dict(self.tokens)
@@ -58,7 +60,8 @@ class ServiceUsage(BaseModel):
         return ServiceUsage(service=self.service, model=self.model or other.model, calls=self.calls + other.calls,
                             retries=self.retries + other.retries, bytes_sent=self.bytes_sent + other.bytes_sent,
                             bytes_received=self.bytes_received + other.bytes_received,
-                            audio_seconds=self.audio_seconds + other.audio_seconds, tokens=tokens)
+                            audio_seconds=self.audio_seconds + other.audio_seconds, tokens=tokens,
+                            failed=self.failed + other.failed, gave_up=self.gave_up or other.gave_up)
 
 
 class Usage(BaseModel):
@@ -70,6 +73,8 @@ class Usage(BaseModel):
     bytes_sent: dict[str, int] = Field(default_factory=dict, description="bytes sent to each API service")
     api_calls: dict[str, int] = Field(default_factory=dict, description="requests per service")
     retries: dict[str, int] = Field(default_factory=dict, description="retried requests per service")
+    failed_calls: dict[str, int] = Field(default_factory=dict, description="requests per service that ended in an error")
+    failed_services: list[str] = Field(default_factory=list, description="services whose work failed for good while the run went on")
     audio_seconds: float = 0.0
     audio_minutes_billed: float = 0.0
     tokens: dict[str, int] = Field(default_factory=dict, description="e.g. gemini_input, gemini_output")
@@ -130,6 +135,10 @@ def build_usage(*, bytes_in: int, bytes_transcoded: int, bytes_out: int, audio_s
         usage.bytes_sent[name] = u.bytes_sent
         usage.api_calls[name] = u.calls
         usage.retries[name] = u.retries
+        if u.failed:
+            usage.failed_calls[name] = u.failed
+        if u.gave_up:
+            usage.failed_services.append(name)
         usage.audio_minutes_billed = round(usage.audio_minutes_billed + u.audio_seconds / 60.0, 4)
         for k, v in u.tokens.items():
             usage.tokens[k] = usage.tokens.get(k, 0) + v
@@ -275,8 +284,8 @@ def events_from_document(document: dict | ResultDocument, at: datetime | None = 
     services = set(u.api_calls) | set(u.bytes_sent) | set(u.retries) | set(u.cost_by_service)
     for svc in sorted(s for s in services if provider_of(s) not in STORAGE_PROVIDERS):
         tokens = {k: v for k, v in u.tokens.items() if k.startswith(svc + "_")}
-        ok = not (failed_stage and failed_stage == SERVICE_STAGE.get(svc))
-        meta = {**ident, "ok": ok, "tokens": tokens}
+        ok = not (failed_stage and failed_stage == SERVICE_STAGE.get(svc)) and svc not in u.failed_services
+        meta = {**ident, "ok": ok, "tokens": tokens, "failed_calls": u.failed_calls.get(svc, 0)}
         billed_s = 0.0
         if svc == "openai" and u.audio_minutes_billed:
             meta["audio_minutes_billed"] = u.audio_minutes_billed

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sys
 import uuid
 from collections.abc import Callable
 from typing import NoReturn
@@ -21,7 +20,9 @@ def fail(code: str, message: str, exit_code: int = EXIT_REJECTED, document: dict
 
     exit 2: bad input or settings; exit 1: anything else that failed.
     """
-    print(f"error: {code}: {message}", file=sys.stderr)
+    from vibeinsight.logs import cli_error
+
+    cli_error(code, message)  # a JSON line under LOG_FORMAT=json
     if document is not None:
         print(json.dumps(document, ensure_ascii=False))
     raise typer.Exit(exit_code)

@@ -53,6 +53,10 @@ def process(
     # Prefect's console shows LOG_LEVEL and up; by default nothing below CRITICAL, so the
     # terminal carries the progress bar and one line per error, never a traceback.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", os.environ.get("LOG_LEVEL", "CRITICAL").upper())
+    from vibeinsight import logs
+
+    logs.configure()  # before Prefect is imported: LOG_FORMAT and LOG_LEVEL for every logger
+    logs.bind_process(session_id=session_id)  # this process runs one session: every line is its
     server = None
     if not os.environ.get("PREFECT_API_URL"):
         if not migrated_marker().is_file():  # a fresh database: migrate and register block types once
@@ -71,6 +75,7 @@ def _run(source, session_id, user_id, language, as_json, server, started) -> int
     from blocks import registry
     from flows import status_hooks
     from flows.process_audio import process_audio
+    from vibeinsight import logs, tracing
     from vibeinsight.cli.embedded_server import mark_migrated
     from vibeinsight.cli.progress import ProgressView
     from vibeinsight.errors import InputRejected
@@ -90,13 +95,16 @@ def _run(source, session_id, user_id, language, as_json, server, started) -> int
                 first_stage.append(time.time())
             view.update(update.stage, update.progress or 0)
 
+    tracing.setup()  # ENABLE_TRACING: the flow's spans join the session's trace, rooted below
     with ProgressView(enabled=sys.stderr.isatty()) as view:
         status_hooks.add_listener(on_update)
         try:
-            state = process_audio(source=source, session_id=session_id, user_id=user_id, language=language,
-                                  return_state=True)
+            with tracing.session(session_id):
+                state = process_audio(source=source, session_id=session_id, user_id=user_id, language=language,
+                                      return_state=True)
         finally:
             status_hooks.remove_listener(on_update)
+            tracing.flush()
     startup = round(first_stage[0] - started, 3) if first_stage else None
 
     if state.is_completed():
@@ -111,7 +119,7 @@ def _run(source, session_id, user_id, language, as_json, server, started) -> int
     doc = _failure_document(session_id, exc, state)
     code, err = doc["error"]["code"], doc["error"]
     # the terminal's user runs the pipeline: the fixed sentence, then what exactly went wrong
-    print(f"error: {code}: {err['message']}" + (f" ({err['detail']})" if err.get("detail") else ""), file=sys.stderr)
+    logs.cli_error(code, err["message"] + (f" ({err['detail']})" if err.get("detail") else ""))
     if as_json:
         print(json.dumps(doc, ensure_ascii=False))
     return EXIT_REJECTED if isinstance(exc, InputRejected) else EXIT_FAILED
