@@ -25,6 +25,8 @@ from vibeinsight.cli.common import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, fail
 app = typer.Typer()
 
 TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+# what the client reads of its row (the compact columns it shows; RLS lets it read only its own)
+ROW_COLUMNS = "session_id,status,stage,progress,error_code,error_message,flow_run_id,seq,updated_at"
 # The flow's input rejections (InputRejected codes): exit 2, as `process` does.
 REJECTED_CODES = {"not_found", "empty", "too_large", "not_audio", "corrupt", "too_short", "too_long",
                   "unsupported_language", "rejected", "invalid_argument"}
@@ -191,11 +193,13 @@ async def follow(supabase_url: str, anon_key: str, token: str, session_id: str, 
     client = await acreate_client(supabase_url, anon_key,
                                   AsyncClientOptions(headers={"Authorization": f"Bearer {token}"}))
     follower = RowFollower(on_row)
+    last_error: list[str] = []
 
     async def read_row() -> dict | None:
         try:
-            res = await client.table("processing_status").select("*").eq("session_id", session_id).execute()
-        except Exception:  # noqa: BLE001 - a failed poll is retried at the next tick
+            res = await client.table("processing_status").select(ROW_COLUMNS).eq("session_id", session_id).execute()
+        except Exception as exc:  # noqa: BLE001 - a failed poll is retried at the next tick
+            last_error[:] = [f"{type(exc).__name__}: {exc}"]
             return None
         return res.data[0] if res.data else None
 
@@ -223,7 +227,8 @@ async def follow(supabase_url: str, anon_key: str, token: str, session_id: str, 
     try:
         while not follower.done.is_set():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"session {session_id} did not finish within {timeout_s:.0f} s")
+                why = f" (last read of the row: {last_error[0]})" if last_error else ""
+                raise TimeoutError(f"session {session_id} did not finish within {timeout_s:.0f} s{why}")
             wait = poll_s * 5 if subscribed.is_set() else poll_s
             try:
                 await asyncio.wait_for(follower.done.wait(), timeout=wait)
