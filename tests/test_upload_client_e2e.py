@@ -140,3 +140,37 @@ def test_a_rejected_recording_exits_2_with_the_flows_code(stack, tmp_path):
     doc = json.loads(out.stdout)
     assert doc["status"] == "FAILED" and doc["error"]["code"] in ("not_audio", "corrupt")
     assert out.stderr.strip().splitlines()[-1].startswith(f"error: {doc['error']['code']}: ")
+
+
+def test_an_interrupted_multipart_upload_resumes_where_it_stopped(stack, s3_server, tmp_path, monkeypatch):
+    """The client's upload, in this process: the connection drops at part 2 until the client gives
+    up; the next run of the client asks the function what S3 has and sends only the missing parts."""
+    from vibeinsight.cli.upload import EdgeClient, Uploader
+
+    src = tmp_path / "long.wav"
+    ffmpeg("-f", "lavfi", "-i", "anoisesrc=a=0.01:d=30:r=48000", "-ac", "2", "-c:a", "pcm_s16le", str(src))
+    assert 10 * 2**20 < src.stat().st_size < 15 * 2**20  # three parts: 5 + 5 + the rest
+    sent: list[int] = []
+    real_put = Uploader._put
+
+    def dropping_put(self, url, headers, offset, length):
+        part = offset // (5 * 2**20) + 1
+        if part == 2 and self.drop:
+            raise OSError("connection reset by peer")
+        sent.append(part)
+        return real_put(self, url, headers, offset, length)
+
+    monkeypatch.setattr(Uploader, "_put", dropping_put)
+    edge = EdgeClient(stack["function_url"], stack["token"])
+    first = Uploader(edge, src, tmp_path / "state", lambda *_: None)
+    first.drop = True
+    with pytest.raises(RuntimeError, match="upload interrupted"):
+        first.run()
+    assert sent == [1] and first.state_file.is_file()
+    second = Uploader(edge, src, tmp_path / "state", lambda *_: None)
+    second.drop = False
+    key = second.run()
+    assert sent == [1, 2, 3]  # part 1 was not sent again
+    assert not second.state_file.exists()
+    body = s3_server.block(BUCKET).client().get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    assert body == src.read_bytes()

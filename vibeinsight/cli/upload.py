@@ -14,6 +14,7 @@ import json
 import mimetypes
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
@@ -55,7 +56,12 @@ class EdgeClient:
                                  headers={"Authorization": f"Bearer {token}"})
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        res = self.http.request(method, path, json=body)
+        import httpx
+
+        try:
+            res = self.http.request(method, path, json=body)
+        except httpx.TransportError as exc:  # unreachable, reset, timed out: callers handle OSError
+            raise OSError(f"{path}: {exc}") from exc
         try:
             data = res.json()
         except ValueError:
@@ -295,9 +301,8 @@ def upload(
         try:
             key = Uploader(edge, file, get_settings().home / "uploads",
                            lambda sent, total: progress.view.update("upload", int(100 * sent / max(total, 1)))).run()
-            started = edge.call("POST", "/process", {"key": key, "language": language,
-                                                     **({"vocabulary": vocabulary} if vocabulary else {})})
-            session_id = started["session_id"]
+            session_id = start_run(edge, {"key": key, "language": language,
+                                          **({"vocabulary": vocabulary} if vocabulary else {})})
             phase = "follow_failed"
             progress.show("queued", 0)
             if supabase_url and anon_key:
@@ -314,6 +319,23 @@ def upload(
         except (OSError, RuntimeError, TimeoutError) as exc:
             fail(phase, str(exc), EXIT_FAILED)
     _finish(doc, status, as_json)
+
+
+def start_run(edge: EdgeClient, body: dict, attempts: int = 3) -> str:
+    """POST /process with a session id made here, so a call whose answer was lost (a 502, a dropped
+    connection) can be repeated: the function answers the same run for the same session."""
+    body = {**body, "session_id": str(uuid.uuid4())}
+    for attempt in range(attempts):
+        try:
+            return edge.call("POST", "/process", body)["session_id"]
+        except EdgeError as exc:
+            if exc.status < 500 or attempt == attempts - 1:
+                raise
+        except OSError:
+            if attempt == attempts - 1:
+                raise
+        time.sleep(2**attempt)  # back off before the same request again
+    raise AssertionError("unreachable")
 
 
 def _wait_result(edge: EdgeClient, session_id: str, poll_s: float, timeout_s: float) -> str:
