@@ -148,7 +148,7 @@ def test_an_interrupted_multipart_upload_resumes_where_it_stopped(stack, s3_serv
     from vibeinsight.cli.upload import EdgeClient, Uploader
 
     src = tmp_path / "long.wav"
-    ffmpeg("-f", "lavfi", "-i", "anoisesrc=a=0.01:d=30:r=48000", "-ac", "2", "-c:a", "pcm_s16le", str(src))
+    ffmpeg("-f", "lavfi", "-i", "anoisesrc=a=0.01:d=60:r=48000", "-ac", "2", "-c:a", "pcm_s16le", str(src))
     assert 10 * 2**20 < src.stat().st_size < 15 * 2**20  # three parts: 5 + 5 + the rest
     sent: list[int] = []
     real_put = Uploader._put
