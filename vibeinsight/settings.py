@@ -207,6 +207,9 @@ class QuotaSettings(BaseSettings):
     budget_usd: float | None = Field(None, validation_alias=AliasChoices("VIBEINSIGHT_BUDGET_USD", "budget_usd"))
     # Realtime subscribers per session: each status write is one message to each of them.
     subscribers_per_session: int = Field(1, ge=0)
+    # One user's share of the plan's monthly Supabase egress: past it, that user's new sessions are
+    # refused (quota_exceeded) while everyone else's still run.
+    user_share_pct: float = Field(25.0, gt=0, le=100)
     # Opus keeps wideband speech down to ~12 kb/s; below that it falls back to narrowband.
     compact_bitrate_kbps: int = 12
     compact_status_interval_s: float = 5.0

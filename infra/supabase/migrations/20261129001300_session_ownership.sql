@@ -2,6 +2,7 @@
 --
 -- 1. A row's user_id, once set, never changes: apply_status_update no longer overwrites it (and
 --    ignores an update that names another user), and a trigger refuses any other writer's change.
+--    Otherwise the function is that of 20261129001100 (a Prefect retry may replace its own failure).
 -- 2. run_requests: one row per run the Edge Function starts (the first run of a session and each
 --    re-run), so the per-user in-flight and per-hour limits and "one session per upload key" are
 --    checked atomically in one RPC, request_run().
@@ -49,7 +50,9 @@ begin
       and (excluded.user_id is null or p.user_id is null or excluded.user_id = p.user_id)
       and (p.status not in ('COMPLETED', 'FAILED', 'CRASHED', 'CANCELLED')
            or (excluded.flow_run_id is not null
-               and excluded.flow_run_id is distinct from p.flow_run_id))
+               and excluded.flow_run_id is distinct from p.flow_run_id)
+           or (p.status in ('FAILED', 'CRASHED', 'CANCELLED')
+               and excluded.flow_run_id = p.flow_run_id))
     returning true into applied;
     return coalesce(applied, false);
 end
@@ -179,6 +182,24 @@ revoke execute on function public.request_run(uuid, uuid, text, text, boolean, i
     from public, anon, authenticated;
 grant execute on function public.request_run(uuid, uuid, text, text, boolean, integer, integer)
     to service_role;
+
+-- One user's Supabase-billed egress this month (rows whose meta.user_id is theirs): the quota
+-- guard's per-user share, read by the Supabase ledger (blocks/usage_ledger.py).
+create or replace function public.usage_user_egress(p_start timestamptz, p_end timestamptz, p_user_id text,
+                                                    p_kinds text[])
+returns bigint
+language sql
+stable
+security invoker
+set search_path = ''
+as $$
+    select coalesce(sum(bytes), 0)::bigint from public.usage_events
+    where at >= p_start and at < p_end and provider = 'supabase' and kind = any(p_kinds)
+      and meta ->> 'user_id' = p_user_id
+$$;
+
+revoke execute on function public.usage_user_egress(timestamptz, timestamptz, text, text[]) from public, anon, authenticated;
+grant execute on function public.usage_user_egress(timestamptz, timestamptz, text, text[]) to service_role;
 
 -- Supabase grants every new sequence to anon and authenticated by default privileges.
 revoke all on sequence public.usage_events_id_seq from anon, authenticated;
