@@ -98,6 +98,15 @@ class Uploader:
     def run(self) -> str:
         """Upload the file; answer its object key."""
         state = self._load_state()
+        resume = None
+        if state is not None:
+            try:
+                resume = self._parts(state)
+            except EdgeError as exc:  # the upload expired, or was completed by a run that then died
+                if exc.status != 404:
+                    raise
+                self.state_file.unlink(missing_ok=True)
+                state = None
         if state is None:
             up = self.edge.call("POST", "/uploads", {"filename": self.path.name, "content_type": content_type(self.path),
                                                      "bytes": self.size})
@@ -108,7 +117,6 @@ class Uploader:
             state = {"key": up["key"], "upload_id": up["upload_id"]}
             self._save_state(state)
             return self._multipart(state, up["parts"], [])
-        resume = self._parts(state)
         return self._multipart(state, resume["parts"], resume["parts_done"])
 
     def _parts(self, state: dict) -> dict:
