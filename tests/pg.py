@@ -36,6 +36,8 @@ $$;
 GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role;
 GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
 CREATE PUBLICATION supabase_realtime;
+-- Supabase's default privileges: every new sequence in public is granted to the client roles
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
 """
 
 

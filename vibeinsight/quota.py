@@ -598,6 +598,16 @@ def guard_decision(daily: dict[str, dict[str, float] | int], limits: QuotaLimits
     return GuardDecision(mode="normal", reason="within plan and budget", **common)
 
 
+def user_share_exceeded(used: int, limits: QuotaLimits, share_pct: float) -> str | None:
+    """Why one user's new session is refused (their Supabase egress this month, `used` bytes, has
+    reached `share_pct` % of the plan's), or None. The project-wide guard_decision still applies to everyone."""
+    allowed = limits.egress_limit_bytes * share_pct / 100
+    if limits.egress_limit_bytes and used >= allowed:
+        return (f"your egress this month is {used / GB:.2f} GB, the {share_pct:g} % share of the {limits.plan} "
+                f"plan's {limits.egress_limit_bytes / GB:g} GB one user may use")
+    return None
+
+
 def compact_settings(settings: Settings) -> Settings:
     """What a run under the guard uses: the most compact transcode (Opus at the compact bitrate,
     one mono mix even for stereo), the slower status interval (fewer Realtime messages, coarser

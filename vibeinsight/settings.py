@@ -8,6 +8,7 @@ so a field, its type and its default exist in one place. blocks/registry.py buil
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -46,12 +47,36 @@ def env_group(options: type[BaseModel], prefix: str, names: dict[str, str | Alia
 
 # --- what ingest and transcode do (core only) ---
 
+# Upload and per-user run limits shared with the Edge Function, which imports the same JSON file
+# (Supabase bundles only what sits under supabase/functions/, hence its place).
+SHARED_LIMITS_PATH = Path("infra") / "supabase" / "functions" / "_shared" / "limits.json"
+
+
+def shared_limits() -> dict:
+    """The shared limits file: beside the package in a checkout, else under VIBEINSIGHT_APP_DIR or the cwd."""
+    roots = [Path(__file__).resolve().parents[1], Path(os.environ.get("VIBEINSIGHT_APP_DIR", ".")), Path.cwd()]
+    for root in roots:
+        if (root / SHARED_LIMITS_PATH).is_file():
+            return json.loads((root / SHARED_LIMITS_PATH).read_text())
+    raise FileNotFoundError(f"{SHARED_LIMITS_PATH} not found under {[str(r) for r in roots]}")
+
+
+_SHARED = shared_limits()
+
+
 class Limits(BaseSettings):
-    """What ingest accepts. Defaults fit a meeting or call recording."""
+    """What ingest accepts and what a user may start. Defaults fit a meeting or call recording and come
+    from the shared limits file, so the Edge Function checks uploads against the same figures."""
 
     model_config = SettingsConfigDict(env_prefix="VIBEINSIGHT_", extra="ignore")
 
-    max_bytes: int = Field(2 * 1024**3, description="largest upload accepted")
+    max_bytes: int = Field(_SHARED["max_bytes"], description="largest upload accepted")
+    content_types: list[str] = Field(default_factory=lambda: list(_SHARED["content_types"]),
+                                     description="content types a client may upload")
+    extensions: list[str] = Field(default_factory=lambda: list(_SHARED["extensions"]),
+                                  description="file extensions a client may upload")
+    max_runs_in_flight_per_user: int = Field(_SHARED["max_runs_in_flight_per_user"], ge=1)
+    max_runs_per_hour_per_user: int = Field(_SHARED["max_runs_per_hour_per_user"], ge=1)
     max_duration_s: float = Field(4 * 3600, description="longest recording accepted")
     min_duration_s: float = Field(0.5, description="shorter cannot hold a word")
     # ffmpeg and ffprobe are SIGKILLed past these (vibeinsight/audio/ffmpeg.py). A 4-hour recording
@@ -182,6 +207,9 @@ class QuotaSettings(BaseSettings):
     budget_usd: float | None = Field(None, validation_alias=AliasChoices("VIBEINSIGHT_BUDGET_USD", "budget_usd"))
     # Realtime subscribers per session: each status write is one message to each of them.
     subscribers_per_session: int = Field(1, ge=0)
+    # One user's share of the plan's monthly Supabase egress: past it, that user's new sessions are
+    # refused (quota_exceeded) while everyone else's still run.
+    user_share_pct: float = Field(25.0, gt=0, le=100)
     # Opus keeps wideband speech down to ~12 kb/s; below that it falls back to narrowband.
     compact_bitrate_kbps: int = 12
     compact_status_interval_s: float = 5.0

@@ -261,6 +261,8 @@ def events_from_document(document: dict | ResultDocument, at: datetime | None = 
     up = u.upload_provider or down
     base: dict[str, Any] = {"session_id": sid, "at": at}
     ident = {} if sid else {"session": doc.session_id}
+    if doc.user_id:  # the quota guard's per-user share sums a user's rows by it
+        ident["user_id"] = doc.user_id
     events: list[UsageEvent] = []
     failed_stage = doc.error.stage if doc.error else None
     upload_bytes = u.bytes_in or (getattr(doc.source, "bytes", 0) or 0)

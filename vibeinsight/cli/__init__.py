@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import typer
 
-from vibeinsight.cli import blocks, cloud, deploy, metrics, process, quota, status
+from vibeinsight.cli import blocks, cloud, deploy, metrics, process, quota, status, upload
 from vibeinsight.cli.common import guard_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="VibeInsight audio-insight pipeline")
 app.add_typer(process.app)  # process, setup, schema
 app.add_typer(status.app)  # status, status-observer, reconcile
 app.add_typer(cloud.app)  # upload-url
+app.add_typer(upload.app)  # upload (the reference client)
 app.add_typer(deploy.app)  # trigger
 app.add_typer(deploy.stack_app, name="stack")
 app.add_typer(quota.app, name="quota")

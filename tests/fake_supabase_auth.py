@@ -1,0 +1,90 @@
+"""Supabase Auth's `GET /auth/v1/user` on 127.0.0.1, in front of the PostgREST stand-in.
+
+The Edge Function reads the caller with `GET /auth/v1/user` (`Authorization: Bearer <user JWT>`,
+`apikey`), as supabase-js's `auth.getUser(jwt)` does; Auth answers the user object (id, aud, role,
+email, app_metadata, user_metadata, created_at) or 401 `{code, error_code: "bad_jwt", msg}`. Tokens
+are tests.fake_postgrest.fake_jwt tokens of known users (role `authenticated`, `sub` = the user id),
+so the same token also passes the PostgREST stand-in's RLS. Every other path (`/rest/v1/…`) is
+forwarded to the PostgREST stand-in, so one project URL serves the function as Supabase's does.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeSupabaseAuth:
+    def __init__(self, rest_url: str, users: set[str]) -> None:
+        self.rest_url = rest_url
+        self.users = users
+        self.calls = 0
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> FakeSupabaseAuth:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def user_for(self, authorization: str | None) -> str | None:
+        token = (authorization or "").removeprefix("Bearer ")
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+        except Exception:  # noqa: BLE001 - not a JWT
+            return None
+        sub = claims.get("sub")
+        return sub if claims.get("role") == "authenticated" and sub in self.users else None
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                data = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                req = urllib.request.Request(fake.rest_url + self.path, data=data, method=self.command, headers=headers)
+                try:
+                    with urllib.request.urlopen(req, timeout=30) as r:
+                        self._send(r.status, r.read(), r.headers.get("Content-Type", "application/json"))
+                except urllib.error.HTTPError as e:
+                    self._send(e.code, e.read(), e.headers.get("Content-Type", "application/json"))
+
+            def do_GET(self):
+                if self.path.split("?")[0] != "/auth/v1/user":
+                    return self._forward()
+                fake.calls += 1
+                user = fake.user_for(self.headers.get("Authorization")) if self.headers.get("apikey") else None
+                if user is None:
+                    return self._send(401, json.dumps({"code": 401, "error_code": "bad_jwt",
+                                                       "msg": "invalid JWT: unable to parse or verify signature"}).encode())
+                self._send(200, json.dumps({"id": user, "aud": "authenticated", "role": "authenticated",
+                                            "email": f"{user[:8]}@example.com", "app_metadata": {"provider": "email"},
+                                            "user_metadata": {}, "created_at": "2026-11-01T00:00:00Z"}).encode())
+
+            def do_POST(self):
+                self._forward()
+
+        return Handler

@@ -1,0 +1,91 @@
+"""The ownership migration on a real PostgreSQL: a session's owner never changes, request_run()
+decides runs per user, and clients hold no grant on the ledger's sequences."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def db(pg_url):
+    users = [uuid.uuid4() for _ in range(2)]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for u in users:
+            conn.execute("insert into auth.users (id) values (%s)", (u,))
+        conn.execute("set role service_role")
+        yield conn, users
+
+
+def request_run(conn, sid, user, key, rerun=False, in_flight=3, per_hour=20) -> dict:
+    return conn.execute("select public.request_run(%s, %s, %s, 'process-audio/api', %s, %s, %s)",
+                        (sid, user, key, rerun, in_flight, per_hour)).fetchone()[0]
+
+
+def update(conn, sid, status, seq, user=None, run="run-1") -> bool:
+    return conn.execute("select public.apply_status_update(%s, %s, %s, %s, %s)", (sid, status, seq, user, run)).fetchone()[0]
+
+
+def owner(conn, sid):
+    return conn.execute("select user_id from public.processing_status where session_id = %s", (sid,)).fetchone()[0]
+
+
+def test_an_update_naming_another_user_is_ignored_and_the_owner_stays(db):
+    conn, (a, b) = db
+    sid = uuid.uuid4()
+    assert request_run(conn, sid, a, "uploads/a/1.wav")["outcome"] == "created"
+    assert update(conn, sid, "RUNNING", 10, user=b) is False  # the old rule moved the row to b here
+    assert owner(conn, sid) == a
+    assert update(conn, sid, "RUNNING", 11) is True  # writers that name no user still apply
+    assert update(conn, sid, "COMPLETED", 12, user=a) is True
+    assert owner(conn, sid) == a
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("update public.processing_status set user_id = %s where session_id = %s", (b, sid))
+    assert owner(conn, sid) == a
+
+
+def test_request_run_outcomes(db):
+    conn, (a, b) = db
+    sid, key = uuid.uuid4(), "uploads/a/1.wav"
+    assert request_run(conn, sid, a, key)["outcome"] == "created"
+    again = request_run(conn, sid, a, key)
+    assert (again["outcome"], again["attempt"]) == ("exists", 0)
+    assert request_run(conn, sid, b, key) == {"outcome": "conflict"}  # nothing else about the session
+    assert request_run(conn, sid, a, "uploads/a/2.wav")["outcome"] == "key_mismatch"
+    assert request_run(conn, uuid.uuid4(), a, key)["outcome"] == "upload_taken"
+    assert request_run(conn, sid, a, key, rerun=True)["outcome"] == "in_flight"
+    update(conn, sid, "FAILED", 50)
+    rerun = request_run(conn, sid, a, key, rerun=True)
+    assert (rerun["outcome"], rerun["attempt"]) == ("rerun", 1)
+    row = conn.execute("select status, progress, error_code, seq from public.processing_status where session_id = %s",
+                       (sid,)).fetchone()
+    assert row == ("PENDING", 0, None, 50)
+    # the old run's late terminal write (same seq) no longer applies; the new run's first write does
+    assert update(conn, sid, "FAILED", 50) is False
+    assert update(conn, sid, "RUNNING", 60, run="run-2") is True
+
+
+def test_request_run_limits_count_only_the_callers_runs(db):
+    conn, (a, b) = db
+    for i in range(2):
+        assert request_run(conn, uuid.uuid4(), a, f"uploads/a/{i}.wav", in_flight=2)["outcome"] == "created"
+    assert request_run(conn, uuid.uuid4(), a, "uploads/a/9.wav", in_flight=2) == {"outcome": "too_many_in_flight"}
+    assert request_run(conn, uuid.uuid4(), b, "uploads/b/1.wav", in_flight=2)["outcome"] == "created"
+    assert request_run(conn, uuid.uuid4(), b, "uploads/b/2.wav", per_hour=1) == {"outcome": "too_many_per_hour"}
+
+
+@pytest.mark.parametrize("role", ["anon", "authenticated"])
+def test_clients_cannot_call_the_rpcs_or_use_the_sequences(pg_url, role):
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for seq in ("usage_events_id_seq", "quota_alerts_id_seq", "run_requests_id_seq"):
+            for priv in ("USAGE", "SELECT", "UPDATE"):
+                assert conn.execute("select has_sequence_privilege(%s, %s, %s)",
+                                    (role, f"public.{seq}", priv)).fetchone()[0] is False, (seq, priv)
+        assert conn.execute("select has_function_privilege(%s, 'public.request_run(uuid, uuid, text, text, boolean, "
+                            "integer, integer)', 'EXECUTE')", (role,)).fetchone()[0] is False
+        assert conn.execute("select has_table_privilege(%s, 'public.run_requests', 'SELECT')",
+                            (role,)).fetchone()[0] is False
