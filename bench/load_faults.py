@@ -77,14 +77,13 @@ def main() -> None:
         results = {}
         for faults in (False, True):
             with tempfile.TemporaryDirectory() as tmp:
-                results[faults] = run_scenario(Path(tmp), n=args.sessions, faults=faults, deadline_s=1500,
-                                               log=lambda s: print(s, flush=True))
-        for faults, out in results.items():
+                out = results[faults] = run_scenario(Path(tmp), n=args.sessions, faults=faults, deadline_s=1500,
+                                                     log=lambda s: print(s, flush=True))
             first = sum(r["status"] == "COMPLETED" for r in out.first_rows.values())
             print(f"{'with faults   ' if faults else 'without faults'}: {len(out.sessions)} sessions in "
                   f"{out.wall_s:.0f} s = {out.per_min:.1f} sessions/min; {first} completed first time, "
                   f"{len(out.reruns)} re-run ({sorted(out.reruns.values())}); longest non-terminal row after its run "
-                  f"ended: {out.max_row_lag_s:.1f} s; uploads unchanged: {out.uploads_after == out.uploads}")
+                  f"ended: {out.max_row_lag_s:.1f} s; uploads unchanged: {out.uploads_after == out.uploads}", flush=True)
         print(f"throughput with faults / without: {results[True].per_min / results[False].per_min:.2f}")
     d = slow_store_delays()
     print(f"status writes, store answering in 2 s, 30 s run at 50 calls/s: {d['calls']} calls -> {d['writes']} writes; "
