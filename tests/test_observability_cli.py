@@ -21,6 +21,7 @@ from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
+USER = "5c2d7e10-3a4b-4c5d-8e6f-7a8b9c0d1e2f"  # a run reads only uploads/<user_id>/…
 SECRETS = {"OPENAI_API_KEY": "sk-obs-test-7f3a9c2e51d8", "GEMINI_API_KEY": "AIza-obs-test-4b8e1d6f90a2"}
 
 
@@ -32,7 +33,7 @@ def traced_run(tmp_path_factory, s3_server, audio):
     subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "6", "-i", str(audio / "ja_meeting.flac"), "-ac", "1",
                     str(recording)], check=True)
     store = s3_server.bucket("vibeinsight-audio")
-    store.upload_file(recording, "uploads/u1/call.wav", "audio/wav")
+    store.upload_file(recording, f"uploads/{USER}/call.wav", "audio/wav")
     session = str(uuid.uuid4())
     with FakeOpenAI() as oa, FakeGemini() as gm, OTLPReceiver() as rx:
         oa.plan = [rate_limited("0")]  # one retried chunk request
@@ -43,8 +44,8 @@ def traced_run(tmp_path_factory, s3_server, audio):
                    VIBEINSIGHT_GEMINI_ATTEMPTS="3", LOG_FORMAT="json", LOG_LEVEL="INFO", ENABLE_TRACING="true",
                    OTEL_EXPORTER_OTLP_ENDPOINT=rx.endpoint, OTEL_SERVICE_NAME="vibeinsight-test")
         env.pop("GOOGLE_API_KEY", None)
-        p = subprocess.run([sys.executable, "-m", "vibeinsight", "process", "s3://vibeinsight-audio/uploads/u1/call.wav",
-                            "--session-id", session, "--language", "ja", "--json"],
+        p = subprocess.run([sys.executable, "-m", "vibeinsight", "process", f"s3://vibeinsight-audio/uploads/{USER}/call.wav",
+                            "--session-id", session, "--user-id", USER, "--language", "ja", "--json"],
                            capture_output=True, text=True, env=env, timeout=600)
         wait_for(lambda: any(s["attributes"].get("prefect.run.type") == "flow" for s in rx.spans), timeout=10)
         return {"session": session, "rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr,

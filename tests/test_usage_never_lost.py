@@ -13,7 +13,7 @@ import pytest
 
 from tests.fake_gemini import quota_exhausted
 from tests.fake_openai import error, rate_limited
-from tests.test_cloud_flow import cloud, recording, run_flow  # noqa: F401 - fixtures shared with the cloud flow tests
+from tests.test_cloud_flow import U1, cloud, recording, run_flow  # noqa: F401 - fixtures shared with the cloud flow tests
 
 pytestmark = pytest.mark.integration
 
@@ -34,9 +34,9 @@ def test_gemini_failing_every_call_completes_degraded_and_counts_its_calls(cloud
 
     get_settings.cache_clear()
     gm.plan = [quota_exhausted("0s")] * 50
-    store.upload_file(recording, "uploads/u1/degraded.wav", "audio/wav")
+    store.upload_file(recording, f"uploads/{U1}/degraded.wav", "audio/wav")
     sid = str(uuid.uuid4())
-    state = run_flow("s3://vibeinsight-audio/uploads/u1/degraded.wav", sid)
+    state = run_flow(f"s3://vibeinsight-audio/uploads/{U1}/degraded.wav", sid)
     assert state.is_completed(), state.message
     doc = state.result()
     assert doc["status"] == "COMPLETED" and doc["warnings"] == ["analysis_degraded"] and doc["error"] is None
@@ -72,9 +72,9 @@ def test_a_chunk_failing_for_good_still_has_every_call_counted(cloud, recording)
     store, oa, gm = cloud
     # the first request is retried after a 429; the next one is refused for good (400): its chunk fails
     oa.plan = [rate_limited("0"), (400, {}, error("Invalid file format.", "invalid_request_error"))]
-    store.upload_file(recording, "uploads/u1/broken.wav", "audio/wav")
+    store.upload_file(recording, f"uploads/{U1}/broken.wav", "audio/wav")
     sid = str(uuid.uuid4())
-    state = run_flow("s3://vibeinsight-audio/uploads/u1/broken.wav", sid)
+    state = run_flow(f"s3://vibeinsight-audio/uploads/{U1}/broken.wav", sid)
     assert state.is_failed()
     doc = json.loads(store.get_bytes(f"results/{sid}.json"))
     assert doc["status"] == "FAILED" and doc["error"]["code"] == "api_invalid_request"
