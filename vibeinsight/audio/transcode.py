@@ -169,9 +169,10 @@ def split_track(track: Track, spans: list[Span], out_dir: Path, timeout_s: float
     if len(spans) == 1:
         return [track.path]
     pattern = out_dir / f"{track.name}-%04d{track.path.suffix}"
+    demuxer = "ogg" if track.path.suffix == ".ogg" else "wav"  # our own Opus or (local engine) PCM
     cuts = ",".join(f"{end:.3f}" for _, end in spans[:-1])
     proc = ffmpeg.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", *ffmpeg.input_args(track.path, "ogg" if track.path.suffix == ".ogg" else "wav"),
+        ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", *ffmpeg.input_args(track.path, demuxer),
          "-c", "copy", "-f", "segment", "-segment_times", cuts, "-reset_timestamps", "1", str(pattern)],
         timeout_s, f"cutting {track.name} into chunks")
     if proc.returncode != 0:
