@@ -3,6 +3,7 @@ OpenAITranscriber sends the compact chunks to OpenAI's transcription endpoint.""
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from abc import abstractmethod
@@ -12,11 +13,12 @@ from pathlib import Path
 from prefect.blocks.core import Block
 from pydantic import BaseModel, Field
 
+from vibeinsight.audio import windows
 from vibeinsight.errors import InputRejected, TranscriptionFailed
 from vibeinsight.models import is_multilingual, model_dir
-from vibeinsight.schemas import Segment
+from vibeinsight.schemas import Segment, Word
 from vibeinsight.scoring import segment_confidence
-from vibeinsight.settings import OpenAIOptions, WhisperOptions
+from vibeinsight.settings import OpenAIOptions, WhisperOptions, machine_batch_size
 from vibeinsight.usage import ServiceUsage
 
 ProgressFn = Callable[[float], None]  # seconds of this chunk done
@@ -28,13 +30,17 @@ class ChunkJob(BaseModel):
     offset: float  # where the chunk starts in the recording
     duration: float
     speaker: str | None = None
+    vocabulary: list[str] | None = None  # names and jargon the engine should expect
+    # Speaker turns (absolute start, end, speaker) from diarization: with auto language, windows
+    # never cross a change of speaker, so each is decoded in its own speaker's language.
+    turns: list[tuple[float, float, str]] | None = None
 
 
 class ChunkTranscript(BaseModel):
     index: int
     language: str
     language_probability: float | None
-    segments: list[Segment]
+    segments: list[Segment]  # each with its own language when it was detected per window
     audio_s: float
     bytes_sent: int
     usage: ServiceUsage | None = None  # None: local work, nothing billed
@@ -77,7 +83,14 @@ class Transcriber(Block):
     def cache_fields(self) -> dict:
         """Settings that change a chunk's transcript: part of the chunk cache key."""
         return self.model_dump(mode="json", exclude={"concurrency", "cpu_threads", "model_cache", "api_key",
-                                                     "base_url", "timeout_s", "attempts", "block_type_slug"})
+                                                     "base_url", "timeout_s", "attempts", "block_type_slug",
+                                                     "batch_size"})
+
+
+def vocabulary_text(vocabulary: list[str] | None) -> str | None:
+    """The vocabulary as one hint line ("ComfyUI, Tigris, Supabase"), or None."""
+    words = [w.strip() for w in vocabulary or [] if w and w.strip()]
+    return ", ".join(dict.fromkeys(words)) or None
 
 
 def whisper_languages(multilingual: bool = True) -> list[str]:
@@ -117,9 +130,12 @@ class LocalWhisper(Transcriber, WhisperOptions):
     def chunk_limit_s(self) -> float | None:
         return self.max_chunk_s
 
+    def threads(self) -> int:
+        return self.cpu_threads or max(1, (os.cpu_count() or 1) // self.concurrency)
+
     def whisper_model(self):
         """The loaded faster-whisper model (named apart from Block.load, which reads a saved document)."""
-        threads = self.cpu_threads or max(1, (os.cpu_count() or 1) // self.concurrency)
+        threads = self.threads()
         key = (self.model, self.model_cache, threads, self.concurrency)
         with _models_lock:  # one load per process, shared by concurrent chunks
             if key not in _models:
@@ -136,16 +152,49 @@ class LocalWhisper(Transcriber, WhisperOptions):
     def warm_up(self) -> None:
         self.whisper_model()
 
-    def transcribe_options(self, language: str | None) -> dict:
-        """The faster-whisper options of a run (the benchmark calls faster-whisper with these too)."""
+    def transcribe_options(self, language: str | None, vocabulary: list[str] | None = None) -> dict:
+        """The BatchedInferencePipeline.transcribe options of a run (the benchmark calls faster-whisper with these too)."""
         # Word timestamps give each word's probability, so confidence is per segment
         # (avg_logprob is shared by every segment of a 30 s window).
+        hint = vocabulary_text(vocabulary)
         return dict(language=language, beam_size=self.beam_size, vad_filter=self.vad_filter,
-                    no_speech_threshold=self.no_speech_threshold, word_timestamps=True)
+                    no_speech_threshold=self.no_speech_threshold, word_timestamps=True,
+                    batch_size=self.batch_size or machine_batch_size(),
+                    # auto: every window is decoded in the language detected in it
+                    multilingual=language is None and is_multilingual(self.model),
+                    hotwords=hint)
 
     def transcribe(self, job: ChunkJob, language: str | None, on_progress: ProgressFn | None = None) -> ChunkTranscript:
-        model = self.whisper_model()
-        segments_iter, info = model.transcribe(str(job.path), **self.transcribe_options(language))
+        from faster_whisper import decode_audio
+
+        samples = decode_audio(str(job.path), sampling_rate=16000)
+        return self.transcribe_samples(samples, job, language, on_progress)
+
+    def transcribe_samples(self, samples, job: ChunkJob, language: str | None,
+                           on_progress: ProgressFn | None = None) -> ChunkTranscript:
+        """One chunk's decoded 16 kHz samples through the batched pipeline.
+
+        With auto language, every 30 s window is decoded in the language detected in it; when
+        diarization found several speakers, the windows are packed per speaker turn, so a Japanese
+        turn and an English one never share a window (and a language)."""
+        options = self.transcribe_options(language, job.vocabulary)
+        clips = None
+        if options["multilingual"] and job.turns and len({t[2] for t in job.turns}) > 1:
+            duration = len(samples) / 16000
+            clips = windows.by_turn([(a - job.offset, b - job.offset, who) for a, b, who in job.turns], duration)
+        segments, info = self._decode(samples, job, options, clips, on_progress) if clips != [] else ([], None)
+        if on_progress:
+            on_progress(job.duration)
+        detected = info.language if info else (language or "und")
+        prob = round(info.language_probability, 4) if info else None
+        return ChunkTranscript(index=job.index, language=detected, language_probability=prob,
+                               segments=segments, audio_s=job.duration, bytes_sent=job.path.stat().st_size)
+
+    def _decode(self, samples, job: ChunkJob, options: dict, clips: list[tuple[float, float]] | None,
+                on_progress: ProgressFn | None) -> tuple[list[Segment], object]:
+        pipeline = _pipeline_class()(self.whisper_model())
+        clip_timestamps = [{"start": a, "end": b} for a, b in clips] if clips else None
+        segments_iter, info = pipeline.transcribe(samples, clip_timestamps=clip_timestamps, **options)
         segments: list[Segment] = []
         for s in segments_iter:  # lazy: decoding happens as we iterate
             text = s.text.strip()
@@ -156,13 +205,44 @@ class LocalWhisper(Transcriber, WhisperOptions):
             segments.append(Segment(
                 start=round(job.offset + s.start, 3), end=round(job.offset + s.end, 3), text=text,
                 confidence=segment_confidence(_mean_logprob(s), s.no_speech_prob), speaker=job.speaker,
+                language=pipeline.language_of(s) or info.language,
+                words=[Word(start=round(job.offset + w.start, 3), end=round(job.offset + w.end, 3),
+                            word=w.word, probability=round(min(1.0, max(0.0, w.probability)), 4))
+                       for w in s.words or []] or None,
             ))
-        if on_progress:
-            on_progress(job.duration)
-        return ChunkTranscript(
-            index=job.index, language=info.language, language_probability=round(info.language_probability, 4),
-            segments=segments, audio_s=job.duration, bytes_sent=job.path.stat().st_size,
-        )
+        return segments, info
+
+
+@functools.lru_cache(maxsize=1)
+def _pipeline_class():
+    """faster-whisper's BatchedInferencePipeline that also remembers the language each window was
+    decoded in with multilingual=True (the pipeline detects it per window but does not report it).
+    One instance per chunk: it holds that chunk's windows. Built on first use (a heavy import)."""
+    from faster_whisper import BatchedInferencePipeline
+
+    class LanguagePerWindow(BatchedInferencePipeline):
+        def __init__(self, model):
+            super().__init__(model)
+            self._by_seek: dict[int, str] = {}
+            self._batch: list[str] = []
+
+        def generate_segment_batched(self, features, tokenizer, options):
+            encoder_output, output = super().generate_segment_batched(features, tokenizer, options)
+            # The detection the pipeline made on this encoder output, repeated (one decoder step a window).
+            self._batch = ([r[0][0][2:-2] for r in self.model.model.detect_language(encoder_output)]
+                           if options.multilingual else [])
+            return encoder_output, output
+
+        def forward(self, features, tokenizer, chunks_metadata, options):
+            out = super().forward(features, tokenizer, chunks_metadata, options)
+            for meta, lang in zip(chunks_metadata, self._batch, strict=False):
+                self._by_seek[int(meta["offset"] * self.model.frames_per_second)] = lang  # = each segment's seek
+            return out
+
+        def language_of(self, segment) -> str | None:
+            return self._by_seek.get(segment.seek)
+
+    return LanguagePerWindow
 
 
 def _mean_logprob(segment) -> float:
@@ -212,13 +292,15 @@ class OpenAITranscriber(Transcriber, OpenAIOptions):
         """The form fields sent for one chunk (verbose_json with segments where the model has it)."""
         fields: dict = {"model": self.model}
         if self.model == "whisper-1":
-            fields.update(response_format="verbose_json", timestamp_granularities=["segment"])
+            fields.update(response_format="verbose_json", timestamp_granularities=["segment", "word"])
         else:  # gpt-4o(-mini)-transcribe answer json (or text) only; logprobs give a confidence
             fields.update(response_format="json", include=["logprobs"])
         if language:
             fields["language"] = language
-        if self.prompt:
-            fields["prompt"] = self.prompt
+        # The vocabulary goes first: OpenAI reads the prompt as preceding text, names and all.
+        prompt = " ".join(p for p in (vocabulary_text(job.vocabulary), self.prompt) if p)
+        if prompt:
+            fields["prompt"] = prompt
         return fields
 
     def transcribe(self, job: ChunkJob, language: str | None, on_progress: ProgressFn | None = None) -> ChunkTranscript:
@@ -237,36 +319,41 @@ class OpenAITranscriber(Transcriber, OpenAIOptions):
 
         result = metered_call(once, usage, lambda exc: _openai_error(exc, job.index), self.attempts,
                               TranscriptionFailed, operation="transcription", chunk=job.index, bytes=size)
-        segments = self._segments(result, job)
+        lang = getattr(result, "language", None) or language or "und"
+        lang = _WHISPER_LANGUAGE_CODES.get(lang.lower(), lang)
+        segments = self._segments(result, job, lang)
         usage.audio_seconds = _billed_seconds(result, job.duration)
         tokens = getattr(getattr(result, "usage", None), "input_tokens", None)
         if tokens is not None:
             usage.tokens = {"openai_input": int(tokens), "openai_output": int(result.usage.output_tokens or 0)}
         if on_progress:
             on_progress(job.duration)
-        lang = getattr(result, "language", None) or language or "und"
-        return ChunkTranscript(index=job.index, language=_WHISPER_LANGUAGE_CODES.get(lang.lower(), lang),
+        return ChunkTranscript(index=job.index, language=lang,
                                language_probability=None, segments=segments, audio_s=job.duration,
                                bytes_sent=size, usage=usage)
 
-    def _segments(self, result, job: ChunkJob) -> list[Segment]:
+    def _segments(self, result, job: ChunkJob, language: str) -> list[Segment]:
         out: list[Segment] = []
         if getattr(result, "segments", None):  # whisper-1 verbose_json
+            # Words come as one list for the whole chunk (no probability): each goes to the segment it starts in.
+            words = [Word(start=round(job.offset + w.start, 3), end=round(job.offset + min(w.end, job.duration), 3),
+                          word=w.word, probability=None) for w in getattr(result, "words", None) or []]
             for s in result.segments:
                 text = s.text.strip()
                 if not text or s.no_speech_prob > 0.6 and s.avg_logprob < -1.0:
                     continue  # the same silence test as the local model
-                out.append(Segment(start=round(job.offset + s.start, 3),
-                                   end=round(job.offset + min(s.end, job.duration), 3), text=text,
+                start, end = round(job.offset + s.start, 3), round(job.offset + min(s.end, job.duration), 3)
+                out.append(Segment(start=start, end=end, text=text,
                                    confidence=segment_confidence(s.avg_logprob, s.no_speech_prob),
-                                   speaker=job.speaker))
+                                   speaker=job.speaker, language=language,
+                                   words=[w for w in words if start <= w.start < end] or None))
             return out
         text = (result.text or "").strip()
         if text:  # json: one segment spanning the chunk; confidence from token logprobs when returned
             logprobs = [lp.logprob for lp in (getattr(result, "logprobs", None) or [])]
             mean = sum(logprobs) / len(logprobs) if logprobs else 0.0
             out.append(Segment(start=round(job.offset, 3), end=round(job.offset + job.duration, 3), text=text,
-                               confidence=segment_confidence(mean), speaker=job.speaker))
+                               confidence=segment_confidence(mean), speaker=job.speaker, language=language))
         return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from contextlib import contextmanager, nullcontext
@@ -17,6 +18,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, Field, ValidationError
 
 from blocks import registry
 from blocks.transcriber import ChunkJob, ChunkTranscript, Transcriber
@@ -25,10 +27,21 @@ from flows.status_hooks import HOOKS, StageReporter
 from vibeinsight import logs, tracing
 from vibeinsight.audio import probe as probing
 from vibeinsight.audio import transcode as tc
+from vibeinsight.diarization import Diarization, Diarizer, Turn, assign_speakers
 from vibeinsight.errors import InputRejected, PipelineError, TranscriptionFailed, detail_of, error_code, user_message
 from vibeinsight.params import check_ids, check_s3_source, row_ids, workspace_for
 from vibeinsight.quota import compact_settings, current_month, guard_decision, month_bounds, user_share_exceeded
-from vibeinsight.schemas import ChunkInfo, ErrorInfo, ResultDocument, SourceInfo, Status, TranscodeInfo, Transcript
+from vibeinsight.schemas import (
+    ChunkInfo,
+    DiarizationInfo,
+    ErrorInfo,
+    ResultDocument,
+    Segment,
+    SourceInfo,
+    Status,
+    TranscodeInfo,
+    Transcript,
+)
 from vibeinsight.scoring import weighted_confidence
 from vibeinsight.settings import Settings, get_settings
 from vibeinsight.status_rule import result_key
@@ -73,6 +86,7 @@ class Run:
         self.served_by = "local"  # which storage served the upload: local, primary or fallback
         self.api_usage: list[ServiceUsage] = []  # one entry per billed chunk or analysis
         self.source_sha256 = ""
+        self.warnings: list[str] = []
 
     def content_id(self) -> str:
         """The audio the chunks come from: the upload's hash and how it was transcoded."""
@@ -158,6 +172,8 @@ def transcode(source: SourceInfo, run: Run) -> TranscodeInfo:
     cfg = run.settings.transcode
     if (limit := run.transcriber.chunk_limit_s()) and limit < cfg.max_chunk_s:  # API: shorter chunks, in parallel
         cfg = cfg.model_copy(update={"max_chunk_s": limit})
+    if not run.transcriber.api_service():  # nothing crosses the network: PCM, no encoding to wait for
+        cfg = cfg.model_copy(update={"codec": "pcm"})
     with run.stage("transcode"):
         upload = next(run.workspace.glob("upload*"))
         limits = run.settings.limits
@@ -176,7 +192,7 @@ def transcode(source: SourceInfo, run: Run) -> TranscodeInfo:
                 chunks.append(ChunkInfo(index=len(chunks), track=track.name, start=round(start, 3),
                                         end=round(end, 3), bytes=path.stat().st_size,
                                         key=str(path.relative_to(run.workspace))))
-        return TranscodeInfo(codec="opus", bitrate_kbps=cfg.bitrate_kbps, sample_rate=cfg.sample_rate,
+        return TranscodeInfo(codec=cfg.codec, bitrate_kbps=cfg.kbps, sample_rate=cfg.sample_rate,
                              bytes=sum(t.bytes for t in tracks), tracks=[t.name for t in tracks], chunks=chunks,
                              speech_s=round(out.speech_s, 3))
 
@@ -191,7 +207,7 @@ def chunk_cache_key(context, parameters: dict) -> str:
     job: ChunkJob = parameters["job"]
     transcriber: Transcriber = parameters["transcriber"]
     spec = json.dumps([parameters["session_id"], parameters["content_id"], job.offset, job.duration, job.speaker,
-                       parameters["language"], transcriber.model_name, transcriber.cache_fields()],
+                       job.vocabulary, job.turns, parameters["language"], transcriber.model_name, transcriber.cache_fields()],
                       sort_keys=True, default=str)
     return "chunk-" + hashlib.sha256(spec.encode()).hexdigest()
 
@@ -228,12 +244,25 @@ def transcribe_chunk(job: ChunkJob, language: str | None, transcriber: Transcrib
         return result
 
 
-def transcribe(compact: TranscodeInfo, language: str, run: Run) -> tuple[Transcript, list[ChunkTranscript]]:
+class SpeakerRequest(BaseModel):
+    """What the caller said about the speakers: an exact count, an upper bound, or neither."""
+
+    speakers: int | None = Field(None, ge=1)
+    max_speakers: int | None = Field(None, ge=1)
+
+
+def transcribe(compact: TranscodeInfo, language: str, run: Run, vocabulary: list[str] | None = None,
+               who: SpeakerRequest | None = None) -> tuple[Transcript, list[ChunkTranscript]]:
+    who = who or SpeakerRequest()
     with run.stage("transcribe"):
         lang = run.transcriber.check_language(language)
-        speakers = len(compact.tracks) > 1
+        by_channel = len(compact.tracks) > 1
+        # A mono mix is diarized first: with auto language the turns shape the decoding windows.
+        found = diarize(compact, run, who) if not by_channel and run.settings.diarize.mode != "off" else None
         jobs = [ChunkJob(index=c.index, path=run.workspace / c.key, offset=c.start, duration=c.end - c.start,
-                         speaker=c.track if speakers else None) for c in compact.chunks]
+                         speaker=c.track if by_channel else None, vocabulary=vocabulary or None,
+                         turns=found.turns_between(c.start, c.end) if found and lang is None else None)
+                for c in compact.chunks]
         total = sum(j.duration for j in jobs) or 1.0
         done = {j.index: 0.0 for j in jobs}
 
@@ -256,23 +285,81 @@ def transcribe(compact: TranscodeInfo, language: str, run: Run) -> tuple[Transcr
         if failed is not None:
             failed.result()  # raises the chunk's own error
         results = [f.result() for f in futures]
-        return merge_chunks(results, run.transcriber.model_name, lang), results
+        transcript = merge_chunks(results, run.transcriber.model_name, lang)
+        transcript.vocabulary = vocabulary or None
+        if by_channel:
+            transcript.diarization = DiarizationInfo(method="channels", speakers=len(compact.tracks))
+        elif found:
+            transcript.segments = assign_speakers(transcript.segments, found)
+            transcript.diarization = DiarizationInfo(method="embeddings", speakers=found.speakers,
+                                                     requested_speakers=who.speakers,
+                                                     max_speakers=who.max_speakers or run.settings.diarize.max_speakers)
+        return transcript, results
+
+
+def diarize(compact: TranscodeInfo, run: Run, who: SpeakerRequest) -> Diarization | None:
+    """Speaker turns of a mono mix, chunk by chunk (only embeddings are kept: memory stays flat).
+
+    In auto mode a failure is a warning and the transcript goes without speakers; with
+    VIBEINSIGHT_DIARIZE=on it fails the run."""
+    t0 = time.perf_counter()
+    cfg = run.settings.diarize
+    try:
+        if who.speakers == 1:  # nothing to tell apart: one turn over the whole recording
+            end = max((c.end for c in compact.chunks), default=0.0)
+            return Diarization(turns=[Turn(0.0, end, "S1")], speakers=1, speech_s=end, windows=0)
+        from faster_whisper import decode_audio
+
+        d = Diarizer(num_speakers=who.speakers, max_speakers=who.max_speakers or cfg.max_speakers,
+                     threshold=cfg.threshold, threads=cfg.threads or (os.cpu_count() or 1))
+        for c in compact.chunks:
+            d.add(decode_audio(str(run.workspace / c.key), sampling_rate=16000), c.start)
+        return d.finish()
+    except Exception as exc:
+        if cfg.mode == "on":
+            raise TranscriptionFailed(f"diarization failed: {exc}", "diarization_failed") from exc
+        log.warning("diarization skipped: %s", exc)
+        run.warnings.append("diarization_failed")
+        return None
+    finally:
+        run.timings["diarize"] = round(time.perf_counter() - t0, 3)
 
 
 def merge_chunks(results: list[ChunkTranscript], model: str, requested: str | None = None) -> Transcript:
     segments = sorted((s for r in results for s in r.segments), key=lambda s: (s.start, s.speaker or ""))
-    by_lang: dict[str, float] = {}
-    for r in results:  # the language most of the speech was detected as
-        if r.segments:
-            by_lang[r.language] = by_lang.get(r.language, 0.0) + r.audio_s
+    shares = language_shares(segments, results)
     # Detection on silence means nothing: then say what was asked, or "und" (undetermined).
-    language = max(by_lang, key=by_lang.get) if by_lang else (requested or "und")
+    language = max(shares, key=shares.get) if shares else (requested or "und")
     prob = next((r.language_probability for r in results if r.language == language), None)
-    joiner = "" if language in {"ja", "zh"} else " "
     return Transcript(language=language, language_probability=prob, model=model,
-                      text=joiner.join(s.text for s in segments),
+                      text=join_text(segments, language),
                       confidence=weighted_confidence((s.confidence, s.end - s.start) for s in segments),
-                      segments=segments)
+                      segments=segments, languages=shares or None)
+
+
+def language_shares(segments: list[Segment], results: list[ChunkTranscript]) -> dict[str, float]:
+    """Share of the speech per language: by word time where words exist, else by segment (or chunk) time."""
+    seconds: dict[str, float] = {}
+    for s in segments:
+        lang = s.language or next((r.language for r in results if s in r.segments), None)
+        if lang:
+            spoken = sum(w.end - w.start for w in s.words) if s.words else s.end - s.start
+            seconds[lang] = seconds.get(lang, 0.0) + max(spoken, 1e-3)
+    total = sum(seconds.values())
+    return {k: round(v / total, 4) for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])} if total else {}
+
+
+def join_text(segments: list[Segment], language: str) -> str:
+    """Japanese and Chinese join without spaces; a segment in another language keeps its space."""
+    out = ""
+    for s in segments:
+        tight = (s.language or language) in {"ja", "zh"} and (not out or _is_cjk_end(out))
+        out += s.text if not out or tight else " " + s.text
+    return out
+
+
+def _is_cjk_end(text: str) -> bool:
+    return bool(text) and ord(text[-1]) > 0x2E80
 
 
 @task(name="analyze", timeout_seconds=TIMEOUT_S["analyze"], **RETRY)
@@ -319,31 +406,38 @@ def publish(document: ResultDocument, run: Run) -> ResultDocument:
 
 @flow(name="process-audio", log_prints=False, **HOOKS)
 def process_audio(source: str, session_id: str | None = None, user_id: str | None = None,
-                  language: str = "auto") -> dict:
-    """Take one recording from upload to insight; returns the result document."""
+                  language: str = "auto", vocabulary: list[str] | None = None, speakers: int | None = None,
+                  max_speakers: int | None = None) -> dict:
+    """Take one recording from upload to insight; returns the result document.
+
+    vocabulary: names and jargon to expect ("ComfyUI", "Tigris"); speakers / max_speakers: the
+    number of speakers on a mono recording, exactly or at most (None: found by clustering)."""
     flow_run_id = str(get_run_context().flow_run.id)
     # The parameters may come from anyone with the Prefect API: checked here, before anything is
     # touched. A session_id that is not a UUID keys nothing (the run's own id does, as in the hooks).
     sid, uid = row_ids({"session_id": session_id, "user_id": user_id}, flow_run_id)
     with logs.bind(session_id=sid, flow_run_id=flow_run_id):
-        return _process(source, session_id, user_id, sid, uid, flow_run_id, language)
+        return _process(source, session_id, user_id, sid, uid, flow_run_id, language,
+                        dict(vocabulary=vocabulary, speakers=speakers, max_speakers=max_speakers))
 
 
 def _process(source: str, session_id: str | None, user_id: str | None, sid: str, uid: str | None, flow_run_id: str,
-             language: str) -> dict:
+             language: str, engine: dict) -> dict:
     """The run's body: `session_id`/`user_id` as given (checked first), `sid`/`uid` the ids that key its rows."""
     run = Run(sid, uid, flow_run_id, get_settings())
     doc = ResultDocument(session_id=sid, user_id=uid, flow_run_id=flow_run_id, status=Status.RUNNING)
     try:
         check_ids(session_id, user_id)
+        vocabulary, who = engine_request(**engine)  # bad values fail before any work
         if run.storage.role() != "local":  # object storage: only this user's uploads in our bucket
             check_s3_source(source, run.settings.s3.bucket_name, run.settings.s3.upload_prefixes, uid)
         run.settings = quota_guard(run)  # quota: refuse, or go compact
         doc.source = ingest(source, run)
         doc.transcode = transcode(doc.source, run)
-        doc.transcript, chunk_results = transcribe(doc.transcode, language, run)
+        doc.transcript, chunk_results = transcribe(doc.transcode, language, run, vocabulary, who)
         doc.analysis = analyze(doc.transcript, doc.source, run)
         doc.usage = usage_of(doc, run)
+        doc.warnings += run.warnings
         if not doc.transcript.segments:
             doc.warnings.append("no_speech")
         if doc.analysis.get("error"):  # the language model failed: the metrics stand, the session completes
@@ -363,6 +457,28 @@ def _process(source: str, session_id: str | None, user_id: str | None, sid: str,
     finally:
         record_usage(doc, run.settings)  # usage_events rows for the quota ledger; never raises
         shutil.rmtree(run.workspace, ignore_errors=True)  # only our copies; the upload is untouched
+
+
+MAX_VOCABULARY = 100  # terms, each at most 100 characters (the Edge Function's rule too)
+
+
+def engine_request(vocabulary: list[str] | None, speakers: int | None,
+                   max_speakers: int | None) -> tuple[list[str] | None, SpeakerRequest]:
+    """The transcription parameters, checked: a bad value is a rejected input, not a crash."""
+    if vocabulary is not None:
+        if (not isinstance(vocabulary, list) or len(vocabulary) > MAX_VOCABULARY
+                or not all(isinstance(w, str) and 0 < len(w.strip()) <= 100 for w in vocabulary)):
+            raise InputRejected(f"vocabulary must be a list of at most {MAX_VOCABULARY} terms of 1-100 characters",
+                                "invalid_parameter")
+        vocabulary = list(dict.fromkeys(w.strip() for w in vocabulary)) or None
+    try:
+        who = SpeakerRequest(speakers=speakers, max_speakers=max_speakers)
+    except ValidationError as exc:
+        raise InputRejected(f"speakers and max_speakers must be whole numbers of at least 1: {exc.errors()[0]['msg']}",
+                            "invalid_parameter") from exc
+    if who.speakers and who.max_speakers and who.speakers > who.max_speakers:
+        raise InputRejected(f"speakers={who.speakers} is more than max_speakers={who.max_speakers}", "invalid_parameter")
+    return vocabulary, who
 
 
 def usage_of(doc: ResultDocument, run: Run) -> Usage:

@@ -146,10 +146,15 @@ class FakeOpenAI(FakeServer):
             segments = [{"id": i, "seek": 0, "start": s, "end": e, "text": " " + t, "tokens": [50364, 2421, 1546],
                          "temperature": 0.0, "avg_logprob": -0.25, "compression_ratio": 1.2, "no_speech_prob": 0.01}
                         for i, (s, e, t) in enumerate([(0.0, half, parts[0]), (half, round(duration, 2), parts[1])])]
-            return 200, {}, {"task": "transcribe", "language": LANGUAGE_NAMES.get(form.get("language", self.language),
-                                                                                  "japanese"),
-                             "duration": duration, "text": text, "segments": segments,
-                             "usage": {"type": "duration", "seconds": round(duration)}}
+            body = {"task": "transcribe", "language": LANGUAGE_NAMES.get(form.get("language", self.language), "japanese"),
+                    "duration": duration, "text": text, "segments": segments,
+                    "usage": {"type": "duration", "seconds": round(duration)}}
+            if "word" in (form.get("timestamp_granularities[]") or []):  # documented shape: {word, start, end}
+                tokens = text.split() if " " in text else list(text)
+                step = duration / max(1, len(tokens))
+                body["words"] = [{"word": w, "start": round(i * step, 2), "end": round((i + 1) * step, 2)}
+                                 for i, w in enumerate(tokens)]
+            return 200, {}, body
         body = {"text": text, "usage": {"type": "tokens", "input_tokens": 140, "input_token_details":
                                         {"text_tokens": 0, "audio_tokens": 140}, "output_tokens": 20, "total_tokens": 160}}
         if "logprobs" in (form.get("include[]") or []):

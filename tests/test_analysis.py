@@ -46,7 +46,8 @@ def test_japanese_counts_characters_and_terms():
 
 def test_speakers_and_empty_transcript():
     a = analyze([seg(0, 2, "hello", speaker="left"), seg(1, 4, "hi there", speaker="right")], 5.0, "en")
-    assert a["speakers"] == {"left": {"talk_s": 2.0, "segments": 1}, "right": {"talk_s": 3.0, "segments": 1}}
+    assert a["speakers"] == {"left": {"talk_s": 2.0, "share": 0.4, "segments": 1, "turns": 1, "words": 1},
+                             "right": {"talk_s": 3.0, "share": 0.6, "segments": 1, "turns": 1, "words": 2}}
     assert a["speech_s"] == 4.0  # overlapping speech counted once
     empty = analyze([], 8.0, "und")
     assert empty["speech_ratio"] == 0.0 and empty["confidence"]["mean"] is None and empty["top_terms"] == []

@@ -52,7 +52,7 @@ def test_whisper1_sends_the_compact_chunk_and_makes_timestamps_absolute(openai_f
     form = req["form"]
     assert req["path"] == "/v1/audio/transcriptions" and req["headers"]["authorization"] == "Bearer sk-test"
     assert form["model"] == "whisper-1" and form["response_format"] == "verbose_json" and form["language"] == "ja"
-    assert form["timestamp_granularities[]"] == ["segment"]
+    assert form["timestamp_granularities[]"] == ["segment", "word"]
     assert form["file"]["data"] == chunk.read_bytes() and form["file"]["filename"] == "chunk-0000.ogg"
     assert req["audio"]["codec"] == "opus" and len(form["file"]["data"]) < 25 * 1024**2
     assert out.language == "ja"  # verbose_json says "japanese"

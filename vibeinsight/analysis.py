@@ -1,4 +1,8 @@
-"""Metrics that need no language model: pace, pauses, fillers, terms, confidence."""
+"""Metrics that need no language model: pace, pauses, fillers, terms, confidence, speakers.
+
+Where the transcript has word timings, speech time, pauses and speaking rates come from the
+words (a batched segment can span 30 s with pauses inside); else from the segments.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ def is_cjk_text(text: str) -> bool:
 def analyze(segments: Sequence[Segment], duration_s: float, language: str, top_n: int = 10) -> dict:
     text = " ".join(s.text.strip() for s in segments).strip()
     cjk = language in {"ja", "zh", "ko"} or is_cjk_text(text)
-    speech_s = _union_seconds([(s.start, s.end) for s in segments])
+    speech_s = _union_seconds([span for s in segments for span in _spoken(s)])
     # Japanese has no spaces between words: count characters instead (and Latin words apart).
     words = len(_LATIN_WORD.findall(text)) if cjk else len(text.split())
     characters = len(re.sub(r"\s", "", text))
@@ -50,6 +54,7 @@ def analyze(segments: Sequence[Segment], duration_s: float, language: str, top_n
         "characters": characters,
         "speaking_rate": {"value": round(rate_value / minutes, 1) if minutes else 0.0, "unit": rate_unit},
         "pauses": _pauses(segments),
+        "timing_basis": "words" if any(s.words for s in segments) else "segments",
         "fillers": _fillers(text, cjk, minutes),
         "top_terms": [{"term": t, "count": c} for t, c in _terms(text, cjk).most_common(top_n)],
         "confidence": _confidence(segments),
@@ -69,13 +74,18 @@ def _union_seconds(spans: list[tuple[float, float]]) -> float:
     return total
 
 
+def _spoken(segment: Segment) -> list[tuple[float, float]]:
+    """When the segment's words were spoken; the whole segment when it has no word timings."""
+    return [(w.start, w.end) for w in segment.words] if segment.words else [(segment.start, segment.end)]
+
+
 def _pauses(segments: Sequence[Segment]) -> dict:
     gaps: list[float] = []
     end = None
-    for s in sorted(segments, key=lambda s: s.start):
-        if end is not None and s.start - end >= PAUSE_MIN_S:
-            gaps.append(s.start - end)
-        end = s.end if end is None else max(end, s.end)
+    for start, stop in sorted(span for s in segments for span in _spoken(s)):
+        if end is not None and start - end >= PAUSE_MIN_S:
+            gaps.append(start - end)
+        end = stop if end is None else max(end, stop)
     return {
         "min_pause_s": PAUSE_MIN_S,
         "count": len(gaps),
@@ -126,10 +136,20 @@ def _confidence(segments: Sequence[Segment]) -> dict:
 
 
 def _speakers(segments: Sequence[Segment]) -> dict:
+    """Per speaker: talk time, share of all talk, segments, turns (runs of segments in time order
+    without another speaker between), words (Latin words, or characters for CJK text)."""
     out: dict[str, dict] = {}
-    for s in segments:
-        if s.speaker:
-            d = out.setdefault(s.speaker, {"talk_s": 0.0, "segments": 0})
-            d["talk_s"] = round(d["talk_s"] + (s.end - s.start), 3)
-            d["segments"] += 1
+    previous = None
+    for s in sorted(segments, key=lambda s: s.start):
+        if not s.speaker:
+            continue
+        d = out.setdefault(s.speaker, {"talk_s": 0.0, "share": 0.0, "segments": 0, "turns": 0, "words": 0})
+        d["talk_s"] = round(d["talk_s"] + _union_seconds(_spoken(s)), 3)
+        d["segments"] += 1
+        d["turns"] += s.speaker != previous
+        d["words"] += len(s.words) if s.words else len(s.text.split())
+        previous = s.speaker
+    total = sum(d["talk_s"] for d in out.values())
+    for d in out.values():
+        d["share"] = round(d["talk_s"] / total, 4) if total else 0.0
     return out

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vibeinsight.usage import Usage
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: words, per-segment language and speaker on mono, languages, diarization
 
 
 class Status(str, Enum):
@@ -62,12 +62,30 @@ class TranscodeInfo(BaseModel):
     speech_s: float | None = Field(None, description="audio that is not silence, per silencedetect")
 
 
+class Word(BaseModel):
+    start: float = Field(description="seconds from the start of the recording")
+    end: float
+    word: str = Field(description="as the model wrote it, with its leading space if any")
+    probability: float | None = Field(None, ge=0.0, le=1.0, description="None when the engine gives none (OpenAI)")
+
+
 class Segment(BaseModel):
     start: float
     end: float
     text: str
     confidence: float = Field(ge=0.0, le=1.0)
-    speaker: str | None = None
+    speaker: str | None = Field(None, description="'left'/'right' for stereo speaker tracks; 'S1', 'S2', … from "
+                                                  "diarization of a mono mix")
+    language: str | None = Field(None, description="the language this segment was decoded in (1.1)")
+    words: list[Word] | None = Field(None, description="word timings, when the engine gives them (1.1)")
+
+
+class DiarizationInfo(BaseModel):
+    method: Literal["channels", "embeddings"] = Field(description="channels: one speaker per stereo channel; "
+                                                                  "embeddings: CAM++ clustering of a mono mix")
+    speakers: int
+    requested_speakers: int | None = None
+    max_speakers: int | None = None
 
 
 class Transcript(BaseModel):
@@ -77,6 +95,9 @@ class Transcript(BaseModel):
     text: str
     confidence: float | None = Field(None, ge=0.0, le=1.0)
     segments: list[Segment]
+    languages: dict[str, float] | None = Field(None, description="share of the speech per language (1.1)")
+    vocabulary: list[str] | None = Field(None, description="the vocabulary hint given to the engine (1.1)")
+    diarization: DiarizationInfo | None = Field(None, description="how speakers were found (1.1)")
 
 
 class ErrorInfo(BaseModel):

@@ -98,12 +98,24 @@ class TranscodeSettings(BaseSettings):
     opus_compression_level: int = Field(5, ge=0, le=10)
     max_chunk_s: float = 600.0
     max_chunk_bytes: int = 20 * 1024**2  # well under OpenAI's 25 MB per request
+    # Opus exists for the network (an API engine); the local engine gets 16-bit PCM, which costs
+    # ffmpeg almost nothing to write and the engine nothing to decode (the flow chooses).
+    codec: Literal["opus", "pcm"] = "opus"
     min_chunk_s: float = 30.0  # do not cut tiny chunks at every short pause
     silence_db: float = -35.0
     silence_min_s: float = 0.4
     # Channels whose difference carries less than this share of the signal are
     # one mix, not two speaker tracks.
     stereo_min_difference: float = 0.1
+
+    @property
+    def kbps(self) -> int:
+        """The compact tracks' bit rate: Opus's setting, or PCM's 16 bits a sample."""
+        return self.bitrate_kbps if self.codec == "opus" else self.sample_rate * 16 // 1000
+
+    @property
+    def extension(self) -> str:
+        return ".ogg" if self.codec == "opus" else ".wav"
 
 
 # --- the outside systems' options: the fields of their blocks ---
@@ -120,20 +132,36 @@ class S3Options(BaseModel):
     upload_prefixes: list[str] = Field(default_factory=lambda: ["uploads/"], description="keys clients may upload to")
 
 
+def machine_batch_size() -> int:
+    """Windows decoded together: 8 (faster-whisper's default) with memory to spare, fewer on a small machine.
+
+    One 30 s window costs ~40 MB with base int8 and beam 5 (features, encoder output, beams)."""
+    try:
+        free_mb = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (ValueError, OSError, AttributeError):
+        return 8
+    return int(max(1, min(8, free_mb // 400)))
+
+
 class WhisperOptions(BaseModel):
-    """faster-whisper on the CPU (blocks.transcriber.LocalWhisper)."""
+    """faster-whisper on the CPU (blocks.transcriber.LocalWhisper), batched (BatchedInferencePipeline)."""
 
     model: Literal["base", "tiny.en"] = "base"
     beam_size: int = 5
     vad_filter: bool = True
     no_speech_threshold: float = 0.6
-    concurrency: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2), ge=1,
-                             description="chunks transcribed at once in one process")
+    # Batching already keeps every core busy inside one chunk: more chunks at once only contend.
+    concurrency: int = Field(1, ge=1, description="chunks transcribed at once in one process")
     cpu_threads: int = Field(0, ge=0, description="0: the machine's cores shared among concurrent chunks")
-    # faster-whisper computes the spectrogram of a whole chunk at once, so its peak memory grows
-    # with chunk length (measured: +220 MB for 300 s, +545 MB for 600 s): short chunks keep the
-    # peak flat however long the recording.
+    batch_size: int = Field(0, ge=0, description="30 s windows decoded together; 0: from the machine's free memory")
+    # Peak memory still grows with the chunk (measured with the model loaded, decoding, VAD,
+    # features, one encoder batch and diarization: 670 MB for a 120 s chunk, 1,086 MB for 600 s),
+    # so chunks stay short and the peak flat however long the recording.
     max_chunk_s: float = Field(120.0, gt=0, description="longest chunk; peak memory grows with it")
+    # With --language auto, a pause this long starts a new 30 s window (one turn, one language, per
+    # window); 0 packs speech into full windows as faster-whisper does (speech a window's language
+    # dropped is decoded again on its own either way).
+    language_split_pause_s: float = Field(0.0, ge=0, description="auto language: a pause that starts a new window")
 
 
 class OpenAIOptions(BaseModel):
@@ -166,6 +194,19 @@ class SupabaseOptions(BaseModel):
     url: str | None = Field(None, description="SUPABASE_URL, https://<ref>.supabase.co")
     service_role_key: SecretStr | None = Field(None, description="never shipped to a client")
     timeout_s: float = 5.0
+
+
+class DiarizeSettings(BaseSettings):
+    """Speakers on a mono mix (vibeinsight.diarization): CAM++ embeddings clustered on the CPU."""
+
+    model_config = SettingsConfigDict(env_prefix="VIBEINSIGHT_DIARIZE_", extra="ignore", populate_by_name=True)
+
+    # auto: diarize a mono mix (stereo speaker tracks are labelled left/right already); on: the mix
+    # of a stereo file too; off: never.
+    mode: Literal["auto", "on", "off"] = Field("auto", validation_alias=AliasChoices("VIBEINSIGHT_DIARIZE", "mode"))
+    threshold: float = Field(0.5, gt=0, lt=1, description="cosine similarity above which two voices are one speaker")
+    max_speakers: int | None = Field(None, ge=1, description="upper bound when --max-speakers is not given")
+    threads: int = Field(0, ge=0, description="onnxruntime threads; 0: the machine's cores")
 
 
 class StatusSettings(BaseSettings):
@@ -270,6 +311,7 @@ class Settings(BaseSettings):
     fallback_s3: FallbackS3Settings = Field(default_factory=FallbackS3Settings)
     supabase: SupabaseSettings = Field(default_factory=SupabaseSettings)
     status: StatusSettings = Field(default_factory=StatusSettings)
+    diarize: DiarizeSettings = Field(default_factory=DiarizeSettings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
 
     @property

@@ -46,7 +46,7 @@ class TranscodeOutput(BaseModel):
 def build_command(src: Path, out_dir: Path, channels: int, cfg: TranscodeSettings,
                   demuxer: str | None = None, max_seconds: float | None = None) -> list[str]:
     enc = ["-c:a", "libopus", "-b:a", f"{cfg.bitrate_kbps}k", "-application", "voip", "-vbr", "on",
-           "-compression_level", str(cfg.opus_compression_level)]
+           "-compression_level", str(cfg.opus_compression_level)] if cfg.codec == "opus" else ["-c:a", "pcm_s16le"]
     detect = f"silencedetect=n={cfg.silence_db}dB:d={cfg.silence_min_s}"
     head = f"[0:a:0]aresample={cfg.sample_rate}"
     if channels == 2:
@@ -65,7 +65,7 @@ def build_command(src: Path, out_dir: Path, channels: int, cfg: TranscodeSetting
     cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-y", *ffmpeg.input_args(src, demuxer, max_seconds),
            "-filter_complex", graph]
     for name in outs:
-        cmd += ["-map", f"[{name}]", "-vn", *enc, str(out_dir / f"{name}.ogg")]
+        cmd += ["-map", f"[{name}]", "-vn", *enc, str(out_dir / f"{name}{cfg.extension}")]
     return cmd + ["-progress", "pipe:1"]
 
 
@@ -110,7 +110,8 @@ def transcode(
         tail = " ".join(log_text.strip().splitlines()[-2:])[-300:]
         raise InputRejected(f"ffmpeg could not decode the audio: {tail}", "corrupt")
     names = ["mix", "left", "right"] if channels == 2 else ["mix"]
-    tracks = [Track(name=n, path=out_dir / f"{n}.ogg", bytes=(out_dir / f"{n}.ogg").stat().st_size) for n in names]
+    tracks = [Track(name=n, path=out_dir / f"{n}{cfg.extension}", bytes=(out_dir / f"{n}{cfg.extension}").stat().st_size)
+              for n in names]
     duration = decoded_s or duration_hint or 0.0
     if duration <= 0:
         raise InputRejected("the audio stream decoded to nothing", "corrupt")
@@ -159,7 +160,7 @@ def choose_tracks(out: TranscodeOutput, cfg: TranscodeSettings) -> list[Track]:
 
 
 def chunk_spans(out: TranscodeOutput, cfg: TranscodeSettings) -> list[Span]:
-    cap = max_chunk_seconds(cfg.max_chunk_s, cfg.max_chunk_bytes, cfg.bitrate_kbps)
+    cap = max_chunk_seconds(cfg.max_chunk_s, cfg.max_chunk_bytes, cfg.kbps)
     return plan_chunks(out.duration_s, out.silences, cap, cfg.min_chunk_s)
 
 
@@ -167,15 +168,16 @@ def split_track(track: Track, spans: list[Span], out_dir: Path, timeout_s: float
     """Cut a compact track at the planned times by stream copy (no re-encode)."""
     if len(spans) == 1:
         return [track.path]
-    pattern = out_dir / f"{track.name}-%04d.ogg"
+    pattern = out_dir / f"{track.name}-%04d{track.path.suffix}"
+    demuxer = "ogg" if track.path.suffix == ".ogg" else "wav"  # our own Opus or (local engine) PCM
     cuts = ",".join(f"{end:.3f}" for _, end in spans[:-1])
     proc = ffmpeg.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", *ffmpeg.input_args(track.path, "ogg"),
+        ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", *ffmpeg.input_args(track.path, demuxer),
          "-c", "copy", "-f", "segment", "-segment_times", cuts, "-reset_timestamps", "1", str(pattern)],
         timeout_s, f"cutting {track.name} into chunks")
     if proc.returncode != 0:
         raise TranscodeFailed(f"could not cut {track.name} into chunks: {proc.stderr.strip()[-300:]}")
-    paths = sorted(out_dir.glob(f"{track.name}-*.ogg"))
+    paths = sorted(out_dir.glob(f"{track.name}-*{track.path.suffix}"))
     if len(paths) != len(spans):
         raise TranscodeFailed(f"expected {len(spans)} chunks of {track.name}, ffmpeg wrote {len(paths)}")
     return paths

@@ -33,7 +33,12 @@ def process(
     source: str = typer.Argument(..., help="a local audio or video file (s3://bucket/key with cloud storage)"),
     session_id: Optional[str] = typer.Option(None, "--session-id", help="defaults to a new UUID"),
     user_id: Optional[str] = typer.Option(None, "--user-id", help="the owner's UUID"),
-    language: str = typer.Option("auto", "--language", help="auto, ja, en, …"),
+    language: str = typer.Option("auto", "--language", help="auto (each turn in its own detected language), ja, en, …"),
+    vocabulary: Optional[list[str]] = typer.Option(None, "--vocabulary",
+                                                   help='names and jargon to expect: "ComfyUI, Tigris, Supabase" '
+                                                        "(comma-separated; may be repeated)"),
+    speakers: Optional[int] = typer.Option(None, "--speakers", min=1, help="exact number of speakers (mono recordings)"),
+    max_speakers: Optional[int] = typer.Option(None, "--max-speakers", min=1, help="at most this many speakers"),
     as_json: bool = typer.Option(False, "--json", help="print exactly one JSON result document on stdout"),
 ) -> None:
     """Run the process-audio flow on this machine (Prefect's embedded mode) with a live progress bar."""
@@ -63,15 +68,23 @@ def process(
             os.environ["PREFECT_SERVER_REGISTER_BLOCKS_ON_START"] = "true"
         server = EmbeddedServer(settings.home / "logs" / "prefect-server.log")
         os.environ["PREFECT_API_URL"] = server.api_url  # before Prefect is imported
+    options = dict(language=language, vocabulary=split_vocabulary(vocabulary), speakers=speakers,
+                   max_speakers=max_speakers)
     try:
-        code = _run(source, session_id, user_id, language, as_json, server, started)
+        code = _run(source, session_id, user_id, options, as_json, server, started)
     finally:
         if server:
             server.stop()
     raise typer.Exit(code)
 
 
-def _run(source, session_id, user_id, language, as_json, server, started) -> int:
+def split_vocabulary(values: list[str] | None) -> list[str] | None:
+    """--vocabulary "ComfyUI, Tigris" --vocabulary Supabase → ["ComfyUI", "Tigris", "Supabase"] (order kept, no repeats)."""
+    terms = [t.strip() for v in values or [] for t in v.split(",") if t.strip()]
+    return list(dict.fromkeys(terms)) or None
+
+
+def _run(source, session_id, user_id, options: dict, as_json, server, started) -> int:
     from blocks import registry
     from flows import status_hooks
     from flows.process_audio import process_audio
@@ -100,7 +113,7 @@ def _run(source, session_id, user_id, language, as_json, server, started) -> int
         status_hooks.add_listener(on_update)
         try:
             with tracing.session(session_id):
-                state = process_audio(source=source, session_id=session_id, user_id=user_id, language=language,
+                state = process_audio(source=source, session_id=session_id, user_id=user_id, **options,
                                       return_state=True)
         finally:
             status_hooks.remove_listener(on_update)
@@ -153,7 +166,11 @@ def _print_summary(doc: dict) -> None:
     table = Table(show_header=False, box=None)
     table.add_row("source", f"{src['uri']} ({src['container']}/{src['codec']}, {src['duration_s']:.1f} s, "
                             f"{src['channels']} ch, {src['sample_rate']} Hz)")
-    table.add_row("language", f"{t['language']} ({t['model']})")
+    langs = ", ".join(f"{k} {v:.0%}" for k, v in (t.get("languages") or {}).items())
+    table.add_row("language", f"{t['language']} ({t['model']})" + (f"; {langs}" if len(t.get("languages") or {}) > 1 else ""))
+    if a.get("speakers"):
+        table.add_row("speakers", ", ".join(f"{k} {v['talk_s']:.0f} s / {v.get('turns', v['segments'])} turns"
+                                            for k, v in a["speakers"].items()))
     table.add_row("confidence", f"{t['confidence']}")
     table.add_row("speech", f"{a['speech_ratio']:.0%} of {a['duration_s']:.1f} s, "
                             f"{a['speaking_rate']['value']} {a['speaking_rate']['unit'].replace('_', ' ')}")
