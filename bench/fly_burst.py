@@ -32,8 +32,17 @@ def burst(fs: FlyStack, n: int) -> dict:
         span = times[-1] - times[0] if len(times) > 1 else 0.0
         out |= {"machines": len(times), "creates_per_s": (len(times) - 1) / span if span else float("nan"),
                 "throttled": fs.fly.count("POST", "/machines", 429) - throttled0,
-                "left": len(fs.fly.live())}
+                "left": _left_after(fs, 60)}
     return out
+
+
+def _left_after(fs: FlyStack, timeout_s: float) -> int:
+    """Machines still there `timeout_s` after the last run ended (a command exits a few seconds after
+    its run is COMPLETED; auto_destroy follows)."""
+    deadline = time.monotonic() + timeout_s
+    while fs.fly.live() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return len(fs.fly.live())
 
 
 def main() -> None:
@@ -48,7 +57,7 @@ def main() -> None:
                 for n in sizes:
                     r = results[mode][n] = burst(fs, n)
                     extra = (f", {r['machines']} Machines, {r['creates_per_s']:.2f} creates/s, {r['throttled']} x 429, "
-                             f"{r['left']} left" if mode == "fly" else "")
+                             f"{r['left']} left 60 s later" if mode == "fly" else "")
                     print(f"[{mode}] N={n}: {r['wall_s']:.1f} s first trigger to last COMPLETED, "
                           f"{r['completed']}/{n} COMPLETED{extra}", flush=True)
     print("\nN   Machines (s)  2 process workers (s)  ratio  creates/s  429s")

