@@ -77,9 +77,11 @@ class FlyStack:
         """n sessions as the Edge Function starts them: (session_id, flow_run_id) each."""
         from deployments.trigger import trigger
 
-        sources = [self.upload(f"uploads/{uuid.uuid4()}/call.flac") for _ in range(n)]
+        users = [str(uuid.uuid4()) for _ in range(n)]  # each upload under its owner's prefix, as the flow requires
+        sources = [self.upload(f"uploads/{user}/call.flac") for user in users]
         return [(t.session_id, t.flow_run_id) for t in
-                (trigger(src, user_id=None, language="en", api_url=self.api_url) for src in sources)]
+                (trigger(src, user_id=user, language="en", api_url=self.api_url)
+                 for src, user in zip(sources, users, strict=True))]
 
     def states(self, run_ids: list[str]) -> dict[str, str | None]:
         runs = self.api("POST", "/flow_runs/filter", {"flow_runs": {"id": {"any_": run_ids}}, "limit": 200})

@@ -27,8 +27,8 @@ def test_a_rerun_on_a_fresh_disk_reuses_the_chunks_in_the_bucket(bucket, tmp_pat
     from flows.process_audio import process_audio
     from vibeinsight.settings import get_settings
 
-    bucket.block().upload_file(DATA / "jfk.flac", "uploads/u1/jfk.flac", "audio/flac")
-    sid = str(uuid.uuid4())
+    uid, sid = str(uuid.uuid4()), str(uuid.uuid4())
+    bucket.block().upload_file(DATA / "jfk.flac", f"uploads/{uid}/jfk.flac", "audio/flac")
     with FakeOpenAI(script=["And so my fellow Americans"], language="en") as oa:
         for k, v in {**bucket.env(), "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": oa.url + "/v1",
                      "VIBEINSIGHT_OPENAI_CHUNK_S": "60",
@@ -39,8 +39,8 @@ def test_a_rerun_on_a_fresh_disk_reuses_the_chunks_in_the_bucket(bucket, tmp_pat
             monkeypatch.setenv("VIBEINSIGHT_HOME", str(tmp_path / attempt / "home"))
             get_settings.cache_clear()
             with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path / attempt / "prefect-storage"}):
-                state = process_audio(source="s3://vibeinsight-audio/uploads/u1/jfk.flac", session_id=sid,
-                                      language="en", return_state=True)
+                state = process_audio(source=f"s3://vibeinsight-audio/uploads/{uid}/jfk.flac", session_id=sid,
+                                      user_id=uid, language="en", return_state=True)
             assert state.is_completed(), state.message
             calls.append(len(oa.requests))
             doc = state.result()

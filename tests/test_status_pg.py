@@ -60,8 +60,8 @@ def test_rls_a_user_sees_only_their_rows_anon_nothing_and_clients_cannot_write(p
     assert store.apply(StatusUpdate(session_id=s_a, status=Status.RUNNING, seq=1, user_id=alice, progress=3))
     assert store.apply(StatusUpdate(session_id=s_b, status=Status.RUNNING, seq=1, user_id=bob, progress=4))
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO public.usage_events (session_id, kind, service, bytes) VALUES "
-                     "(%s, 'api_call', 'openai', 10), (%s, 'api_call', 'openai', 20)", (s_a, s_b))
+        conn.execute("INSERT INTO public.usage_events (session_id, kind, service, provider, bytes) VALUES "
+                     "(%s, 'api_call', 'openai', 'openai', 10), (%s, 'api_call', 'openai', 'openai', 20)", (s_a, s_b))
     with psycopg.connect(pg_url) as conn:
         _as(conn, "authenticated", alice)
         assert [str(r[0]) for r in conn.execute("SELECT session_id FROM processing_status")] == [s_a]
