@@ -397,7 +397,9 @@ def publish(document: ResultDocument, run: Run) -> ResultDocument:
             if document.usage.bytes_out == len(data):
                 break
             document.usage.bytes_out = len(data)
-        run.storage.put_bytes(result_key(document.session_id), _result_json(document, compact), "application/json")
+        data, key = _result_json(document, compact), result_key(document.session_id)
+        with tracing.span("storage.put", key=key, bytes=len(data), storage=type(run.storage).__name__):
+            run.storage.put_bytes(key, data, "application/json")
         if getattr(run.storage, "fell_back", False):  # the result went to the fallback (Supabase Storage)
             document.usage.storage = "fallback"
             document.usage.upload_provider = provider_of(run.storage.service_name("fallback"))
