@@ -76,8 +76,9 @@ def test_worker_run_is_in_the_sessions_trace_and_logs_json(tmp_path, audio):
     assert len(in_session) >= 5 and all(r["session_id"] == sid and r["trace_id"] == session.hex for r in in_session)
     assert {"prefect.flow_runs", "prefect.task_runs"} <= {r["logger"] for r in in_session}
     assert any(r["msg"].startswith("Finished in state") for r in in_session)  # after the run's context closed
-    # Only lines written before the run's parameters were read (the worker submitting it, its pull
-    # steps) lack the session; they name the flow run and claim no trace.
+    # Only lines written before the run's parameters were read (the worker submitting it, loading
+    # the flow code, its pull steps) lack the session; they name the flow run and claim no trace.
     before = [r for r in of_run if r["session_id"] is None]
-    assert all(r["trace_id"] is None and (r["logger"] == "prefect.flow_runs.worker" or "step" in r["msg"])
-               for r in before), before
+    assert all(r["trace_id"] is None and r["logger"].startswith("prefect.flow_runs") for r in before), before
+    first_in_session = of_run.index(in_session[0])
+    assert all(of_run.index(r) < first_in_session for r in before if r["logger"] != "prefect.flow_runs.worker"), before
