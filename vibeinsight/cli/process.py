@@ -93,7 +93,7 @@ def _run(source, session_id, user_id, options: dict, as_json, server, started) -
     from vibeinsight.cli.progress import ProgressView
     from vibeinsight.errors import InputRejected
 
-    # The model is first needed at transcribe: load it at low priority, on the CPU the
+    # The model is first needed at transcribe: load it in a thread, on the CPU the
     # server's start-up and the first stages leave idle.
     threading.Thread(target=_background, args=(registry.transcriber().warm_up,), daemon=True).start()
     if server:
@@ -212,10 +212,8 @@ def schema() -> None:
 
 
 def _background(fn) -> None:
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # this thread only (Linux)
-    except (AttributeError, OSError):
-        pass
+    # Normal priority on purpose: the threads the model starts while loading inherit this thread's
+    # nice value, and a reniced CTranslate2 pool starves the transcribe stage on a busy machine.
     try:
         fn()
     except Exception:  # noqa: BLE001
