@@ -30,7 +30,8 @@ def test_deploy_all_creates_the_three_deployments(prefect):
     api = deps["api"]
     assert api["work_pool_name"] == "vibeinsight-fly" and api["work_queue_name"] == "realtime"
     assert api["entrypoint"] == "flows.process_audio:process_audio"
-    assert set(api["parameter_openapi_schema"]["properties"]) == {"source", "session_id", "user_id", "language"}
+    assert set(api["parameter_openapi_schema"]["properties"]) == {"source", "session_id", "user_id", "language",
+                                                                  "vocabulary", "speakers", "max_speakers"}
     assert api["parameter_openapi_schema"]["required"] == ["source"]
     assert api["pull_steps"] == []
     if (ROOT / "flows/quota_report.py").exists():
