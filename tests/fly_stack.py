@@ -75,9 +75,14 @@ class FlyStack:
 
     def trigger(self, n: int) -> list[tuple[str, str]]:
         """n sessions as the Edge Function starts them: (session_id, flow_run_id) each."""
+        import psycopg
+
         from deployments.trigger import trigger
 
         users = [str(uuid.uuid4()) for _ in range(n)]  # each upload under its owner's prefix, as the flow requires
+        with psycopg.connect(self.status_url, autocommit=True) as conn:  # owners are Supabase Auth users
+            for user in users:
+                conn.execute("INSERT INTO auth.users (id) VALUES (%s)", (user,))
         sources = [self.upload(f"uploads/{user}/call.flac") for user in users]
         return [(t.session_id, t.flow_run_id) for t in
                 (trigger(src, user_id=user, language="en", api_url=self.api_url)
