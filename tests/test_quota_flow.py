@@ -117,7 +117,9 @@ def test_real_runs_feed_the_ledger_and_the_guard_acts(run_home, tmp_path, monkey
     assert dl["audio_seconds"] == pytest.approx(doc["usage"]["audio_seconds"])
     assert dl["m_confidence"] == pytest.approx(doc["transcript"]["confidence"])
     assert dl["m_processing_s"] == pytest.approx(sum(v for k, v in doc["timings"].items() if k != "startup"), abs=0.01)
-    assert doc["transcode"]["bitrate_kbps"] == get_settings().transcode.bitrate_kbps
+    # the local engine reads 16-bit PCM (issue 12): Opus and its bitrate are for an API engine only
+    assert doc["transcode"]["codec"] == "pcm"
+    assert doc["transcode"]["bitrate_kbps"] == get_settings().transcode.model_copy(update={"codec": "pcm"}).kbps
     writes = mine[mine["kind"] == "status_write"].iloc[0]  # the run's row updates, as Realtime egress
     assert writes["calls"] >= 2 and 100 * writes["calls"] <= writes["bytes"] <= 1024 * writes["calls"]
 
@@ -140,5 +142,7 @@ def test_real_runs_feed_the_ledger_and_the_guard_acts(run_home, tmp_path, monkey
     get_settings.cache_clear()
     doc = process_audio(source=str(upload), language="en")
     assert doc["status"] == "COMPLETED"
-    assert doc["transcode"]["bitrate_kbps"] == 12 and doc["transcode"]["tracks"] == ["mix"]
+    # compact: one mono mix (the compact Opus bitrate applies to an API engine's upload; unit-tested in
+    # compact_settings), and still PCM for the local engine
+    assert doc["transcode"]["tracks"] == ["mix"] and doc["transcode"]["codec"] == "pcm"
     assert sha256(upload) == before
