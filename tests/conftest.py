@@ -66,6 +66,17 @@ def model_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")
 
 
+@pytest.fixture(autouse=True)
+def fresh_settings():
+    """Settings are cached per process: each test reads its own environment, never the last test's
+    (a cached status URL to another test's dropped database once failed an unrelated worker test)."""
+    from vibeinsight.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
 @pytest.fixture()
 def home(tmp_path, monkeypatch, model_cache) -> Path:
     """A fresh VIBEINSIGHT_HOME per test (bucket, status db, workspace)."""
