@@ -1,6 +1,7 @@
 """The transcription engine in one run, on one 5-minute Japanese recording and one loaded model:
 
-- faster-whisper's BatchedInferencePipeline called directly with the flow's own options,
+- faster-whisper's BatchedInferencePipeline called directly with the flow's own options (one model
+  on every core, as a user calls it),
 - sequential faster-whisper (WhisperModel.transcribe, same beam, VAD and word timestamps),
 - the process-audio flow (diarization off, so both sides do the same work), its transcribe stage,
 - diarization alone: seconds (wall and CPU) per audio minute.
@@ -52,8 +53,15 @@ def main() -> None:
         from vibeinsight.diarization import Diarizer
         from vibeinsight.settings import get_settings
 
+        from faster_whisper import WhisperModel
+
+        from vibeinsight.models import model_dir
+
         transcriber = registry.transcriber(get_settings())
-        model = transcriber.whisper_model()  # every side uses this one loaded model
+        transcriber.warm_up()  # the flow's own model: one single-threaded replica per chunk in flight
+        # faster-whisper as a user calls it: one model on every core (the same files, int8)
+        model = WhisperModel(str(model_dir(transcriber.model, Path(transcriber.model_cache))), device="cpu",
+                             compute_type="int8", cpu_threads=os.cpu_count() or 1)
         lang = transcriber.check_language(args.language)
         options = transcriber.transcribe_options(lang)
 
@@ -95,7 +103,8 @@ def main() -> None:
 
         minutes = duration / 60
         print(f"{duration:.0f} s Japanese recording, model {transcriber.model} int8, beam {transcriber.beam_size}, "
-              f"batch {options['batch_size']}, {transcriber.threads()} threads, {os.cpu_count()} cores, "
+              f"batch {options['batch_size']}, {os.cpu_count()} cores; direct: {os.cpu_count()} threads; "
+              f"flow: {transcriber.parallel_chunks()} chunk(s) at once x {transcriber.threads()} thread(s), "
               f"language {args.language}")
         print(f"faster-whisper BatchedInferencePipeline direct: {b:.1f} s (runs {b1:.1f}, {b2:.1f}), CER {cer_b:.3f}")
         print(f"faster-whisper sequential:                      {s1:.1f} s, CER {cer_s:.3f}")

@@ -18,7 +18,7 @@ from vibeinsight.errors import InputRejected, TranscriptionFailed
 from vibeinsight.models import is_multilingual, model_dir
 from vibeinsight.schemas import Segment, Word
 from vibeinsight.scoring import segment_confidence
-from vibeinsight.settings import OpenAIOptions, WhisperOptions, machine_batch_size
+from vibeinsight.settings import OpenAIOptions, WhisperOptions, machine_batch_size, machine_concurrency
 from vibeinsight.usage import ServiceUsage
 
 ProgressFn = Callable[[float], None]  # seconds of this chunk done
@@ -80,6 +80,10 @@ class Transcriber(Block):
         """Longest chunk this transcriber wants (shorter chunks run in parallel); None: the transcode default."""
         return None
 
+    def balanced_chunks(self) -> int:
+        """Chunks of one track the transcode plans in a balanced multiple of (1: longest chunks first)."""
+        return 1
+
     def cache_fields(self) -> dict:
         """Settings that change a chunk's transcript: part of the chunk cache key."""
         return self.model_dump(mode="json", exclude={"concurrency", "cpu_threads", "model_cache", "api_key",
@@ -130,13 +134,19 @@ class LocalWhisper(Transcriber, WhisperOptions):
     def chunk_limit_s(self) -> float | None:
         return self.max_chunk_s
 
+    def balanced_chunks(self) -> int:
+        return self.parallel_chunks()  # every core gets an equal share: nobody waits on a straggler
+
+    def parallel_chunks(self) -> int:
+        return self.concurrency or machine_concurrency()
+
     def threads(self) -> int:
-        return self.cpu_threads or max(1, (os.cpu_count() or 1) // self.concurrency)
+        return self.cpu_threads or max(1, (os.cpu_count() or 1) // self.parallel_chunks())
 
     def whisper_model(self):
         """The loaded faster-whisper model (named apart from Block.load, which reads a saved document)."""
-        threads = self.threads()
-        key = (self.model, self.model_cache, threads, self.concurrency)
+        threads, workers = self.threads(), self.parallel_chunks()
+        key = (self.model, self.model_cache, threads, workers)
         with _models_lock:  # one load per process, shared by concurrent chunks
             if key not in _models:
                 from faster_whisper import WhisperModel  # heavy import, kept off the CLI's start path
@@ -145,7 +155,7 @@ class LocalWhisper(Transcriber, WhisperOptions):
                     raise TranscriptionFailed("LocalWhisper.model_cache is not set (blocks/registry.py fills it in)")
                 _models[key] = WhisperModel(
                     str(model_dir(self.model, Path(self.model_cache))), device="cpu", compute_type="int8",
-                    cpu_threads=threads, num_workers=self.concurrency,
+                    cpu_threads=threads, num_workers=workers,  # one CTranslate2 replica per chunk in flight
                 )
             return _models[key]
 

@@ -184,7 +184,7 @@ def transcode(source: SourceInfo, run: Run) -> TranscodeInfo:
         probing.check_duration(out.duration_s, run.settings.limits)  # the decoded length is the truth
         source.duration_s = source.duration_s or out.duration_s
         tracks = tc.choose_tracks(out, cfg)
-        spans = tc.chunk_spans(out, cfg)
+        spans = tc.chunk_spans(out, cfg, max(1, run.transcriber.balanced_chunks() // len(tracks)))
         chunks: list[ChunkInfo] = []
         for track in tracks:
             for (start, end), path in zip(spans, tc.split_track(track, spans, run.workspace / "compact",

@@ -55,3 +55,26 @@ def test_every_chunk_under_cap_for_many_silences():
 
 def test_total_silence():
     assert total_silence([(0, 1.5), (3, 4)]) == 2.5
+
+
+@pytest.mark.parametrize("duration", [61.0, 300.0, 301.0, 1234.5, 3600.0])
+@pytest.mark.parametrize("parallel", [2, 3, 4])
+def test_parallel_chunks_come_in_balanced_multiples(duration, parallel):
+    silences = [(t, t + 0.5) for t in range(5, int(duration), 5)]
+    spans = plan_chunks(duration, silences, max_chunk_s=180, min_chunk_s=30, parallel=parallel)
+    _contiguous(spans, duration)
+    lengths = [e - s for s, e in spans]
+    assert max(lengths) <= 180 and min(lengths) >= 30
+    # as many chunks as the cap needs, rounded up so every worker gets a share (unless under min_chunk_s)
+    assert len(spans) % parallel == 0 or len(spans) == int(duration // 30)
+    assert max(lengths) <= 1.6 * min(lengths)  # each cut within a quarter share of the even split
+    for _, end in spans[:-1]:  # at a silence: one lies every 5 s, inside each cut's range
+        assert any(s <= end <= e for s, e in silences)
+
+
+def test_parallel_chunks_cut_hard_without_silence_and_keep_short_recordings_whole():
+    assert plan_chunks(300.0, [], max_chunk_s=180, parallel=2) == [(0.0, 150.0), (150.0, 300.0)]
+    assert plan_chunks(45.0, [], max_chunk_s=180, parallel=2) == [(0.0, 45.0)]  # two halves under 30 s: no
+    # two shares of 150 s would sit at the cap with no room to move a cut: four of 75 s
+    assert plan_chunks(300.0, [], max_chunk_s=150, parallel=2) == [(0.0, 75.0), (75.0, 150.0), (150.0, 225.0),
+                                                                    (225.0, 300.0)]

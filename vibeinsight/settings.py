@@ -143,6 +143,18 @@ def machine_batch_size() -> int:
     return int(max(1, min(8, free_mb // 400)))
 
 
+CHUNK_IN_FLIGHT_MB = 700  # a 120 s chunk being decoded: audio, VAD, features, one batch (bench/chunk_memory.py)
+
+
+def machine_concurrency() -> int:
+    """Chunks transcribed at once: one per core, fewer when free memory cannot hold them."""
+    try:
+        free_mb = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (ValueError, OSError, AttributeError):
+        free_mb = float("inf")
+    return int(max(1, min(os.cpu_count() or 1, free_mb // CHUNK_IN_FLIGHT_MB)))
+
+
 class WhisperOptions(BaseModel):
     """faster-whisper on the CPU (blocks.transcriber.LocalWhisper), batched (BatchedInferencePipeline)."""
 
@@ -150,14 +162,16 @@ class WhisperOptions(BaseModel):
     beam_size: int = 5
     vad_filter: bool = True
     no_speech_threshold: float = 0.6
-    # Batching already keeps every core busy inside one chunk: more chunks at once only contend.
-    concurrency: int = Field(1, ge=1, description="chunks transcribed at once in one process")
+    # One chunk per core beats one chunk on every core: CTranslate2's beam search keeps only ~1.6 of
+    # 2 cores busy, two single-threaded chunks keep ~1.9 (bench/transcribe_engine.py).
+    concurrency: int = Field(0, ge=0, description="chunks transcribed at once in one process; 0: one per core, "
+                                                  "as memory allows")
     cpu_threads: int = Field(0, ge=0, description="0: the machine's cores shared among concurrent chunks")
     batch_size: int = Field(0, ge=0, description="30 s windows decoded together; 0: from the machine's free memory")
     # Peak memory still grows with the chunk (measured with the model loaded, decoding, VAD,
     # features, one encoder batch and diarization: 670 MB for a 120 s chunk, 1,086 MB for 600 s),
     # so chunks stay short and the peak flat however long the recording.
-    max_chunk_s: float = Field(120.0, gt=0, description="longest chunk; peak memory grows with it")
+    max_chunk_s: float = Field(180.0, gt=0, description="longest chunk; peak memory grows with it")
     # With --language auto, a pause this long starts a new 30 s window (one turn, one language, per
     # window); 0 packs speech into full windows as faster-whisper does (speech a window's language
     # dropped is decoded again on its own either way).

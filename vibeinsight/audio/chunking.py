@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 Span = tuple[float, float]
@@ -18,16 +19,20 @@ def plan_chunks(
     silences: Sequence[Span],
     max_chunk_s: float,
     min_chunk_s: float = 30.0,
+    parallel: int = 1,
 ) -> list[Span]:
     """Cover [0, duration] with spans no longer than max_chunk_s.
 
-    Each cut goes in the middle of the longest silence in the second half of the
-    allowed window (so chunks stay long), else the longest silence anywhere past
-    min_chunk_s, else a hard cut at the cap.
+    One chunk at a time (parallel=1): each cut goes in the middle of the longest silence in the
+    second half of the allowed window (so chunks stay long), else the longest silence anywhere past
+    min_chunk_s, else a hard cut at the cap. With `parallel` chunks transcribed at once, the spans
+    come in a multiple of `parallel` of near-equal length instead, so no worker waits on a straggler.
     """
     if duration <= 0:
         return []
     min_chunk_s = min(min_chunk_s, max_chunk_s / 2)
+    if parallel > 1:
+        return _balanced(duration, silences, max_chunk_s, min_chunk_s, parallel)
     spans: list[Span] = []
     pos = 0.0
     while duration - pos > max_chunk_s:
@@ -38,6 +43,35 @@ def plan_chunks(
         pos = cut
     spans.append((pos, duration))
     return spans
+
+
+def _balanced(duration: float, silences: Sequence[Span], max_chunk_s: float, min_chunk_s: float,
+              parallel: int) -> list[Span]:
+    """n spans (a multiple of `parallel`, none under min_chunk_s, none over max_chunk_s), each cut at
+    the silence nearest its even share, within a quarter of a share of it."""
+    least = math.ceil(duration / max_chunk_s)
+    n = math.ceil(least / parallel) * parallel
+    if duration / n > 0.9 * max_chunk_s:  # shares at the cap leave a cut no room to find a silence
+        n += parallel
+    n = max(least, min(n, int(duration // min_chunk_s)))
+    step = duration / n
+    spans: list[Span] = []
+    pos = 0.0
+    for i in range(1, n):
+        ideal = i * step
+        lo = max(ideal - step / 4, pos + min_chunk_s, duration - (n - i) * max_chunk_s)
+        hi = min(ideal + step / 4, pos + max_chunk_s, duration - (n - i) * min_chunk_s)
+        cut = _nearest_cut(silences, ideal, lo, hi)
+        cut = cut if cut is not None else min(max(ideal, lo), hi)
+        spans.append((pos, cut))
+        pos = cut
+    spans.append((pos, duration))
+    return spans
+
+
+def _nearest_cut(silences: Sequence[Span], ideal: float, lo: float, hi: float) -> float | None:
+    mids = [(s + e) / 2 for s, e in silences if lo <= (s + e) / 2 <= hi]
+    return min(mids, key=lambda m: abs(m - ideal)) if mids else None
 
 
 def _best_cut(silences: Sequence[Span], lo: float, hi: float) -> float | None:
