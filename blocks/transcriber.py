@@ -169,7 +169,8 @@ class LocalWhisper(Transcriber, WhisperOptions):
         hint = vocabulary_text(vocabulary)
         return dict(language=language, beam_size=self.beam_size, vad_filter=self.vad_filter,
                     no_speech_threshold=self.no_speech_threshold, word_timestamps=True,
-                    batch_size=self.batch_size or machine_batch_size(),
+                    # the machine's windows in flight, shared among the chunks decoded at once
+                    batch_size=self.batch_size or max(1, machine_batch_size() // self.parallel_chunks()),
                     # auto: every window is decoded in the language detected in it
                     multilingual=language is None and is_multilingual(self.model),
                     hotwords=hint)

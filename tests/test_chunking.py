@@ -78,3 +78,9 @@ def test_parallel_chunks_cut_hard_without_silence_and_keep_short_recordings_whol
     # two shares of 150 s would sit at the cap with no room to move a cut: four of 75 s
     assert plan_chunks(300.0, [], max_chunk_s=150, parallel=2) == [(0.0, 75.0), (75.0, 150.0), (150.0, 225.0),
                                                                     (225.0, 300.0)]
+
+
+def test_parallel_cut_prefers_a_sentence_pause_to_a_breath():
+    # near the even split (150 s) a 0.4 s breath; 20 s off it, a 1.5 s pause between sentences
+    spans = plan_chunks(300.0, [(149.8, 150.2), (129.0, 130.5)], max_chunk_s=180, parallel=2)
+    assert spans == [(0.0, 129.75), (129.75, 300.0)]

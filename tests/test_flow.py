@@ -142,7 +142,10 @@ def test_long_recording_chunks_concurrently_with_absolute_times(home, tmp_path, 
     src = media.with_gaps(tmp_path / "long.wav", audio / "jfk.flac", repeats=4, gap_s=3.0)
     doc = ResultDocument.model_validate(run(src).result())
     assert len(doc.transcode.chunks) >= 3
-    assert all(c.end - c.start <= 20 for c in doc.transcode.chunks)
+    lengths = [c.end - c.start for c in doc.transcode.chunks]
+    assert max(lengths) <= 20
+    # two chunks at once: an even number of near-equal chunks, so neither worker waits on a straggler
+    assert len(lengths) % 2 == 0 and max(lengths) <= 1.6 * min(lengths)
     starts = [s.start for s in doc.transcript.segments]
     assert starts == sorted(starts) and doc.transcript.segments[-1].end <= doc.source.duration_s + 0.5
     # each 11 s repeat starts 14 s after the one before: timestamps are absolute, not per chunk

@@ -69,7 +69,7 @@ def test_local_defaults_and_one_default_per_field(env):
                                   (GeminiOptions, type(s.gemini), GeminiAnalyzer)):
         for name in options.model_fields:
             assert group.model_fields[name].default == block.model_fields[name].default, (block.__name__, name)
-    assert w.concurrency == s.whisper.concurrency  # default_factory: half the cores, in both
+    assert w.concurrency == s.whisper.concurrency == 0  # one chunk per core (as memory allows), in both
 
 
 def test_status_url_picks_the_store_and_an_unknown_scheme_is_an_error(env):

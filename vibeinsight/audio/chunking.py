@@ -70,8 +70,14 @@ def _balanced(duration: float, silences: Sequence[Span], max_chunk_s: float, min
 
 
 def _nearest_cut(silences: Sequence[Span], ideal: float, lo: float, hi: float) -> float | None:
-    mids = [(s + e) / 2 for s, e in silences if lo <= (s + e) / 2 <= hi]
-    return min(mids, key=lambda m: abs(m - ideal)) if mids else None
+    """The middle of the silence nearest `ideal` among the longest in [lo, hi] (at least 80 % of the
+    longest there): a long pause ends a sentence, a short one may split it."""
+    inside = [(s, e) for s, e in silences if lo <= (s + e) / 2 <= hi]
+    if not inside:
+        return None
+    longest = max(e - s for s, e in inside)
+    mids = [(s + e) / 2 for s, e in inside if e - s >= 0.8 * longest]
+    return min(mids, key=lambda m: abs(m - ideal))
 
 
 def _best_cut(silences: Sequence[Span], lo: float, hi: float) -> float | None:
