@@ -49,7 +49,7 @@ def main() -> None:
         d, p = (d1 + d2) / 2, (p1 + p2) / 2
         minutes = doc["source"]["duration_s"] / 60
         print(f"5-minute recording ({doc['source']['duration_s']:.0f} s), model {transcriber.model}, "
-              f"{os.cpu_count()} cores, concurrency {transcriber.concurrency}")
+              f"{os.cpu_count()} cores, {transcriber.parallel_chunks()} chunk(s) at once")
         print(f"faster-whisper direct: {d:.1f} s (runs {d1:.1f}, {d2:.1f})")
         print(f"process-audio flow:    {p:.1f} s (runs {p1:.1f}, {p2:.1f})")
         print(f"overhead ratio flow / direct: {p / d:.3f} (target <= 1.10)")
