@@ -16,10 +16,13 @@ import contextlib
 import json
 import os
 import subprocess
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from deployments import stack
 from tests.waiting import wait_for
@@ -62,12 +65,17 @@ class LocalPrefect:
     # --- the REST API ---
 
     def get(self, path: str) -> dict | list:
-        with urllib.request.urlopen(self.api_url + path, timeout=30) as r:
-            return json.loads(r.read())
+        return self._call(urllib.request.Request(self.api_url + path))
 
     def post(self, path: str, body: dict) -> dict | list:
-        req = urllib.request.Request(self.api_url + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+        return self._call(urllib.request.Request(self.api_url + path, data=json.dumps(body).encode(), method="POST",
+                                                 headers={"Content-Type": "application/json"}))
+
+    # The server answers 503 while its database is busy (a loaded machine) and 429 when it sheds load:
+    # retried as Prefect's own client retries them.
+    @retry(retry=retry_if_exception(lambda e: isinstance(e, urllib.error.HTTPError) and e.code in (429, 503)),
+           wait=wait_exponential(multiplier=0.5, max=8), stop=stop_after_attempt(6), reraise=True)
+    def _call(self, req: urllib.request.Request) -> dict | list:
         with urllib.request.urlopen(req, timeout=30) as r:
             raw = r.read()
             return json.loads(raw) if raw else {}
