@@ -14,10 +14,11 @@ import threading
 import time
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.http_standin import HTTPStandin, QuietHandler
 
 
-class FakeServer:
+class FakeServer(HTTPStandin):
     """A threaded HTTP server; subclasses answer `handle(method, path, headers, body)`."""
 
     def __init__(self):
@@ -28,7 +29,7 @@ class FakeServer:
         self.lock = threading.Lock()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self):
@@ -43,33 +44,9 @@ class FakeServer:
                 finally:
                     with outer.lock:
                         outer.in_flight -= 1
-                data = json.dumps(payload, ensure_ascii=False).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_body(status, json.dumps(payload, ensure_ascii=False).encode(), headers=headers)
 
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
     def answer(self, method, path, headers, body) -> tuple[int, dict, dict]:
         record = self.record(method, path, headers, body)

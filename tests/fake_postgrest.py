@@ -13,13 +13,13 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
+
+from tests.http_standin import HTTPStandin, QuietHandler
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -32,27 +32,14 @@ def fake_jwt(role: str, sub: str | None = None) -> str:
     return f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{b64(claims)}.c2lnbmF0dXJl"
 
 
-class FakePostgrest:
+class FakePostgrest(HTTPStandin):
     def __init__(self, pg_url: str) -> None:
         self.pg_url = pg_url
         self.service_key = fake_jwt("service_role")
         self.anon_key = fake_jwt("anon")
         self.requests: list[dict] = []
         self.down = False  # answer 503 like a gateway when the project is unreachable
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> FakePostgrest:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(self._handler())
 
     def _role_for(self, headers) -> tuple[str | None, str | None]:
         apikey = headers.get("apikey")
@@ -71,19 +58,10 @@ class FakePostgrest:
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # quiet
-                pass
-
+        class Handler(QuietHandler):
             def _send(self, status: int, body, headers: dict | None = None) -> None:
-                data = json.dumps(body, default=str).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_body(status, json.dumps(body, default=str).encode(), "application/json; charset=utf-8",
+                               headers)
 
             def _error(self, status: int, code: str, message: str, details=None, hint=None) -> None:
                 self._send(status, {"code": code, "details": details, "hint": hint, "message": message})

@@ -12,31 +12,18 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.http_standin import HTTPStandin, QuietHandler
 
 
-class FakeSupabaseAuth:
+class FakeSupabaseAuth(HTTPStandin):
     def __init__(self, rest_url: str, users: set[str]) -> None:
         self.rest_url = rest_url
         self.users = users
         self.calls = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> FakeSupabaseAuth:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(self._handler())
 
     def user_for(self, authorization: str | None) -> str | None:
         token = (authorization or "").removeprefix("Bearer ")
@@ -50,16 +37,9 @@ class FakeSupabaseAuth:
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.send_body(status, body, ctype)
 
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

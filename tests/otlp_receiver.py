@@ -5,22 +5,23 @@ ExportTraceServiceResponse. Spans are decoded with opentelemetry-proto."""
 from __future__ import annotations
 
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
+from tests.http_standin import HTTPStandin, QuietHandler
 
-class OTLPReceiver:
+
+class OTLPReceiver(HTTPStandin):
     def __init__(self) -> None:
         self.spans: list[dict] = []
         self.requests = 0
         self.lock = threading.Lock()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self):
@@ -28,23 +29,14 @@ class OTLPReceiver:
                 ok = self.path == "/v1/traces" and self.headers.get("Content-Type") == "application/x-protobuf"
                 if ok:
                     outer.add(body)
-                data = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200 if ok else 404)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_body(200 if ok else 404, ExportTraceServiceResponse().SerializeToString(),
+                               "application/x-protobuf")
 
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return self.url
 
     def add(self, body: bytes) -> None:
         req = ExportTraceServiceRequest()
@@ -61,14 +53,6 @@ class OTLPReceiver:
                             "attributes": {a.key: _value(a.value) for a in s.attributes},
                             "status": s.status.code, "events": [e.name for e in s.events], "resource": resource,
                         })
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def _value(v):
