@@ -34,14 +34,14 @@ const MB = 1024 * 1024;
 
 interface Standins {
   base: string;
-  runs: Map<string, { id: string; parameters: Record<string, unknown> }>; // by idempotency key
+  runs: Map<string, { id: string; parameters: Record<string, unknown>; labels?: Record<string, string> }>; // by idempotency key
   calls: { path: string; at: number }[];
   mode: { prefect500: boolean; authHang: boolean };
   close: () => Promise<void>;
 }
 
 function standins(): Standins {
-  const runs = new Map<string, { id: string; parameters: Record<string, unknown> }>();
+  const runs = new Map<string, { id: string; parameters: Record<string, unknown>; labels?: Record<string, string> }>();
   const calls: { path: string; at: number }[] = [];
   const mode = { prefect500: false, authHang: false };
   let release = () => {};
@@ -72,7 +72,8 @@ function standins(): Standins {
     if (url.pathname === `/api/deployments/${DEP_ID}/create_flow_run`) {
       const body = JSON.parse(text);
       // Prefect's idempotency: the same key (exactly, case and all) gets the same run
-      const run = runs.get(body.idempotency_key) ?? { id: crypto.randomUUID(), parameters: body.parameters };
+      const run = runs.get(body.idempotency_key) ??
+        { id: crypto.randomUUID(), parameters: body.parameters, labels: body.labels };
       runs.set(body.idempotency_key, run);
       return Response.json({ id: run.id, name: "ultraviolet-chimpanzee", deployment_id: DEP_ID, parameters: run.parameters,
         idempotency_key: body.idempotency_key, state: { type: "SCHEDULED", name: "Scheduled" } }, { status: 201 });
@@ -264,6 +265,9 @@ Deno.test("process: PENDING row and run; repeats and upper-case ids reach the sa
     assertEquals(first.flow_run_id, run.id);
     assertEquals(run.parameters, { source: `s3://${need("EDGE_TEST_S3_BUCKET")}/${key}`, session_id: sid, user_id: USER_A,
       language: "ja", vocabulary: ["Tigris", "ふりがな"] });
+    // Prefect's flow and task spans join the session's trace: the traceparent Python's trigger sets
+    const hex = sid.replaceAll("-", "");
+    assertEquals(run.labels, { __OTEL_TRACEPARENT: `00-${hex}-${hex.slice(16)}-01` });
     // the same session again, and in upper case: the same run, no second one
     for (const id of [sid, sid.toUpperCase()]) {
       const again = await call("POST", "/process", { key, session_id: id });

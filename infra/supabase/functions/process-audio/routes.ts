@@ -151,11 +151,21 @@ export async function startRun(body: v.Body, ctx: Ctx): Promise<Response> {
   if (vocabulary) parameters.vocabulary = vocabulary;
   const run = await callJson<{ id: string }>(`${cfg.prefectApiUrl}/deployments/${dep.id}/create_flow_run`, {
     method: "POST", headers: prefect,
-    body: JSON.stringify({ parameters, idempotency_key: idempotencyKey, tags: ["trigger:edge"] }),
+    // The label Prefect reads a W3C traceparent from: its flow and task spans join the session's trace,
+    // as with `vibeinsight trigger` (vibeinsight/tracing.py: trace id = the session UUID, root span = its low 64 bits).
+    body: JSON.stringify({ parameters, idempotency_key: idempotencyKey, tags: ["trigger:edge"],
+      labels: { __OTEL_TRACEPARENT: traceparent(sid) } }),
   }, opt);
   if (typeof run?.id !== "string") throw new HttpError(502, "prefect_unavailable");
   return json(202, { session_id: sid, flow_run_id: run.id, status: decision.status ?? "PENDING",
     rerun: decision.outcome === "rerun" });
+}
+
+/** The W3C traceparent of a session's implicit root span (the same as vibeinsight.tracing.traceparent). */
+export function traceparent(sessionId: string): string {
+  const hex = sessionId.replaceAll("-", "").toLowerCase();
+  const span = /^0+$/.test(hex.slice(16)) ? "0000000000000001" : hex.slice(16);
+  return `00-${hex}-${span}-01`;
 }
 
 /** GET /results/{session_id}: a short-lived presigned GET of the result document, owner only. */
