@@ -183,3 +183,8 @@ def test_upload_url_cli(s3_server, bucket):
     assert r.returncode == 2 and "invalid_key" in r.stderr
     r = run("uploads/x.exe", "--content-type", "application/x-msdownload")
     assert r.returncode == 2 and "content type" in r.stderr
+    # the Edge Function's list, not any audio/*: a type ingest has no demuxer for is refused here too
+    r = run("uploads/u2/c.mid", "--content-type", "audio/midi")
+    assert r.returncode == 2 and "invalid_content_type" in r.stderr
+    r = run("uploads/u2/d.ogg", "--content-type", "audio/ogg", "--max-bytes", str(3 * 1024**3))
+    assert r.returncode == 2 and "too_large" in r.stderr
