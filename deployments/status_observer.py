@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from tenacity import AsyncRetrying, RetryError, stop_after_attempt, stop_never, wait_exponential
@@ -41,6 +41,12 @@ def _related_name(event: Any, role: str) -> str | None:
     return None
 
 
+class RunSession(NamedTuple):
+    session_id: str
+    user_id: str | None
+    language: str | None = None  # the run's `language` parameter: the row's sentence is in it
+
+
 class StatusObserver:
     """Consumes flow-run events; de-duplicates by event id; writes with retries."""
 
@@ -55,7 +61,7 @@ class StatusObserver:
         self.write_retries, self.backoff_s = write_retries, backoff_s
         self._seen: OrderedDict[UUID, None] = OrderedDict()
         self._seen_max = seen_max
-        self._runs: OrderedDict[str, tuple[str, str | None] | None] = OrderedDict()
+        self._runs: OrderedDict[str, RunSession | None] = OrderedDict()
         self._pending: set[asyncio.Task] = set()
         self.last_occurred: datetime | None = None
         self.writes = 0
@@ -71,8 +77,9 @@ class StatusObserver:
             self._seen.popitem(last=False)
         return True
 
-    async def _session_of(self, flow_run_id: str) -> tuple[str, str | None] | None:
-        """(session_id, user_id) from the flow run's parameters; None for flows without a session."""
+    async def _session_of(self, flow_run_id: str) -> RunSession | None:
+        """The session, its user and the run's language from the flow run's parameters; None for flows
+        without a session."""
         if flow_run_id in self._runs:
             return self._runs[flow_run_id]
         from prefect.client.orchestration import get_client
@@ -84,7 +91,7 @@ class StatusObserver:
             log.warning("cannot read flow run %s: %s", flow_run_id, exc)
             return None
         params = run.parameters or {}
-        found = row_ids(params, flow_run_id) if params.get("session_id") else None
+        found = RunSession(*row_ids(params, flow_run_id), params.get("language")) if params.get("session_id") else None
         self._runs[flow_run_id] = found
         if len(self._runs) > 5_000:
             self._runs.popitem(last=False)
@@ -97,11 +104,13 @@ class StatusObserver:
         labels = event.resource
         flow_run_id = labels.id.removeprefix("prefect.flow-run.")
         state_type = labels.get("prefect.state-type", "")
-        session = await self._session_of(flow_run_id) if state_type else None
+        found = await self._session_of(flow_run_id) if state_type else None
+        session = RunSession(*found) if found else None
         stamp = labels.get("prefect.state-timestamp") or event.occurred
-        update = session and update_for_state(state_type, session_id=session[0], flow_run_id=flow_run_id,
-                                              user_id=session[1], seq=seq_of(stamp),
-                                              message=labels.get("prefect.state-message"))
+        # the row's sentence in the language the run was asked for, as the flow's own hooks write it
+        update = session and update_for_state(state_type, session_id=session.session_id, flow_run_id=flow_run_id,
+                                              user_id=session.user_id, seq=seq_of(stamp),
+                                              message=labels.get("prefect.state-message"), language=session.language)
         if not update:  # a state the row does not show, or a flow without a session
             self.skipped += 1
             return

@@ -110,3 +110,16 @@ def test_a_down_store_is_retried_until_it_answers(tmp_path):
 
 def test_seq_of_matches_the_writers_clock():
     assert seq_of("2026-11-29T01:00:00.000123+00:00") == int(T0.timestamp()) * 1_000_000 + 123
+
+
+def test_the_rows_sentence_is_in_the_runs_language(tmp_path):
+    ja_run, en_run, sid_ja, sid_en = (str(uuid.uuid4()) for _ in range(4))
+    obs, store = _observer(tmp_path, {ja_run: (sid_ja, None, "ja"), en_run: (sid_en, None, "auto")}, terminal_grace_s=0)
+
+    async def go():
+        await obs.handle(_event(ja_run, "CRASHED", T0, "Process exited with -9"))
+        await obs.handle(_event(en_run, "CRASHED", T0, "Process exited with -9"))
+
+    asyncio.run(go())
+    assert store.get(sid_ja).error_message == user_message("crashed", "ja") != user_message("crashed")
+    assert store.get(sid_en).error_message == user_message("crashed")
