@@ -128,7 +128,8 @@ def pool_template(fly: FlyStandin) -> dict:
     """The default fly-machines template, edited as an operator would for this machine: the stand-in's
     URL, the local image, a small shared guest."""
     tpl = FlyMachinesWorker.get_default_base_job_template()
-    for key, value in {"api_url": fly.url, "image": "local", "cpu_kind": "shared", "cpus": 1, "memory_mb": 1024}.items():
+    for key, value in {"api_url": fly.url, "logs_url": fly.url, "image": "local", "cpu_kind": "shared", "cpus": 1,
+                       "memory_mb": 1024}.items():
         tpl["variables"]["properties"][key]["default"] = value
     return tpl
 

@@ -42,6 +42,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ from starlette.routing import Route
 
 RATES = {"get": (5.0, 10)}
 DEFAULT_RATE = (1.0, 3)
-APP_SCOPED = ("create", "list")
+APP_SCOPED = ("create", "list", "logs")
 
 
 @dataclass
@@ -437,8 +438,26 @@ class FlyStandin:
                     fly._destroy(m)
             return answer(request, 200, {"ok": True})
 
+        async def app_logs(request: Request) -> JSONResponse:
+            """Fly's logs API as flyctl reads it (GET /api/v1/apps/{app}/logs?instance=&next_token=): the
+            last 100 lines a Machine wrote, in fly-go's getLogsResponse shape."""
+            if (denied := guard(request, "logs")) is not None:
+                return denied
+            app, instance = request.path_params["app"], request.query_params.get("instance")
+            entries = []
+            for m in list(fly.machines.values()):
+                path = fly.logs / f"{m.id}.log"
+                if m.app != app or (instance and m.id != instance) or not path.exists():
+                    continue
+                for line in path.read_text(errors="replace").splitlines()[-100:]:
+                    entries.append({"id": secrets.token_hex(8), "attributes": {
+                        "timestamp": datetime.now(timezone.utc).isoformat(), "message": line, "level": "info",
+                        "instance": m.id, "region": m.region.split(",")[0], "meta": {"instance": m.id}}})
+            return answer(request, 200, {"data": entries[-100:], "meta": {"next_token": str(time.time_ns())}})
+
         base = "/v1/apps/{app}/machines"
         return Starlette(routes=[
+            Route("/api/v1/apps/{app}/logs", app_logs, methods=["GET"]),
             Route(base, create, methods=["POST"]),
             Route(base, list_, methods=["GET"]),
             Route(base + "/{id}", get, methods=["GET"]),

@@ -15,7 +15,7 @@ from deployments.fly_worker.config import auth_header, exit_code_of, machine_nam
 pytestmark = pytest.mark.unit
 
 VARIABLES = {"name", "labels", "env", "command", "app", "image", "region", "cpu_kind", "cpus", "memory_mb",
-             "api_url", "max_runtime_s"}
+             "api_url", "logs_url", "max_runtime_s"}
 
 
 def test_default_base_job_template_has_the_documented_variables():
@@ -23,7 +23,7 @@ def test_default_base_job_template_has_the_documented_variables():
     props = tpl["variables"]["properties"]
     assert set(props) == VARIABLES
     assert props["region"]["default"] == "nrt" and props["cpu_kind"]["default"] == "performance"
-    assert props["api_url"]["default"] == "https://api.machines.dev"
+    assert props["api_url"]["default"] == "https://api.machines.dev" and props["logs_url"]["default"] == "https://api.fly.io"
     assert props["command"]["default"] is None  # Prefect's `prefect flow-run execute`
     assert set(tpl["job_configuration"]) == VARIABLES
     assert all(v == "{{ " + k + " }}" for k, v in tpl["job_configuration"].items())

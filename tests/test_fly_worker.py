@@ -36,7 +36,8 @@ def fly(tmp_path, monkeypatch, prefect_harness):
 
 def template(fly: FlyStandin, **defaults) -> dict:
     tpl = FlyMachinesWorker.get_default_base_job_template()
-    values = {"app": APP, "image": "local", "api_url": fly.url, "cpu_kind": "shared", "cpus": 1, "memory_mb": 512,
+    values = {"app": APP, "image": "local", "api_url": fly.url, "logs_url": fly.url, "cpu_kind": "shared", "cpus": 1,
+              "memory_mb": 512,
               **defaults}
     for k, v in values.items():
         tpl["variables"]["properties"][k]["default"] = v
@@ -65,6 +66,18 @@ async def _run(fly: FlyStandin, command: str, *, pool: str | None = None, kill_a
         await asyncio.sleep(kill_after)
         await worker.kill_infrastructure(identifier, config, grace_seconds=5)
         return await asyncio.wait_for(task, 60), run, identifier
+
+
+def test_a_machine_that_fails_before_prefect_starts_leaves_its_lines_in_the_run_log(fly, caplog):
+    # what an image whose entrypoint cannot import the project prints, then exits: Prefect never ran
+    command = "sh -c 'echo booting; echo \"ModuleNotFoundError: No module named vibeinsight\" >&2; exit 1'"
+    with caplog.at_level("INFO", logger="prefect.flow_runs.worker"):
+        result, run, _ = asyncio.run(_run(fly, command))
+    assert result.status_code == 1
+    (machine,) = fly.by_run(str(run.id))
+    forwarded = [r.getMessage() for r in caplog.records if "before the flow run started" in r.getMessage()]
+    assert len(forwarded) == 1 and machine.id in forwarded[0]
+    assert "booting" in forwarded[0] and "No module named vibeinsight" in forwarded[0]
 
 
 def test_one_machine_per_run_and_its_exit_code(fly):

@@ -221,6 +221,18 @@ class FlyMachinesClient:
         await self._call("delete", machine_id, "DELETE", f"/apps/{app}/machines/{machine_id}",
                          params={"force": "true"} if force else None)
 
+    async def recent_logs(self, logs_url: str, app: str, machine_id: str) -> list[dict[str, Any]]:
+        """The Machine's latest log entries (at most 100, oldest first) from Fly's logs API, which flyctl
+        reads for `fly logs -i`: `{data: [{id, attributes: {timestamp, message, level, instance, region}}],
+        meta: {next_token}}` (fly-go resource_logs.go). One try: the lines only add context to a failure."""
+        assert self._http is not None, "use `async with FlyMachinesClient(...)`"
+        await self._pace("logs", app)
+        resp = await self._http.get(f"{logs_url.rstrip('/')}/api/v1/apps/{app}/logs",  # absolute: not the Machines API
+                                    params={"instance": machine_id, "next_token": ""})
+        if resp.status_code != 200:
+            raise FlyAPIError(resp.status_code, f"logs: {_error_text(resp)}")
+        return [d.get("attributes") or {} for d in (resp.json().get("data") or [])]
+
 
 def _error_text(resp: httpx.Response) -> str:
     try:

@@ -18,6 +18,7 @@ from prefect.workers.base import BaseJobConfiguration, BaseVariables
 from pydantic import Field
 
 DEFAULT_API_URL = "https://api.machines.dev"
+DEFAULT_LOGS_URL = "https://api.fly.io"  # GET /api/v1/apps/{app}/logs: flyctl's, not part of the Machines API
 DEFAULT_APP = "vibeinsight-runs"
 DEFAULT_IMAGE = f"registry.fly.io/{DEFAULT_APP}:latest"
 FLOW_RUN_KEY = "prefect_flow_run_id"  # config.metadata key: finds a run's Machine (ambiguous creates, the sweep)
@@ -37,6 +38,8 @@ class FlyMachinesVariables(BaseVariables):
     cpus: int = Field(2, ge=1, description="vCPUs per Machine")
     memory_mb: int = Field(4096, ge=256, description="performance: 2048-8192 MB per vCPU, in multiples of 2048")
     api_url: str = Field(DEFAULT_API_URL, description="Machines API; http://_api.internal:4280 inside Fly's network")
+    logs_url: str = Field(DEFAULT_LOGS_URL, description="Fly's logs API (what `fly logs` reads): a run whose Machine "
+                                                       "fails before Prefect starts gets the Machine's last lines")
     max_runtime_s: int = Field(6 * 3600, ge=1, description="the worker stops the Machine of a run past this")
     env: dict[str, str | None] = Field(default_factory=lambda: {"PYTHONUNBUFFERED": "1"},
                                        description="environment of the run (never secrets: use Fly app secrets)")
@@ -50,6 +53,7 @@ class FlyMachinesJobConfiguration(BaseJobConfiguration):
     cpus: int = Field(2)
     memory_mb: int = Field(4096)
     api_url: str = Field(DEFAULT_API_URL)
+    logs_url: str = Field(DEFAULT_LOGS_URL)
     max_runtime_s: int = Field(6 * 3600)
 
     def prepare_for_flow_run(self, flow_run: Any, deployment: Any = None, flow: Any = None,

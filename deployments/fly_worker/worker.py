@@ -42,6 +42,7 @@ MAX_RUNTIME_EXIT = -1  # reported when the worker had to stop a Machine that ran
 WAIT_POLL_S = 15  # one /wait long-poll (Fly caps it at 60 s); between two, the run's state is read
 # A run can be final before its command exits (hooks, uploads of logs): give the Machine this long.
 TERMINAL_GRACE_S = 30
+FORWARDED_LOG_LINES = 50  # of a Machine that failed before Prefect started, into the run's logs
 
 
 class FlyMachinesWorkerResult(BaseWorkerResult):
@@ -97,6 +98,9 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
         if task_status is not None:
             task_status.started(identifier)
         code = await self._watch(client, app, machine, configuration.max_runtime_s, logger, flow_run.id)
+        if code not in (0, MAX_RUNTIME_EXIT) and not await self._run_started(flow_run.id):
+            # Boot, pull or import failures happen before Prefect's engine logs anything: only Fly has them.
+            await self._forward_machine_logs(client, configuration.logs_url, app, machine["id"], code, logger)
         # Fly bills the Machine from its create to its exit: its seconds, size and price go to the
         # usage ledger (a thread: the ledger is blocking I/O; booking never fails the run).
         await anyio.to_thread.run_sync(book_machine_run, flow_run, body["config"]["guest"], time.monotonic() - started,
@@ -144,6 +148,27 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
                 return -1 if current.get("state") == "failed" else 0
             logger.info("Machine %s exited with code %d", machine_id, code)
             return code
+
+    async def _run_started(self, flow_run_id: UUID) -> bool:
+        """Whether the run ever reached Running (Prefect's engine started in the Machine)."""
+        try:
+            run = await self.client.read_flow_run(flow_run_id)
+        except Exception:  # noqa: BLE001 - unknown: say started, so nothing is forwarded twice
+            return True
+        return run.start_time is not None
+
+    async def _forward_machine_logs(self, client: FlyMachinesClient, logs_url: str, app: str, machine_id: str,
+                                    code: int, logger: logging.Logger | logging.LoggerAdapter) -> None:
+        """The Machine's last lines into the flow run's logs, as prefect-aws does with CloudWatch for ECS."""
+        try:
+            entries = await client.recent_logs(logs_url, app, machine_id)
+        except Exception as exc:  # noqa: BLE001 - context for a failure, never a failure of its own
+            logger.warning("Machine %s exited with code %d before the flow run started; its logs could not be "
+                           "read (%s): fly logs -a %s -i %s", machine_id, code, exc, app, machine_id)
+            return
+        lines = [str(e.get("message", "")).rstrip() for e in entries][-FORWARDED_LOG_LINES:]
+        logger.error("Machine %s exited with code %d before the flow run started; its last %d log lines:\n%s",
+                     machine_id, code, len(lines), "\n".join(lines) or "(none)")
 
     async def _run_is_over(self, flow_run_id: UUID) -> bool:
         try:
