@@ -87,3 +87,18 @@ def test_secrets_stay_secret_in_blocks(env):
         env.setenv(k, v)
     dumped = repr(registry.build_storage(Settings())) + repr(registry.build_transcriber(Settings()))
     assert "tsecret" not in dumped and "sk-test" not in dumped
+
+
+def test_chunks_at_once_and_batch_follow_cores_and_available_memory(monkeypatch):
+    from vibeinsight import settings
+
+    monkeypatch.setattr(settings.os, "cpu_count", lambda: 4)
+    for mb, chunks, batch in ((16000.0, 4, 8), (1500.0, 2, 3), (500.0, 1, 1), (None, 4, 8)):
+        monkeypatch.setattr(settings, "available_mb", lambda mb=mb: mb)
+        assert (settings.machine_concurrency(), settings.machine_batch_size()) == (chunks, batch), mb
+    # the engine shares the machine's windows among the chunks it decodes at once
+    monkeypatch.setattr(settings, "available_mb", lambda: 16000.0)
+    w = LocalWhisper(model_cache="/nowhere")
+    assert (w.parallel_chunks(), w.threads(), w.transcribe_options("ja")["batch_size"]) == (4, 1, 2)
+    w = LocalWhisper(model_cache="/nowhere", concurrency=1)
+    assert (w.parallel_chunks(), w.threads(), w.transcribe_options("ja")["batch_size"]) == (1, 4, 8)

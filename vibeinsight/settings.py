@@ -132,27 +132,40 @@ class S3Options(BaseModel):
     upload_prefixes: list[str] = Field(default_factory=lambda: ["uploads/"], description="keys clients may upload to")
 
 
+def available_mb() -> float | None:
+    """Memory a new allocation can get without swapping: Linux's MemAvailable (free memory plus the
+    page cache it can drop), else the free pages; None when the system does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def machine_batch_size() -> int:
     """Windows decoded together: 8 (faster-whisper's default) with memory to spare, fewer on a small machine.
 
     One 30 s window costs ~40 MB with base int8 and beam 5 (features, encoder output, beams)."""
-    try:
-        free_mb = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (ValueError, OSError, AttributeError):
-        return 8
-    return int(max(1, min(8, free_mb // 400)))
+    mb = available_mb()
+    return 8 if mb is None else int(max(1, min(8, mb // 400)))
 
 
-CHUNK_IN_FLIGHT_MB = 700  # a 120 s chunk being decoded: audio, VAD, features, one batch (bench/chunk_memory.py)
+# A chunk of up to 180 s being decoded: audio, VAD, features, its batch (bench/memory.py: 1,449 MB at
+# peak for two at once with the model and diarization loaded).
+CHUNK_IN_FLIGHT_MB = 700
 
 
 def machine_concurrency() -> int:
-    """Chunks transcribed at once: one per core, fewer when free memory cannot hold them."""
-    try:
-        free_mb = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (ValueError, OSError, AttributeError):
-        free_mb = float("inf")
-    return int(max(1, min(os.cpu_count() or 1, free_mb // CHUNK_IN_FLIGHT_MB)))
+    """Chunks transcribed at once: one per core, fewer when available memory cannot hold them."""
+    mb = available_mb()
+    cores = os.cpu_count() or 1
+    return cores if mb is None else int(max(1, min(cores, mb // CHUNK_IN_FLIGHT_MB)))
 
 
 class WhisperOptions(BaseModel):
