@@ -48,7 +48,7 @@ def plan_chunks(
 def _balanced(duration: float, silences: Sequence[Span], max_chunk_s: float, min_chunk_s: float,
               parallel: int) -> list[Span]:
     """n spans (a multiple of `parallel`, none under min_chunk_s, none over max_chunk_s), each cut at
-    the silence nearest its even share, within a quarter of a share of it."""
+    one of the longest silences within a quarter of a share of its even split, the nearest of them."""
     least = math.ceil(duration / max_chunk_s)
     n = math.ceil(least / parallel) * parallel
     if duration / n > 0.9 * max_chunk_s:  # shares at the cap leave a cut no room to find a silence
