@@ -57,8 +57,43 @@ def test_edge_function_deno_tests(s3_server, pg_url, tmp_path):
 
 def test_edge_function_type_checks_and_lints():
     """`deno check` and `deno lint` of the function, as `supabase functions deploy` would bundle it."""
-    for args in (["check", "infra/supabase/functions/process-audio/index.ts"], ["lint", "infra/supabase/functions/"]):
+    for args in (["check", "infra/supabase/functions/process-audio/index.ts", "infra/supabase/functions/process-audio/serve.ts"],
+                 ["lint", "infra/supabase/functions/"]):
         out = subprocess.run([deno(), *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
                              env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(Path.home()),
                                   "NO_COLOR": "1"})
         assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_deno_run_serves_the_function_on_port():
+    """Supabase's entrypoint served as the README says: `deno run … index.ts` on 127.0.0.1:$PORT, routes at
+    the root (a CORS preflight needs no caller, so nothing else has to run)."""
+    import urllib.request
+
+    from tests.s3_server import free_port
+    from tests.waiting import wait_for
+
+    port = free_port()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(Path.home()), "NO_COLOR": "1", "PORT": str(port),
+           "SUPABASE_URL": "http://127.0.0.1:9", "SUPABASE_SERVICE_ROLE_KEY": "k", "PREFECT_API_URL": "http://127.0.0.1:9",
+           "FLY_S3_ACCESS_KEY_ID": "a", "FLY_S3_SECRET_ACCESS_KEY": "s",
+           "VIBEINSIGHT_ALLOWED_ORIGIN": "https://app.example"}
+    proc = subprocess.Popen([deno(), "run", "--allow-net", "--allow-env", "--allow-read",
+                             "infra/supabase/functions/process-audio/index.ts"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def preflight():
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/process", method="OPTIONS",
+                                         headers={"Origin": "https://app.example"})
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status, dict(r.headers)
+            except OSError:
+                return None if proc.poll() is None else (0, {})
+
+        status, headers = wait_for(preflight, 120, 0.3, "deno run index.ts to serve")
+        assert status == 204, proc.stderr.read().decode() if proc.poll() is not None else status
+        assert {k.lower(): v for k, v in headers.items()}.get("access-control-allow-origin") == "https://app.example"
+    finally:
+        proc.kill()
+        proc.wait(10)

@@ -1,6 +1,6 @@
 """The client's whole path, end to end: `vibeinsight upload` against the Edge Function served by
-`deno run … index.ts`, SeaweedFS's S3, a real Prefect server with a process worker running the
-flow, PostgreSQL with every migration (the status rows), and the stand-ins of what cannot run here:
+`deno serve … serve.ts` (the handler of index.ts), SeaweedFS's S3, a real Prefect server with a
+process worker running the flow, PostgreSQL with every migration (the status rows), and the stand-ins of what cannot run here:
 Supabase Auth, PostgREST and Realtime (the last two on the same PostgreSQL)."""
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ def stack(tmp_path_factory, s3_server):
                       "FLY_S3_SECRET_ACCESS_KEY": s3_server.secret_access_key, "FLY_S3_BUCKET_NAME": BUCKET,
                       "FLY_S3_REGION": s3_server.region, "VIBEINSIGHT_S3_ADDRESSING_STYLE": "path"}
             deno = shutil.which("deno") or pytest.fail("deno not installed (bin/bootstrap test installs it)")
-            proc = lp.spawn("edge-function", [deno, "run", "--allow-net", "--allow-env", "--allow-read", str(FUNCTION)],
+            # served by `deno serve` (serve.ts: the same handler as index.ts, Supabase's entrypoint)
+            proc = lp.spawn("edge-function", [deno, "serve", "--allow-net", "--allow-env", "--allow-read",
+                                              "--host", "127.0.0.1", "--port", str(port), str(FUNCTION.with_name("serve.ts"))],
                             fn_env)
             function_url = f"http://127.0.0.1:{port}"
             wait_for(lambda: proc.poll() is not None or _answers(function_url), 120, 0.3, "the Edge Function to serve")
