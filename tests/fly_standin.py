@@ -1,5 +1,5 @@
-"""A stand-in of Fly's Machines API (the endpoints the `fly-machines` worker uses), from Fly's docs
-(see /work/shared/notes/fly-machines.md), on 127.0.0.1.
+"""A stand-in of Fly's Machines API (the endpoints the `fly-machines` worker uses), written from Fly's
+docs (fly.io/docs/machines/api: machines-resource, working-with-machines, rate limits), on 127.0.0.1.
 
 What it models:
 - auth: `Authorization: Bearer <token>` or `FlyV1 <token>`, else 401;
