@@ -104,8 +104,7 @@ class StatusObserver:
         labels = event.resource
         flow_run_id = labels.id.removeprefix("prefect.flow-run.")
         state_type = labels.get("prefect.state-type", "")
-        found = await self._session_of(flow_run_id) if state_type else None
-        session = RunSession(*found) if found else None
+        session = await self._session_of(flow_run_id) if state_type else None
         stamp = labels.get("prefect.state-timestamp") or event.occurred
         # the row's sentence in the language the run was asked for, as the flow's own hooks write it
         update = session and update_for_state(state_type, session_id=session.session_id, flow_run_id=flow_run_id,

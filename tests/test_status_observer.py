@@ -10,7 +10,7 @@ import pytest
 from prefect.events.schemas.events import Event
 
 from blocks.status_store import SQLiteStatusStore
-from deployments.status_observer import StatusObserver
+from deployments.status_observer import RunSession, StatusObserver
 from vibeinsight.errors import user_message
 from vibeinsight.schemas import Status, StatusUpdate
 from vibeinsight.status_rule import seq_of
@@ -57,7 +57,7 @@ def _observer(tmp_path, runs: dict, **kw) -> tuple[StatusObserver, RecordingStor
 
 def test_transitions_are_written_in_state_time_order_and_duplicates_skipped(tmp_path):
     run, sid = str(uuid.uuid4()), str(uuid.uuid4())
-    obs, store = _observer(tmp_path, {run: (sid, "u1")}, terminal_grace_s=0)
+    obs, store = _observer(tmp_path, {run: RunSession(sid, "u1")}, terminal_grace_s=0)
     pending = _event(run, "PENDING", T0)
     running = _event(run, "RUNNING", T0 + timedelta(seconds=1))
     crashed = _event(run, "CRASHED", T0 + timedelta(seconds=9), "Process exited with -9")
@@ -76,7 +76,7 @@ def test_transitions_are_written_in_state_time_order_and_duplicates_skipped(tmp_
 
 def test_flows_without_a_session_and_passing_states_are_skipped(tmp_path):
     run, other = str(uuid.uuid4()), str(uuid.uuid4())
-    obs, store = _observer(tmp_path, {other: None, run: ("s", None)})
+    obs, store = _observer(tmp_path, {other: None, run: RunSession("s", None)})
     asyncio.run(obs.handle(_event(other, "RUNNING", T0)))
     asyncio.run(obs.handle(_event(run, "CANCELLING", T0)))
     assert store.sent == [] and obs.skipped == 2
@@ -84,7 +84,7 @@ def test_flows_without_a_session_and_passing_states_are_skipped(tmp_path):
 
 def test_completion_waits_out_the_grace_so_the_hooks_record_wins(tmp_path):
     run, sid = str(uuid.uuid4()), str(uuid.uuid4())
-    obs, store = _observer(tmp_path, {run: (sid, None)}, terminal_grace_s=0.2)
+    obs, store = _observer(tmp_path, {run: RunSession(sid, None)}, terminal_grace_s=0.2)
 
     async def go():
         await obs.handle(_event(run, "FAILED", T0, "Flow run encountered an exception"))
@@ -101,7 +101,7 @@ def test_completion_waits_out_the_grace_so_the_hooks_record_wins(tmp_path):
 
 def test_a_down_store_is_retried_until_it_answers(tmp_path):
     run, sid = str(uuid.uuid4()), str(uuid.uuid4())
-    obs, store = _observer(tmp_path, {run: (sid, None)}, terminal_grace_s=0)
+    obs, store = _observer(tmp_path, {run: RunSession(sid, None)}, terminal_grace_s=0)
     store.__dict__["fail_first"] = 3
     asyncio.run(obs.handle(_event(run, "COMPLETED", T0)))
     row = store.get(sid)
@@ -114,7 +114,7 @@ def test_seq_of_matches_the_writers_clock():
 
 def test_the_rows_sentence_is_in_the_runs_language(tmp_path):
     ja_run, en_run, sid_ja, sid_en = (str(uuid.uuid4()) for _ in range(4))
-    obs, store = _observer(tmp_path, {ja_run: (sid_ja, None, "ja"), en_run: (sid_en, None, "auto")}, terminal_grace_s=0)
+    obs, store = _observer(tmp_path, {ja_run: RunSession(sid_ja, None, "ja"), en_run: RunSession(sid_en, None, "auto")}, terminal_grace_s=0)
 
     async def go():
         await obs.handle(_event(ja_run, "CRASHED", T0, "Process exited with -9"))

@@ -225,12 +225,8 @@ class FlyMachinesClient:
         """The Machine's latest log entries (at most 100, oldest first) from Fly's logs API, which flyctl
         reads for `fly logs -i`: `{data: [{id, attributes: {timestamp, message, level, instance, region}}],
         meta: {next_token}}` (fly-go resource_logs.go). One try: the lines only add context to a failure."""
-        assert self._http is not None, "use `async with FlyMachinesClient(...)`"
-        await self._pace("logs", app)
-        resp = await self._http.get(f"{logs_url.rstrip('/')}/api/v1/apps/{app}/logs",  # absolute: not the Machines API
-                                    params={"instance": machine_id, "next_token": ""})
-        if resp.status_code != 200:
-            raise FlyAPIError(resp.status_code, f"logs: {_error_text(resp)}")
+        resp = await self._send("logs", app, "GET", f"{logs_url.rstrip('/')}/api/v1/apps/{app}/logs",  # absolute:
+                                params={"instance": machine_id, "next_token": ""})  # not under the Machines API
         return [d.get("attributes") or {} for d in (resp.json().get("data") or [])]
 
 

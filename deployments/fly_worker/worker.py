@@ -149,13 +149,18 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
             logger.info("Machine %s exited with code %d", machine_id, code)
             return code
 
-    async def _run_started(self, flow_run_id: UUID) -> bool:
-        """Whether the run ever reached Running (Prefect's engine started in the Machine)."""
+    async def _read_run(self, flow_run_id: UUID) -> Any | None:
+        """The flow run as the API has it now; None when the API is briefly down."""
         try:
-            run = await self.client.read_flow_run(flow_run_id)
-        except Exception:  # noqa: BLE001 - unknown: say started, so nothing is forwarded twice
-            return True
-        return run.start_time is not None
+            return await self.client.read_flow_run(flow_run_id)
+        except Exception:  # noqa: BLE001 - the caller asks again, or assumes the harmless answer
+            return None
+
+    async def _run_started(self, flow_run_id: UUID) -> bool:
+        """Whether the run ever reached Running (Prefect's engine started in the Machine); unknown
+        counts as started, so nothing is forwarded for a run that may have logged itself."""
+        run = await self._read_run(flow_run_id)
+        return run is None or run.start_time is not None
 
     async def _forward_machine_logs(self, client: FlyMachinesClient, logs_url: str, app: str, machine_id: str,
                                     code: int, logger: logging.Logger | logging.LoggerAdapter) -> None:
@@ -171,11 +176,8 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
                      machine_id, code, len(lines), "\n".join(lines) or "(none)")
 
     async def _run_is_over(self, flow_run_id: UUID) -> bool:
-        try:
-            run = await self.client.read_flow_run(flow_run_id)
-        except Exception:  # noqa: BLE001 - the API briefly down: ask again next poll
-            return False
-        return bool(run.state and run.state.type.value in TERMINAL_RUN_STATES)
+        run = await self._read_run(flow_run_id)  # None: ask again next poll
+        return bool(run and run.state and run.state.type.value in TERMINAL_RUN_STATES)
 
     # -- cancellation and clean-up --
 
