@@ -89,16 +89,35 @@ def test_secrets_stay_secret_in_blocks(env):
     assert "tsecret" not in dumped and "sk-test" not in dumped
 
 
-def test_chunks_at_once_and_batch_follow_cores_and_available_memory(monkeypatch):
+@pytest.fixture()
+def machine_reading():
+    """Forget the process's one reading of the machine before and after (other tests see the real one)."""
+    from vibeinsight import settings
+
+    def forget():
+        settings.machine_concurrency.cache_clear()
+        settings.machine_batch_size.cache_clear()
+
+    forget()
+    yield forget
+    forget()
+
+
+def test_chunks_at_once_and_batch_follow_cores_and_available_memory(monkeypatch, machine_reading):
     from vibeinsight import settings
 
     monkeypatch.setattr(settings.os, "cpu_count", lambda: 4)
     for mb, chunks, batch in ((16000.0, 4, 8), (1500.0, 2, 3), (500.0, 1, 1), (None, 4, 8)):
         monkeypatch.setattr(settings, "available_mb", lambda mb=mb: mb)
+        machine_reading()
         assert (settings.machine_concurrency(), settings.machine_batch_size()) == (chunks, batch), mb
     # the engine shares the machine's windows among the chunks it decodes at once
     monkeypatch.setattr(settings, "available_mb", lambda: 16000.0)
+    machine_reading()
     w = LocalWhisper(model_cache="/nowhere")
     assert (w.parallel_chunks(), w.threads(), w.transcribe_options("ja")["batch_size"]) == (4, 1, 2)
+    # read once a process: with the model loaded memory looks shorter, and nothing changes (no second model)
+    monkeypatch.setattr(settings, "available_mb", lambda: 500.0)
+    assert (w.parallel_chunks(), w.transcribe_options("ja")["batch_size"]) == (4, 2)
     w = LocalWhisper(model_cache="/nowhere", concurrency=1)
     assert (w.parallel_chunks(), w.threads(), w.transcribe_options("ja")["batch_size"]) == (1, 4, 8)

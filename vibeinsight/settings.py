@@ -148,6 +148,9 @@ def available_mb() -> float | None:
         return None
 
 
+# Read once per process: every chunk of every run then agrees on the batch and the number of model
+# replicas (a later reading, with the model loaded, would see less memory and ask for another model).
+@lru_cache(maxsize=1)
 def machine_batch_size() -> int:
     """Windows decoded together: 8 (faster-whisper's default) with memory to spare, fewer on a small machine.
 
@@ -161,6 +164,7 @@ def machine_batch_size() -> int:
 CHUNK_IN_FLIGHT_MB = 700
 
 
+@lru_cache(maxsize=1)
 def machine_concurrency() -> int:
     """Chunks transcribed at once: one per core, fewer when available memory cannot hold them."""
     mb = available_mb()
