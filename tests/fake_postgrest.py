@@ -78,8 +78,7 @@ class FakePostgrest(HTTPStandin):
                 return conn
 
             def do_POST(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
+                body = json.loads(self.read_body() or b"{}")
                 self._record(body)
                 if fake.down:
                     return self._error(503, "PGRST000", "Could not connect with the database")

@@ -42,8 +42,7 @@ class FakeSupabaseAuth(HTTPStandin):
                 self.send_body(status, body, ctype)
 
             def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                data = self.rfile.read(length) if length else None
+                data = self.read_body() or None
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                 req = urllib.request.Request(fake.rest_url + self.path, data=data, method=self.command, headers=headers)
                 try:

@@ -1,5 +1,5 @@
 """The HTTP plumbing every stand-in shares: a threaded server on 127.0.0.1 (a port the OS picks) that
-runs as a context manager, and a quiet request handler with one way to send a body."""
+runs as a context manager, and a quiet request handler with one way to read and to send a body."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ class QuietHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         pass
+
+    def read_body(self) -> bytes:
+        """The request's body (empty without a Content-Length)."""
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def send_body(self, status: int, data: bytes, content_type: str = "application/json",
                   headers: dict[str, str] | None = None) -> None:

@@ -25,7 +25,7 @@ class OTLPReceiver(HTTPStandin):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.read_body()
                 ok = self.path == "/v1/traces" and self.headers.get("Content-Type") == "application/x-protobuf"
                 if ok:
                     outer.add(body)
