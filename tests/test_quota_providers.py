@@ -155,8 +155,8 @@ def _doc(storage="primary", down="tigris", up="tigris"):
 
 def test_a_tigris_run_on_a_fly_machine_books_each_provider():
     doc = _doc()
-    ev = {(e.kind, e.provider): e for e in events_from_document(doc, status_writes=(12, 4000), status_provider="supabase",
-                                                                 subscribers=2, fly_region="nrt")}
+    ev = {(e.kind, e.provider): e for e in events_from_document(doc, at(M, 1), status_writes=(12, 4000),
+                                                                 status_provider="supabase", subscribers=2, fly_region="nrt")}
     assert set(ev) == {("storage_download", "tigris"), ("storage_upload", "tigris"), ("storage_held", "tigris"),
                        ("api_call", "openai"), ("api_call", "gemini"), ("status_write", "supabase"),
                        ("transfer_out", "fly")}
@@ -172,12 +172,12 @@ def test_a_tigris_run_on_a_fly_machine_books_each_provider():
 
 
 def test_a_fallback_run_is_supabase_egress_and_a_local_run_bills_nobody():
-    fb = events_from_document(_doc("fallback", "supabase", "supabase"))
+    fb = events_from_document(_doc("fallback", "supabase", "supabase"), at(M, 1))  # booked inside the reported month
     assert {(e.kind, e.provider) for e in fb} >= {("storage_download", "supabase"), ("storage_upload", "supabase"),
                                                  ("storage_held", "supabase")}
     s, _ = report([e.model_dump() for e in fb], day=1)
     assert s["egress_bytes"] == 15 * MB and s["providers"]["tigris"]["usage"]["bytes_read"] == 0
-    local = events_from_document(_doc("local", "local", "local"), status_writes=(5, 900))
+    local = events_from_document(_doc("local", "local", "local"), at(M, 1), status_writes=(5, 900))
     assert {e.provider for e in local if e.kind != "api_call"} == {"local"}
     assert not [e for e in local if e.kind in ("storage_held", "transfer_out")]
 
