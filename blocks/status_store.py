@@ -196,7 +196,8 @@ class PostgresStatusStore(StatusStore):
 
 
 class SupabaseStatusStore(StatusStore, SupabaseOptions):
-    """Supabase through PostgREST (supabase-py) with the service role key: server side only."""
+    """Supabase through PostgREST (supabase-py), server side only. With the service role key every method
+    works (observer, reconcile); with a run token only `apply` does: the run role reads no table."""
 
     _block_type_name = "VibeInsight Supabase Status Store"
 
@@ -208,9 +209,10 @@ class SupabaseStatusStore(StatusStore, SupabaseOptions):
 
         # One client per store object: supabase-py keeps an httpx connection pool.
         if self._cached_client is None:
+            headers = self.auth_headers()  # an explicit Authorization is what supabase-py sends as the bearer
             self._cached_client = create_client(
-                self.url, self.service_role_key.get_secret_value(),
-                options=ClientOptions(httpx_client=httpx.Client(timeout=self.timeout_s),
+                self.url, headers["apikey"],
+                options=ClientOptions(httpx_client=httpx.Client(timeout=self.timeout_s), headers=headers,
                                       auto_refresh_token=False, persist_session=False))
         return self._cached_client
 

@@ -219,12 +219,40 @@ class GeminiOptions(BaseModel):
     timeout_s: float = 180.0
 
 
+RUN_ROLE = "vibeinsight_run"  # the database role of run Machines (migration 20261204000300_runs_role)
+
+
 class SupabaseOptions(BaseModel):
-    """Supabase's REST API with the service role (blocks.status_store.SupabaseStatusStore)."""
+    """Supabase's REST API (blocks.status_store.SupabaseStatusStore, blocks.usage_ledger.SupabaseUsageLedger)
+    with one of two credentials: the operator's service role key (the worker app: observer, reconcile,
+    quota report), or a run token that may only write status rows and book usage (the runs app)."""
 
     url: str | None = Field(None, description="SUPABASE_URL, https://<ref>.supabase.co")
-    service_role_key: SecretStr | None = Field(None, description="never shipped to a client")
+    service_role_key: SecretStr | None = Field(None, description="operators only; never on a run Machine or a client")
+    run_token: SecretStr | None = Field(None, description=f"JWT of the role {RUN_ROLE} (`vibeinsight keys run-token`): "
+                                                          "what run Machines hold")
+    anon_key: SecretStr | None = Field(None, description="the project's anon key: the `apikey` Supabase's gateway "
+                                                         "wants beside a run token")
     timeout_s: float = 5.0
+
+    @property
+    def has_credential(self) -> bool:
+        return bool(self.url and (self.service_role_key or self.run_token))
+
+    def auth_headers(self) -> dict[str, str]:
+        """`apikey` and `Authorization` of every request: the service role key when set (an operator's
+        process), else the run token beside the anon key (the gateway accepts only project keys as apikey;
+        PostgREST takes the role from the bearer token)."""
+        if self.service_role_key:
+            key = self.service_role_key.get_secret_value()
+            return {"apikey": key, "Authorization": f"Bearer {key}"}
+        if self.run_token:
+            if not self.anon_key:
+                raise ValueError("SUPABASE_RUN_TOKEN needs SUPABASE_ANON_KEY: Supabase's gateway takes only a "
+                                 "project key as apikey")
+            return {"apikey": self.anon_key.get_secret_value(),
+                    "Authorization": f"Bearer {self.run_token.get_secret_value()}"}
+        raise ValueError("no Supabase credential: SUPABASE_SERVICE_ROLE_KEY (operators) or SUPABASE_RUN_TOKEN (runs)")
 
 
 class DiarizeSettings(BaseSettings):

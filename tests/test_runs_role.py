@@ -1,0 +1,186 @@
+"""The run Machines' database role (migration 20261204000300_runs_role) on a real PostgreSQL: with a
+login that is a member of vibeinsight_run, or a token for that role through the PostgREST stand-in, a run
+writes its status row and books usage, and reads, changes or calls nothing else."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import jwt
+import psycopg
+import pytest
+from psycopg import sql
+
+from blocks.status_store import PostgresStatusStore, SupabaseStatusStore
+from blocks.usage_ledger import PostgresUsageLedger, SupabaseUsageLedger
+from tests.fake_postgrest import FakePostgrest
+from tests.pg import ADMIN_URL
+from vibeinsight.run_token import mint_run_token, verify_run_token
+from vibeinsight.schemas import Status, StatusUpdate
+from vibeinsight.settings import RUN_ROLE
+from vibeinsight.usage import UsageEvent
+
+pytestmark = pytest.mark.integration
+
+# What the role may execute; everything else in schema public is refused.
+ALLOWED = {"apply_status_update", "record_usage_events", "usage_daily_totals", "usage_user_egress"}
+SECRET = "s" * 40  # a JWT secret of Supabase's length
+
+
+@pytest.fixture()
+def run_login(pg_url):
+    """A login role of the runs (a member of vibeinsight_run, nothing else) and its URL; roles are
+    cluster-wide, so its name is this test's own."""
+    name = f"vi_run_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(sql.Identifier(name), sql.Identifier(RUN_ROLE)))
+    try:
+        yield pg_url.replace("postgresql://postgres@", f"postgresql://{name}@", 1)
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # its sessions end before the role goes
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,))
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def a_user(pg_url) -> str:
+    uid = str(uuid.uuid4())
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("insert into auth.users (id) values (%s)", (uid,))
+    return uid
+
+
+def admin_rows(pg_url, query: str, *params):
+    with psycopg.connect(pg_url) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def public_tables(pg_url) -> list[str]:
+    return [r[0] for r in admin_rows(pg_url, "select tablename from pg_tables where schemaname = 'public' order by 1")]
+
+
+def usage(session_id: str, user_id: str) -> list[UsageEvent]:
+    return [UsageEvent(session_id=session_id, kind="storage_download", service="supabase", bytes=1234,
+                       meta={"user_id": user_id}),
+            UsageEvent(session_id=session_id, kind="api_call", service="openai", calls=2, cost_usd=0.01)]
+
+
+def test_the_run_login_writes_status_and_usage_and_the_guard_reads_its_sums(pg_url, run_login):
+    user, sid = a_user(pg_url), str(uuid.uuid4())
+    store = PostgresStatusStore(url=run_login)
+    assert store.apply(StatusUpdate(session_id=sid, user_id=user, status=Status.RUNNING, seq=1, flow_run_id="r1",
+                                    stage="ingest", progress=5), deployment="process-audio/fly")
+    assert store.apply(StatusUpdate(session_id=sid, status=Status.COMPLETED, seq=2, flow_run_id="r1", progress=100,
+                                    result_key=f"results/{sid}.json"))
+    assert admin_rows(pg_url, "select user_id::text, status, result_key from processing_status where session_id = %s",
+                      sid) == [(user, "COMPLETED", f"results/{sid}.json")]
+
+    ledger = PostgresUsageLedger(url=run_login)
+    assert ledger.record(usage(sid, user)) == 2
+    assert admin_rows(pg_url, "select kind, provider, bytes, calls from usage_events where session_id = %s order by kind",
+                      sid) == [("api_call", "openai", 0, 2), ("storage_download", "supabase", 1234, 0)]
+    now = datetime.now(timezone.utc)
+    start, end = now - timedelta(days=1), now + timedelta(days=1)
+    assert ledger.user_egress(start, end, user) == 1234
+    assert sum(t["supabase_egress_bytes"] for t in ledger.daily_totals(start, end).values()) == 1234
+
+
+def test_the_run_login_reads_changes_and_calls_nothing_else(pg_url, run_login):
+    user, sid = a_user(pg_url), str(uuid.uuid4())
+    PostgresStatusStore(url=run_login).apply(StatusUpdate(session_id=sid, user_id=user, status=Status.RUNNING, seq=1))
+    tables = public_tables(pg_url)
+    assert {"processing_status", "usage_events", "quota_alerts", "run_requests"} <= set(tables)
+    statements = [f"select * from public.{t} limit 1" for t in tables] + \
+                 [f"delete from public.{t}" for t in tables] + \
+                 [f"insert into public.{t} default values" for t in tables] + [
+        "update public.processing_status set status = 'FAILED'",
+        "update public.usage_events set bytes = 0",
+        "select * from auth.users",
+        "select nextval('public.usage_events_id_seq')",
+        # functions of the Edge Function, the report and the alerts
+        f"select public.request_run('{uuid.uuid4()}', '{user}', 'uploads/{user}/x.wav', 'd', false, 9, 9)",
+        "select public.usage_events_between(now() - interval '1 day', now())",
+        "select public.usage_daily_egress(now() - interval '1 day', now(), array['storage_download'])",
+        "select public.quota_alerts_of(null)",
+        "select public.record_quota_alerts('[]'::jsonb)",
+    ]
+    with psycopg.connect(run_login, autocommit=True) as conn:
+        for statement in statements:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+    assert admin_rows(pg_url, "select status from processing_status where session_id = %s", sid) == [("RUNNING",)]
+
+
+def test_the_role_executes_exactly_the_allowed_functions_as_their_owner(pg_url):
+    """Every function of schema public (trigger functions aside, which nobody calls): the role may execute
+    only the allowed ones, each SECURITY DEFINER with an empty search_path, on every overload."""
+    rows = admin_rows(pg_url, """
+        select p.proname, p.oid::regprocedure::text, has_function_privilege(%s, p.oid, 'execute'), p.prosecdef,
+               coalesce(p.proconfig, '{}')
+        from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+        where n.nspname = 'public' and p.prorettype <> 'trigger'::regtype""", RUN_ROLE)
+    executable = {name for name, _, can, _, _ in rows if can}
+    assert executable == ALLOWED, executable
+    for name, signature, _, definer, config in rows:
+        if name in ALLOWED:
+            assert definer and 'search_path=""' in config, (signature, definer, config)
+    # no privilege on any table, view or sequence of public or auth
+    assert admin_rows(pg_url, """
+        select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname in ('public', 'auth') and case
+            when c.relkind = 'S' then has_sequence_privilege(%s, c.oid, 'USAGE, SELECT, UPDATE')
+            when c.relkind in ('r', 'v', 'm', 'p', 'f') then
+                has_table_privilege(%s, c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+            else false end""", RUN_ROLE, RUN_ROLE) == []
+
+
+def test_a_run_token_through_postgrest_writes_status_and_usage_and_nothing_else(pg_url):
+    user, sid = a_user(pg_url), str(uuid.uuid4())
+    token = mint_run_token(SECRET, days=30)
+    with FakePostgrest(pg_url) as rest:
+        # The stand-in maps a token to its role without checking signatures; PostgREST checks this:
+        assert verify_run_token(token, SECRET)["role"] == RUN_ROLE
+        options = {"url": rest.url, "run_token": token, "anon_key": rest.anon_key}
+        store = SupabaseStatusStore(**options)
+        assert store.apply(StatusUpdate(session_id=sid, user_id=user, status=Status.RUNNING, seq=1, flow_run_id="r1"))
+        ledger = SupabaseUsageLedger(**options)
+        assert ledger.record(usage(sid, user)) == 2
+        now = datetime.now(timezone.utc)
+        assert ledger.user_egress(now - timedelta(days=1), now + timedelta(days=1), user) == 1234
+        sent = rest.requests[0]["headers"]
+        assert (sent["apikey"], sent["authorization"]) == (rest.anon_key, f"Bearer {token}")
+
+        with pytest.raises(Exception) as read:
+            store.get(sid)
+        assert "42501" in str(read.value) or "permission denied" in str(read.value)
+        for function, params in (
+                ("request_run", {"p_session_id": str(uuid.uuid4()), "p_user_id": user, "p_upload_key": "uploads/x",
+                                 "p_deployment": "d", "p_rerun": False, "p_max_in_flight": 9, "p_max_per_hour": 9}),
+                ("usage_events_between", {"p_start": now.isoformat(), "p_end": now.isoformat()})):
+            import httpx
+
+            res = httpx.post(f"{rest.url}/rest/v1/rpc/{function}", json=params, headers=store.auth_headers())
+            assert (res.status_code, res.json()["code"]) == (403, "42501"), res.text
+    assert admin_rows(pg_url, "select count(*) from usage_events where session_id = %s", sid) == [(2,)]
+    assert admin_rows(pg_url, "select count(*) from run_requests") == [(0,)]
+
+
+@pytest.mark.parametrize("secret, days, problem", [("short", 30, "characters"), (SECRET, 0, "--days"),
+                                                   (SECRET, 100_000, "--days")])
+def test_a_run_token_needs_a_real_secret_and_a_lifetime(secret, days, problem):
+    from vibeinsight.run_token import RunTokenError
+
+    with pytest.raises(RunTokenError, match=problem):
+        mint_run_token(secret, days)
+
+
+def test_a_run_token_expires_and_another_secret_does_not_verify_it():
+    issued = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    token = mint_run_token(SECRET, days=1, now=issued)
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_exp": False})
+    assert (claims["role"], claims["exp"] - claims["iat"]) == (RUN_ROLE, 86400)
+    with pytest.raises(jwt.ExpiredSignatureError):
+        verify_run_token(token, SECRET)
+    with pytest.raises(jwt.InvalidSignatureError):
+        verify_run_token(mint_run_token(SECRET, days=1), "t" * 40)
