@@ -104,6 +104,7 @@ def test_the_run_login_reads_changes_and_calls_nothing_else(pg_url, run_login):
         "select public.usage_daily_egress(now() - interval '1 day', now(), array['storage_download'])",
         "select public.quota_alerts_of(null)",
         "select public.record_quota_alerts('[]'::jsonb)",
+        f"select public.request_upload('{user}', 'uploads/{user}/x.wav', 10, 9, 99)",
     ]
     with psycopg.connect(run_login, autocommit=True) as conn:
         for statement in statements:
@@ -184,3 +185,15 @@ def test_a_run_token_expires_and_another_secret_does_not_verify_it():
         verify_run_token(token, SECRET)
     with pytest.raises(jwt.InvalidSignatureError):
         verify_run_token(mint_run_token(SECRET, days=1), "t" * 40)
+
+
+def test_the_keys_command_mints_a_token_from_the_environment_and_refuses_without_a_secret(tmp_path):
+    from tests.test_cli_errors import cli, one_error_line
+
+    p = cli(tmp_path, "keys", "run-token", "--days", "7", SUPABASE_JWT_SECRET=SECRET)
+    assert p.returncode == 0, p.stderr
+    claims = verify_run_token(p.stdout.strip(), SECRET)
+    assert claims["exp"] - claims["iat"] == 7 * 86400
+    assert "SUPABASE_JWT_SECRET" in one_error_line(cli(tmp_path, "keys", "run-token"), "invalid_setting", 2)
+    assert "characters" in one_error_line(cli(tmp_path, "keys", "run-token", SUPABASE_JWT_SECRET="short"),
+                                          "invalid_setting", 2)

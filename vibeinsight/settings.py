@@ -77,6 +77,10 @@ class Limits(BaseSettings):
                                   description="file extensions a client may upload")
     max_runs_in_flight_per_user: int = Field(_SHARED["max_runs_in_flight_per_user"], ge=1)
     max_runs_per_hour_per_user: int = Field(_SHARED["max_runs_per_hour_per_user"], ge=1)
+    # What the Edge Function's /uploads hands one user (decided in SQL, request_upload()).
+    max_uploads_per_hour_per_user: int = Field(_SHARED["max_uploads_per_hour_per_user"], ge=1)
+    max_upload_bytes_per_day_per_user: int = Field(_SHARED["max_upload_bytes_per_day_per_user"], ge=1,
+                                                   description="declared bytes of the last 24 hours")
     max_duration_s: float = Field(4 * 3600, description="longest recording accepted")
     min_duration_s: float = Field(0.5, description="shorter cannot hold a word")
     # ffmpeg and ffprobe are SIGKILLed past these (vibeinsight/audio/ffmpeg.py). A 4-hour recording

@@ -29,18 +29,24 @@ export async function verifyUser(req: Request, cfg: Config): Promise<string> {
     await res.body?.cancel();
     throw new HttpError(401, "unauthorized");
   }
-  let user: { id?: unknown; role?: unknown };
+  let user: { id?: unknown; role?: unknown; is_anonymous?: unknown };
   try {
     user = await res.json();
   } catch {
     throw new HttpError(502, "auth_unavailable");
   }
   if (typeof user?.id !== "string") throw new HttpError(401, "unauthorized");
+  let id: string;
   try {
-    return v.sessionId(user.id); // a UUID, lower-cased like every id here
+    id = v.sessionId(user.id); // a UUID, lower-cased like every id here
   } catch {
     throw new HttpError(401, "unauthorized");
   }
+  // Anyone can make an anonymous user (signInAnonymously): limits per user would not hold them back
+  if ((user.is_anonymous === true || user.role === "anon") && !cfg.allowAnonymous) {
+    throw new HttpError(403, "anonymous_not_allowed");
+  }
+  return id;
 }
 
 /** POST /uploads {filename, content_type, bytes}: a key and a presigned PUT, or a multipart upload. */
@@ -49,6 +55,7 @@ export async function createUpload(body: v.Body, ctx: Ctx): Promise<Response> {
   const { contentType, ext } = v.uploadKind(body, limits);
   const bytes = v.uploadBytes(body, limits);
   const key = v.newKey(ctx.userId, ext);
+  await decideUpload(ctx, key, bytes);
   const expires = limits.upload_url_expires_s;
   if (bytes <= limits.single_put_max_bytes) {
     const headers = { "content-type": contentType, "content-length": String(bytes) };
@@ -58,6 +65,22 @@ export async function createUpload(body: v.Body, ctx: Ctx): Promise<Response> {
   const uploadId = await ctx.s3.createMultipart(key, contentType);
   return json(200, { key, method: "MULTIPART", upload_id: uploadId, expires_in: expires,
     parts: await partUrls(ctx, key, uploadId, v.partPlan(bytes, limits), new Set()) });
+}
+
+const UPLOAD_REFUSED = new Set(["too_many_uploads_per_hour", "too_many_upload_bytes"]); // outcome = error code
+
+/** The caller's upload limits (URLs per hour, declared bytes per day), decided and recorded atomically in SQL. */
+async function decideUpload(ctx: Ctx, key: string, bytes: number): Promise<void> {
+  const { cfg } = ctx;
+  const decision = await callJson<{ outcome?: string }>(`${cfg.supabaseUrl}/rest/v1/rpc/request_upload`, {
+    method: "POST", headers: service(cfg),
+    body: JSON.stringify({ p_user_id: ctx.userId, p_upload_key: key, p_bytes: bytes,
+      p_max_per_hour: cfg.limits.max_uploads_per_hour_per_user,
+      p_max_bytes_per_day: cfg.limits.max_upload_bytes_per_day_per_user }),
+  }, { timeoutMs: cfg.timeoutMs, unavailable: "status_unavailable" });
+  const outcome = decision?.outcome ?? "";
+  if (UPLOAD_REFUSED.has(outcome)) throw new HttpError(429, outcome);
+  if (decision?.outcome !== "created") throw new HttpError(502, "status_unavailable"); // an answer the RPC never gives
 }
 
 async function partUrls(ctx: Ctx, key: string, uploadId: string, plan: number[], done: Set<number>) {
