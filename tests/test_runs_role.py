@@ -197,3 +197,39 @@ def test_the_keys_command_mints_a_token_from_the_environment_and_refuses_without
     assert "SUPABASE_JWT_SECRET" in one_error_line(cli(tmp_path, "keys", "run-token"), "invalid_setting", 2)
     assert "characters" in one_error_line(cli(tmp_path, "keys", "run-token", SUPABASE_JWT_SECRET="short"),
                                           "invalid_setting", 2)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_whole_flow_run_with_the_run_login_writes_its_row_books_usage_and_the_guard_reads(
+        pg_url, run_login, home, audio, monkeypatch):
+    """The process-audio flow with the PostgreSQL status store and ledger as a run Machine has them: a login
+    of the run role only. Every status write lands (the row ends COMPLETED at 100 %), usage rows are booked,
+    and the quota guard's reads work: a user past their egress share is refused (an unreadable ledger would
+    skip the guard and let the run complete)."""
+    from flows.process_audio import process_audio
+    from vibeinsight.settings import get_settings
+
+    for name in ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "VIBEINSIGHT_QUOTA_LEDGER_URL", "VIBEINSIGHT_STATUS_PG_ROLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VIBEINSIGHT_STATUS_URL", run_login)
+    get_settings.cache_clear()  # importing the flow read the settings already
+    user, sid = a_user(pg_url), str(uuid.uuid4())
+
+    state = process_audio(source=str(audio / "jfk.flac"), session_id=sid, user_id=user, return_state=True)
+    assert state.is_completed(), state.message
+    assert admin_rows(pg_url, "select user_id::text, status, stage, progress, flow_run_id from processing_status "
+                              "where session_id = %s", sid) == \
+        [(user, "COMPLETED", "done", 100, str(state.state_details.flow_run_id))]
+    kinds = {k for (k,) in admin_rows(pg_url, "select kind from usage_events where session_id = %s", sid)}
+    assert {"storage_download", "status_write"} <= kinds, kinds
+
+    # 2 GB of this user's Supabase egress this month: past the free plan's 25 % share for one user
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("insert into usage_events (session_id, kind, service, provider, bytes, meta) "
+                     "values (%s, 'storage_download', 'supabase', 'supabase', %s, %s)",
+                     (sid, 2 * 1024**3, psycopg.types.json.Jsonb({"user_id": user})))
+    refused = str(uuid.uuid4())
+    state = process_audio(source=str(audio / "jfk.flac"), session_id=refused, user_id=user, return_state=True)
+    assert state.is_failed()
+    assert admin_rows(pg_url, "select status, error_code from processing_status where session_id = %s", refused) == \
+        [("FAILED", "quota_exceeded")]
