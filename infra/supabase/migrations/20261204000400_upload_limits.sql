@@ -42,7 +42,8 @@ begin
     perform pg_advisory_xact_lock(hashtextextended('request_upload:' || p_user_id::text, 0));
     -- the limits look back one day at most: the user's older rows are of no use
     delete from public.upload_requests where user_id = p_user_id and created_at < now() - interval '1 day';
-    select count(*) filter (where created_at > now() - interval '1 hour'), coalesce(sum(bytes), 0)
+    select count(*) filter (where created_at > now() - interval '1 hour'),
+           coalesce(sum(bytes) filter (where created_at > now() - interval '1 day'), 0)
         into last_hour, last_day
         from public.upload_requests where user_id = p_user_id;
     if last_hour >= p_max_per_hour then
