@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
 
 import jwt
 import psycopg
@@ -233,3 +234,33 @@ def test_a_whole_flow_run_with_the_run_login_writes_its_row_books_usage_and_the_
     assert state.is_failed()
     assert admin_rows(pg_url, "select status, error_code from processing_status where session_id = %s", refused) == \
         [("FAILED", "quota_exceeded")]
+
+
+def test_run_login_creates_a_member_login_and_rotates_its_password(pg_url, tmp_path):
+    from tests.test_cli_errors import cli, one_error_line
+
+    name = f"vi_login_{uuid.uuid4().hex[:10]}"
+    try:
+        first = cli(tmp_path, "keys", "run-login", "--name", name, VIBEINSIGHT_ADMIN_DB_URL=pg_url)
+        assert first.returncode == 0, first.stderr
+        url = first.stdout.strip()
+        assert urlsplit(url).username == name and urlsplit(url).path == urlsplit(pg_url).path
+        sid = str(uuid.uuid4())
+        assert PostgresStatusStore(url=url).apply(StatusUpdate(session_id=sid, status=Status.RUNNING, seq=1))
+        with psycopg.connect(url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select * from public.processing_status")
+        (old_password,) = admin_rows(pg_url, "select rolpassword from pg_authid where rolname = %s", name)[0]
+        again = cli(tmp_path, "keys", "run-login", "--name", name, VIBEINSIGHT_ADMIN_DB_URL=pg_url)
+        assert again.returncode == 0 and again.stdout.strip() != url
+        assert admin_rows(pg_url, "select rolpassword <> %s, rolcanlogin, rolsuper from pg_authid where rolname = %s",
+                          old_password, name) == [(True, True, False)]
+        assert admin_rows(pg_url, "select b.rolname from pg_auth_members m join pg_roles r on r.oid = m.member "
+                                  "join pg_roles b on b.oid = m.roleid where r.rolname = %s", name) == [(RUN_ROLE,)]
+        assert "VIBEINSIGHT_ADMIN_DB_URL" in one_error_line(cli(tmp_path, "keys", "run-login"), "invalid_setting", 2)
+        assert "--name" in one_error_line(cli(tmp_path, "keys", "run-login", "--name", "x; drop table y",
+                                              VIBEINSIGHT_ADMIN_DB_URL=pg_url), "invalid_argument", 2)
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,))
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
