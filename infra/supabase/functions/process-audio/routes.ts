@@ -80,7 +80,7 @@ async function decideUpload(ctx: Ctx, key: string, bytes: number): Promise<void>
   }, { timeoutMs: cfg.timeoutMs, unavailable: "status_unavailable" });
   const outcome = decision?.outcome ?? "";
   if (UPLOAD_REFUSED.has(outcome)) throw new HttpError(429, outcome);
-  if (decision?.outcome !== "created") throw new HttpError(502, "status_unavailable"); // an answer the RPC never gives
+  if (outcome !== "created") throw new HttpError(502, "status_unavailable"); // an answer the RPC never gives
 }
 
 async function partUrls(ctx: Ctx, key: string, uploadId: string, plan: number[], done: Set<number>) {
