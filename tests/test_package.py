@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -62,10 +63,16 @@ def test_image_installs_the_wheel_and_copies_no_source_beside_it():
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """The project's wheel, built from this checkout (as the image's build stage does)."""
+    """The project's wheel, built from the folders the image's build stage copies (nothing else of the
+    checkout: no infra/, no tests/), in a copy so the build leaves nothing in the checkout."""
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    for name in ("vibeinsight", "flows", "blocks", "deployments"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     out = tmp_path_factory.mktemp("wheel")
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                            "--wheel-dir", str(out), str(ROOT)], capture_output=True, text=True, timeout=600)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--wheel-dir", str(out), str(src)],
+                           capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr
     (path,) = out.glob("vibeinsight-*.whl")
     return path
