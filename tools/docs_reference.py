@@ -128,8 +128,8 @@ def configuration_page() -> str:
         "`vibeinsight doctor` checks what the chosen settings need.", "",
         "Variables read outside these models are documented where they act: `PREFECT_API_URL` and",
         "`PREFECT_API_KEY` ([deploying on Fly.io](../deploy-fly.md)), `OTEL_*` ([operations](../operations.md)),",
-        "the Edge Function's environment ([deploying on Supabase](../deploy-supabase.md)) and the upload",
-        "client's ([the CLI](../cli.md)).", "",
+        "the Edge Function's environment ([app integration](../app-integration.md#edge-function)) and the",
+        "upload client's ([the client's path](../app-integration.md#the-clients-path-vibeinsight-upload)).", "",
         "## General", "",
     ]
     top = [(n, f) for n, f in Settings.model_fields.items() if n not in nested]
