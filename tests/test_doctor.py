@@ -91,3 +91,24 @@ def test_missing_key_is_its_own_line_and_fails(tmp_path, engine, value, name, ke
     assert failing(p) == {name}
     assert f"fix: set {key}" in lines(p)[name]
     assert doctor(tmp_path, **{engine: value, key: "sk-doctor"}).returncode == 0  # the key is all it lacked
+
+
+def test_unreachable_prefect_api_is_its_own_line_and_fails(tmp_path):
+    p = doctor(tmp_path, PREFECT_API_URL=f"http://127.0.0.1:{closed_port()}/api")
+    assert p.returncode == 1
+    assert failing(p) == {"prefect"}
+    assert "fix: start the server" in lines(p)["prefect"]
+
+
+def test_postgres_status_store_with_and_without_the_migrations(tmp_path, pg_url):
+    from tests.pg import create_database, drop_database
+
+    assert doctor(tmp_path, VIBEINSIGHT_STATUS_URL=pg_url).returncode == 0
+    bare = create_database(apply_migrations=False)
+    try:
+        p = doctor(tmp_path, VIBEINSIGHT_STATUS_URL=bare)
+        assert p.returncode == 1
+        assert failing(p) == {"status store"}
+        assert "no public.processing_status" in lines(p)["status store"]
+    finally:
+        drop_database(bare)
