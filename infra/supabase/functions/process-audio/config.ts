@@ -1,5 +1,5 @@
 // The function's configuration: the same environment as on Supabase, and the limits it shares
-// with the Python flow (../_shared/limits.json, read by vibeinsight/settings.py too).
+// with the Python flow (../_shared/limits.json; the Python package ships an identical copy, vibeinsight/data/limits.json).
 import limitsFile from "../_shared/limits.json" with { type: "json" };
 
 export interface Limits {
