@@ -34,6 +34,18 @@ def run_prefixes(upload_prefixes: list[str]) -> dict[str, list[str]]:
     return {"read": [*upload_prefixes, RESULTS_PREFIX, WORKSPACE_PREFIX], "write": [RESULTS_PREFIX, WORKSPACE_PREFIX]}
 
 
+def runs_policy(bucket: str, upload_prefixes: list[str]) -> dict:
+    """run_prefixes as an IAM policy (AWS, Tigris): what to attach to the runs' access key or OIDC role."""
+    granted = run_prefixes(upload_prefixes)
+    arn = f"arn:aws:s3:::{bucket}/"
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "RunsRead", "Effect": "Allow", "Action": ["s3:GetObject"],
+         "Resource": [arn + prefix + "*" for prefix in granted["read"]]},
+        {"Sid": "RunsWrite", "Effect": "Allow",
+         "Action": ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+         "Resource": [arn + prefix + "*" for prefix in granted["write"]]}]}
+
+
 class FetchedObject(BaseModel):
     uri: str
     path: Path

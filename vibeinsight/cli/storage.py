@@ -1,4 +1,5 @@
-"""`vibeinsight storage setup`: the bucket, its CORS and its lifecycle rules (idempotent)."""
+"""`vibeinsight storage setup`: the bucket, its CORS and its lifecycle rules (idempotent);
+`vibeinsight storage policy`: the runs' least-privilege IAM policy for that bucket."""
 
 from __future__ import annotations
 
@@ -24,3 +25,14 @@ def setup() -> None:
     if done is None:
         fail("no_cloud_storage", "set FLY_S3_ENDPOINT (or VIBEINSIGHT_STORAGE=s3) to set up a bucket", EXIT_FAILED)
     print(json.dumps(done, ensure_ascii=False, default=str))
+
+
+@app.command("policy")
+def policy() -> None:
+    """Print the IAM policy of the runs' S3 identity (attach it to the run Machines' key or OIDC role):
+    read the uploads, read, write and delete only results/ and the runs' workspace prefix."""
+    from blocks.storage import runs_policy
+    from vibeinsight.settings import get_settings
+
+    s3 = get_settings().s3
+    print(json.dumps(runs_policy(s3.bucket_name, s3.upload_prefixes), indent=2))
