@@ -17,6 +17,7 @@ from blocks.storage import RESULTS_PREFIX, WORKSPACE_PREFIX
 from tests.fake_gemini import FakeGemini
 from tests.fake_openai import FakeOpenAI
 from tests.s3_server import WeedS3, runs_actions
+from vibeinsight.errors import InputRejected
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +90,7 @@ def test_a_whole_session_completes_with_the_runs_identity(weed, as_the_runs, aud
     assert written <= {key} | {k for k in written if k.startswith((RESULTS_PREFIX, WORKSPACE_PREFIX))}
 
 
-def test_the_runs_identity_cannot_write_uploads_nor_read_outside_its_prefixes(weed, audio):
+def test_the_runs_identity_cannot_write_uploads_nor_read_outside_its_prefixes(weed, audio, tmp_path):
     admin = weed.server.block(BUCKET).client()
     for other in ("reports/2026-12/quota-report.json", "other/secret.txt"):
         admin.put_object(Bucket=BUCKET, Key=other, Body=b"operator only")
@@ -103,6 +104,11 @@ def test_the_runs_identity_cannot_write_uploads_nor_read_outside_its_prefixes(we
         runs.put_object(Bucket=BUCKET, Key=f"{prefix}probe.json", Body=b"{}")
         assert runs.get_object(Bucket=BUCKET, Key=f"{prefix}probe.json")["Body"].read() == b"{}"
         runs.delete_object(Bucket=BUCKET, Key=f"{prefix}probe.json")
+
+    # a missing upload is still the user's not_found, not a storage failure (no List grant needed)
+    with pytest.raises(InputRejected) as missing:
+        weed.identities["runs"].block(BUCKET).fetch(f"s3://{BUCKET}/{UPLOADS}{U1}/gone.flac", tmp_path)
+    assert missing.value.code == "not_found"
 
     # and nothing else: an upload is never changed or deleted, nothing outside is read, nothing listed
     assert _refused(lambda: runs.put_object(Bucket=BUCKET, Key=f"{UPLOADS}{U1}/new.flac", Body=b"x")) == "AccessDenied"
