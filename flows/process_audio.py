@@ -14,6 +14,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
 
+from opentelemetry import trace
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
@@ -373,8 +374,9 @@ def analyze(transcript: Transcript, source: SourceInfo, run: Run) -> dict:
             usage = getattr(exc, "usage", None)
             result = run.analyzer.local_metrics(transcript, source.duration_s)
             code = error_code(exc)
-            result["error"] = ErrorInfo(code=code, message=user_message(code, transcript.language), stage="analyze",
-                                        detail=detail_of(exc)).model_dump()
+            operator_detail(exc, "analyze", code)
+            result["error"] = ErrorInfo(code=code, message=user_message(code, transcript.language),
+                                        stage="analyze").model_dump()
         if usage:
             run.api_usage.append(usage)
         return result
@@ -451,9 +453,9 @@ def _process(source: str, session_id: str | None, user_id: str | None, sid: str,
     except BaseException as exc:
         doc.status = Status.FAILED
         code = error_code(exc)
-        doc.error = ErrorInfo(code=code, message=user_message(code, language), detail=detail_of(exc),
+        doc.error = ErrorInfo(code=code, message=user_message(code, language),
                               stage=next(reversed(run.timings), None) if run.timings else "ingest")
-        log.warning("session %s failed at %s: %s: %s", sid, doc.error.stage, code, doc.error.detail)
+        operator_detail(exc, doc.error.stage, code, failed=True)
         _publish_failure(doc, run)
         raise
     finally:
@@ -491,6 +493,15 @@ def usage_of(doc: ResultDocument, run: Run) -> Usage:
                        services=run.api_usage, storage=run.served_by,
                        storage_service=run.storage.service_name(run.served_by),
                        table=load_table(run.settings.price_table))
+
+
+def operator_detail(exc: BaseException, stage: str | None, code: str, failed: bool = False) -> None:
+    """What exactly went wrong, for operators only: the run's log line (redacted as every log line is)
+    and its span. The result document and the status row carry the code and its fixed sentence."""
+    detail = detail_of(exc)
+    what = "failed" if failed else "degraded"
+    log.warning("session %s at %s: %s: %s", what, stage, code, detail, extra={"error_code": code})
+    tracing.set_attributes(trace.get_current_span(), error_code=code, error_detail=logs.redact(detail or ""))
 
 
 def _publish_failure(doc: ResultDocument, run: Run) -> None:

@@ -11,7 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vibeinsight.usage import Usage
 
-SCHEMA_VERSION = "1.1"  # 1.1: words, per-segment language and speaker on mono, languages, diarization
+# 1.1: words, per-segment language and speaker on mono, languages, diarization.
+# 1.2: error.detail removed: users read the code and its fixed sentence; the detail goes to the logs.
+SCHEMA_VERSION = "1.2"
 
 
 class Status(str, Enum):
@@ -101,10 +103,12 @@ class Transcript(BaseModel):
 
 
 class ErrorInfo(BaseModel):
+    """What a user may read about a failure. What exactly went wrong (tool output, provider text,
+    endpoints, paths) is for operators: the run's logs and spans carry it, never this document (1.2)."""
+
     code: str
     message: str = Field(description="the code's fixed sentence, what users read (vibeinsight.errors.user_message)")
     stage: str | None = None
-    detail: str | None = Field(None, description="what went wrong, for operators (tool output, provider text)")
 
 
 class ResultDocument(BaseModel):

@@ -90,6 +90,11 @@ class Limits(BaseSettings):
     probe_timeout_s: float = Field(30.0, gt=0, description="longest ffprobe of an upload")
     ffmpeg_timeout_s: float = Field(900.0, gt=0, description="longest transcode (or chunk cut)")
     duration_margin_s: float = Field(2.0, ge=0, description="decoding stops this far past max_duration_s")
+    # Resource limits of every ffmpeg and ffprobe process (setrlimit): a hostile upload that takes over
+    # the decoder still cannot grow past these. A 4-hour stereo recording as PCM is under 1 GB.
+    ffmpeg_max_memory_mb: int = Field(2048, ge=256, description="address space of one ffmpeg/ffprobe process")
+    ffmpeg_max_file_mb: int = Field(2048, ge=16, description="largest file one ffmpeg process may write")
+    ffmpeg_max_open_files: int = Field(64, ge=16, description="open files of one ffmpeg/ffprobe process")
 
 
 class TranscodeSettings(BaseSettings):
@@ -327,6 +332,17 @@ class QuotaSettings(BaseSettings):
     compact_results: bool = Field(False, description="result documents without indentation")
 
 
+class BucketSettings(BaseSettings):
+    """How `vibeinsight storage setup` (and the deploy) configures the bucket: CORS and lifecycle."""
+
+    model_config = SettingsConfigDict(env_prefix="VIBEINSIGHT_BUCKET_", extra="ignore")
+
+    # Browsers upload straight to the bucket with presigned URLs: the web app's origins (JSON list).
+    # The URL's signature is the authority; CORS only lets those pages read the answers (the ETag).
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"], description="origins allowed to upload")
+    upload_retention_days: int = Field(30, ge=0, description="uploads are deleted after this many days; 0 keeps them")
+
+
 S3Settings = env_group(S3Options, "FLY_S3_", {"addressing_style": "VIBEINSIGHT_S3_ADDRESSING_STYLE",
                                               "upload_prefixes": "VIBEINSIGHT_UPLOAD_PREFIXES"})
 # A second S3 endpoint used only when the primary fails: Supabase Storage's S3 endpoint
@@ -387,6 +403,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     fallback_s3: FallbackS3Settings = Field(default_factory=FallbackS3Settings)
     supabase: SupabaseSettings = Field(default_factory=SupabaseSettings)
+    bucket: BucketSettings = Field(default_factory=BucketSettings)
     status: StatusSettings = Field(default_factory=StatusSettings)
     diarize: DiarizeSettings = Field(default_factory=DiarizeSettings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)

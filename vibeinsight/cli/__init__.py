@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from vibeinsight.cli import blocks, cloud, deploy, doctor, keys, metrics, process, quota, status, upload
+from vibeinsight.cli import blocks, cloud, deploy, doctor, keys, metrics, process, quota, status, storage, upload
 from vibeinsight.cli.common import guard_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="VibeInsight audio-insight pipeline")
@@ -23,4 +23,5 @@ app.add_typer(metrics.app)  # metrics
 app.add_typer(blocks.app, name="blocks")
 app.add_typer(keys.app, name="keys")
 app.add_typer(doctor.app)  # doctor
+app.add_typer(storage.app, name="storage")  # storage setup
 guard_app(app)  # no traceback reaches a user: every failure is `error: CODE: message`
