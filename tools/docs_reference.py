@@ -105,6 +105,7 @@ GROUPS = {
     "gemini": "Gemini analysis",
     "s3": "Storage: the primary bucket (Tigris)",
     "fallback_s3": "Storage: the fallback bucket",
+    "bucket": "Storage: bucket setup (CORS and lifecycle, `vibeinsight storage setup`)",
     "supabase": "Supabase (status rows and ledger through REST)",
     "status": "Status mirror, observer and reconcile",
     "quota": "Quotas, guard and reports",
