@@ -31,14 +31,14 @@ def fly(tmp_path, monkeypatch, prefect_harness):
     with FlyStandin(logs=tmp_path) as f:
         f.add_app(APP, {"APP_SECRET": "from-fly"})
         monkeypatch.setenv("FLY_API_TOKEN", f.token)
+        monkeypatch.setenv("FLY_API_URL", f.url)  # the worker's own hosts, not pool variables
+        monkeypatch.setenv("FLY_LOGS_URL", f.url)
         yield f
 
 
 def template(fly: FlyStandin, **defaults) -> dict:
     tpl = FlyMachinesWorker.get_default_base_job_template()
-    values = {"app": APP, "image": "local", "api_url": fly.url, "logs_url": fly.url, "cpu_kind": "shared", "cpus": 1,
-              "memory_mb": 512,
-              **defaults}
+    values = {"app": APP, "image": "local", "cpu_kind": "shared", "cpus": 1, "memory_mb": 512, **defaults}
     for k, v in values.items():
         tpl["variables"]["properties"][k]["default"] = v
     return tpl
