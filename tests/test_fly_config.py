@@ -24,7 +24,7 @@ def test_default_base_job_template_has_the_documented_variables():
     assert props["region"]["default"] == "nrt" and props["cpu_kind"]["default"] == "performance"
     # the hosts the worker's token goes to are its own settings; the command is always Prefect's
     assert not {"api_url", "logs_url", "command"} & set(props)
-    assert set(tpl["job_configuration"]) == VARIABLES | {"command"}  # unset: `prefect flow-run execute`
+    assert set(tpl["job_configuration"]) == VARIABLES  # no command: `prefect flow-run execute`
     assert all(v == "{{ " + k + " }}" for k, v in tpl["job_configuration"].items())
     assert FlyMachinesWorker.type == "fly-machines"
 

@@ -106,6 +106,13 @@ class FlyMachinesJobConfiguration(BaseJobConfiguration):
     def refused(self) -> str | None:
         return self._refused
 
+    @classmethod
+    def json_template(cls) -> dict[str, Any]:
+        """The pool's job_configuration: no `command` (not a variable; unset means Prefect's own)."""
+        template = super().json_template()
+        template.pop("command", None)
+        return template
+
     def prepare_for_flow_run(self, flow_run: Any, deployment: Any = None, flow: Any = None,
                              work_pool: Any = None, worker_name: str | None = None,
                              worker_id: Any = None) -> None:

@@ -238,7 +238,8 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
         await self._stop_and_delete(client, app, machine_id, grace_seconds)
 
     async def _stop_and_delete(self, client: FlyMachinesClient, app: str, machine_id: str, grace_seconds: int) -> None:
-        """SIGTERM (Prefect's command hands the run back), up to grace_seconds, then a forced delete."""
+        """SIGTERM (Prefect's command hands the run back), up to grace_seconds, then a forced delete, always:
+        a Machine stopped but not destroyed (auto_destroy off, or a stuck destroy) still costs its rootfs."""
         try:
             current = await client.get_machine(app, machine_id)
             if current.get("state") in GONE:
@@ -247,7 +248,7 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
             # `stopped` is waited for by instance: the one just asked to stop
             await client.wait(app, machine_id, "stopped", current.get("instance_id"), timeout_s=max(1, grace_seconds))
         except MachineNotFound:
-            return
+            pass  # gone already (auto_destroy after the stop): the delete below is a no-op
         except Exception as exc:  # noqa: BLE001 - the delete below forces it anyway
             self._logger.warning("stop of Machine %s failed (%s); deleting with force", machine_id, exc)
         try:
