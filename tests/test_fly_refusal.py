@@ -52,6 +52,12 @@ def test_what_is_refused_and_the_reason_names_it(overrides, named):
     assert reason is not None and named in reason
 
 
+def test_max_runtime_may_only_shorten_the_pools():
+    assert refusal({"max_runtime_s": 600}, APP, 3600) is None
+    assert "'max_runtime_s'" in refusal({"max_runtime_s": 7200}, APP, 3600)
+    assert "'max_runtime_s'" in refusal({"max_runtime_s": "forever"}, APP, 3600)
+
+
 def test_registry_image_is_the_runs_apps_own():
     assert registry_image(f"registry.fly.io/{APP}:latest", APP)
     assert not registry_image(f"registry.fly.io/{APP}", APP)  # a tag or a digest, always
@@ -63,8 +69,8 @@ def _prepared(deployment_vars: dict, run_vars: dict, pool_app: str = APP) -> Fly
     from prefect.client.schemas.objects import FlowRun
 
     config = FlyMachinesJobConfiguration(app=pool_app)
-    pool = SimpleNamespace(name="pool", id=uuid.uuid4(),
-                           base_job_template={"variables": {"properties": {"app": {"default": pool_app}}}})
+    pool = SimpleNamespace(name="pool", id=uuid.uuid4(), base_job_template={"variables": {"properties": {
+        "app": {"default": pool_app}, "max_runtime_s": {"default": 3600}}}})
     deployment = SimpleNamespace(name="api", id=uuid.uuid4(), updated=None, job_variables=deployment_vars)
     run = FlowRun(id=uuid.uuid4(), flow_id=uuid.uuid4(), name="brave-otter", job_variables=run_vars)
     config.prepare_for_flow_run(run, deployment, None, pool)
@@ -80,3 +86,4 @@ def test_prepare_checks_the_deployments_and_the_runs_variables_against_the_pools
     assert "OPENAI_BASE_URL" in _prepared({"env": {"OPENAI_BASE_URL": "http://x"}}, {"env": {"TZ": "UTC"}}).refused
     # the app compared is the pool's, even when the merged configuration already carries the override
     assert "'app'" in _prepared({}, {"app": "other"}).refused
+    assert "'max_runtime_s'" in _prepared({"max_runtime_s": 86400}, {}).refused  # past the pool's 3600

@@ -53,7 +53,7 @@ def registry_image(image: str, app: str) -> bool:
     return re.fullmatch(rf"registry\.fly\.io/{re.escape(app)}(:[\w][\w.-]{{0,127}}|@sha256:[0-9a-f]{{64}})", image) is not None
 
 
-def refusal(overrides: dict[str, Any], pool_app: str) -> str | None:
+def refusal(overrides: dict[str, Any], pool_app: str, pool_max_runtime_s: int | None = None) -> str | None:
     """Why these job variables (a deployment's and a flow run's, merged) are refused, or None."""
     for name in RESERVED_VARIABLES:
         if name in overrides:
@@ -64,6 +64,13 @@ def refusal(overrides: dict[str, Any], pool_app: str) -> str | None:
         return f"job variable 'app' may not change the runs app ({pool_app!r})"
     if "image" in overrides and not registry_image(str(overrides["image"]), pool_app):
         return f"job variable 'image' must be an image of the runs app's registry (registry.fly.io/{pool_app}:<tag>)"
+    if pool_max_runtime_s is not None and "max_runtime_s" in overrides:
+        try:
+            longer = int(overrides["max_runtime_s"]) > pool_max_runtime_s
+        except (TypeError, ValueError):
+            longer = True
+        if longer:
+            return f"job variable 'max_runtime_s' may only shorten the pool's ({pool_max_runtime_s} s)"
     env = overrides.get("env") or {}
     if not isinstance(env, dict):
         return "job variable 'env' must be a mapping"
@@ -74,7 +81,9 @@ def refusal(overrides: dict[str, Any], pool_app: str) -> str | None:
 
 
 class FlyMachinesVariables(BaseVariables):
-    """What a pool admin (or a deployment's job_variables) may set."""
+    """What a pool admin sets; a deployment's or a flow run's job variables may override only region,
+    size (cpu_kind, cpus, memory_mb), a shorter max_runtime_s, non-secret env, name and labels, and
+    image within the runs app's registry (see `refusal`)."""
 
     app: str = Field(DEFAULT_APP, description="Fly app the run Machines are created in (its secrets reach every Machine)")
     image: str = Field(DEFAULT_IMAGE, description="image the Machine boots, with the project and the model baked in")
@@ -122,7 +131,9 @@ class FlyMachinesJobConfiguration(BaseJobConfiguration):
         overrides = {**deployment_vars, **run_vars}
         if "env" in deployment_vars or "env" in run_vars:
             overrides["env"] = {**(deployment_vars.get("env") or {}), **(run_vars.get("env") or {})}
-        self._refused = refusal(overrides, pool_default(work_pool, "app") or self.app)
+        pool_max_s = pool_default(work_pool, "max_runtime_s")
+        self._refused = refusal(overrides, pool_default(work_pool, "app") or self.app,
+                                int(pool_max_s) if pool_max_s is not None else None)
         super().prepare_for_flow_run(flow_run, deployment, flow, work_pool, worker_name, worker_id)
         # Prefect copies every setting set on the worker into the run's env, the API key too.
         for name in SECRET_ENV:
