@@ -44,7 +44,7 @@ from vibeinsight.schemas import (
     Transcript,
 )
 from vibeinsight.scoring import weighted_confidence
-from vibeinsight.settings import Settings, get_settings
+from vibeinsight.settings import FlowSettings, Settings, get_settings
 from vibeinsight.status_rule import result_key
 from vibeinsight.usage import ServiceUsage, Usage, build_usage, events_from_document, load_table, provider_of
 
@@ -259,7 +259,7 @@ def transcribe(compact: TranscodeInfo, language: str, run: Run, vocabulary: list
         lang = run.transcriber.check_language(language)
         by_channel = len(compact.tracks) > 1
         # A mono mix is diarized first: with auto language the turns shape the decoding windows.
-        found = diarize(compact, run, who) if not by_channel and run.settings.diarize.mode != "off" else None
+        found = diarize_in_time(compact, run, who) if not by_channel and run.settings.diarize.mode != "off" else None
         jobs = [ChunkJob(index=c.index, path=run.workspace / c.key, offset=c.start, duration=c.end - c.start,
                          speaker=c.track if by_channel else None, vocabulary=vocabulary or None,
                          turns=found.turns_between(c.start, c.end) if found and lang is None else None)
@@ -298,24 +298,29 @@ def transcribe(compact: TranscodeInfo, language: str, run: Run, vocabulary: list
         return transcript, results
 
 
-def diarize(compact: TranscodeInfo, run: Run, who: SpeakerRequest) -> Diarization | None:
-    """Speaker turns of a mono mix, chunk by chunk (only embeddings are kept: memory stays flat).
+@task(name="diarize", cache_policy=NO_CACHE)  # its timeout is a setting: with_options at the call
+def diarize(compact: TranscodeInfo, run: Run, who: SpeakerRequest) -> Diarization:
+    """Speaker turns of a mono mix, chunk by chunk (only embeddings are kept: memory stays flat)."""
+    cfg = run.settings.diarize
+    if who.speakers == 1:  # nothing to tell apart: one turn over the whole recording
+        end = max((c.end for c in compact.chunks), default=0.0)
+        return Diarization(turns=[Turn(0.0, end, "S1")], speakers=1, speech_s=end, windows=0)
+    from faster_whisper import decode_audio
 
-    In auto mode a failure is a warning and the transcript goes without speakers; with
-    VIBEINSIGHT_DIARIZE=on it fails the run."""
+    d = Diarizer(num_speakers=who.speakers, max_speakers=who.max_speakers or cfg.max_speakers,
+                 threshold=cfg.threshold, threads=cfg.threads or (os.cpu_count() or 1))
+    for c in compact.chunks:
+        d.add(decode_audio(str(run.workspace / c.key), sampling_rate=16000), c.start)
+    return d.finish()
+
+
+def diarize_in_time(compact: TranscodeInfo, run: Run, who: SpeakerRequest) -> Diarization | None:
+    """The diarize task within VIBEINSIGHT_DIARIZE_TIMEOUT_S. In auto mode a failure (a timeout too) is
+    a warning and the transcript goes without speakers; with VIBEINSIGHT_DIARIZE=on it fails the run."""
     t0 = time.perf_counter()
     cfg = run.settings.diarize
     try:
-        if who.speakers == 1:  # nothing to tell apart: one turn over the whole recording
-            end = max((c.end for c in compact.chunks), default=0.0)
-            return Diarization(turns=[Turn(0.0, end, "S1")], speakers=1, speech_s=end, windows=0)
-        from faster_whisper import decode_audio
-
-        d = Diarizer(num_speakers=who.speakers, max_speakers=who.max_speakers or cfg.max_speakers,
-                     threshold=cfg.threshold, threads=cfg.threads or (os.cpu_count() or 1))
-        for c in compact.chunks:
-            d.add(decode_audio(str(run.workspace / c.key), sampling_rate=16000), c.start)
-        return d.finish()
+        return diarize.with_options(timeout_seconds=cfg.timeout_s)(compact, run, who)
     except Exception as exc:
         if cfg.mode == "on":
             raise TranscriptionFailed(f"diarization failed: {exc}", "diarization_failed") from exc
@@ -408,7 +413,8 @@ def publish(document: ResultDocument, run: Run) -> ResultDocument:
         return document
 
 
-@flow(name="process-audio", log_prints=False, **HOOKS)
+# The whole run within VIBEINSIGHT_FLOW_TIMEOUT_S (read when a run's process imports this module).
+@flow(name="process-audio", log_prints=False, timeout_seconds=FlowSettings().timeout_s, **HOOKS)
 def process_audio(source: str, session_id: str | None = None, user_id: str | None = None,
                   language: str = "auto", vocabulary: list[str] | None = None, speakers: int | None = None,
                   max_speakers: int | None = None) -> dict:

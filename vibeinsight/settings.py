@@ -278,6 +278,33 @@ class DiarizeSettings(BaseSettings):
     threshold: float = Field(0.5, gt=0, lt=1, description="cosine similarity above which two voices are one speaker")
     max_speakers: int | None = Field(None, ge=1, description="upper bound when --max-speakers is not given")
     threads: int = Field(0, ge=0, description="onnxruntime threads; 0: the machine's cores")
+    # Diarization runs as a task with this timeout: past it, auto mode goes on without speakers.
+    timeout_s: float = Field(1800.0, gt=0, description="longest diarization of one recording")
+
+
+class FlowSettings(BaseSettings):
+    """The process-audio flow as a whole."""
+
+    model_config = SettingsConfigDict(env_prefix="VIBEINSIGHT_FLOW_", extra="ignore")
+
+    # Prefect's flow timeout: a run past it fails (its hooks write the FAILED row) before the Fly
+    # worker's max_runtime_s (6 h by default) kills its Machine.
+    timeout_s: float = Field(5 * 3600, gt=0, description="longest run of one recording, all stages")
+
+
+class FlyWorkerSettings(BaseSettings):
+    """The fly-machines worker's own configuration (its environment, never a pool or run variable):
+    the only hosts its FLY_API_TOKEN is sent to, and how often it checks the pool's Machines."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    # http://_api.internal:4280 inside Fly's private network
+    api_url: str = Field("https://api.machines.dev", validation_alias=AliasChoices("FLY_API_URL", "api_url"))
+    # Fly's logs API (GET /api/v1/apps/{app}/logs, what `fly logs` reads)
+    logs_url: str = Field("https://api.fly.io", validation_alias=AliasChoices("FLY_LOGS_URL", "logs_url"))
+    # Between two checks of the pool's Machines (ended runs, Machines past their max_runtime_s).
+    sweep_interval_s: float = Field(60.0, gt=0, validation_alias=AliasChoices("VIBEINSIGHT_FLY_SWEEP_INTERVAL_S",
+                                                                              "sweep_interval_s"))
 
 
 class StatusSettings(BaseSettings):
@@ -406,6 +433,7 @@ class Settings(BaseSettings):
     bucket: BucketSettings = Field(default_factory=BucketSettings)
     status: StatusSettings = Field(default_factory=StatusSettings)
     diarize: DiarizeSettings = Field(default_factory=DiarizeSettings)
+    flow: FlowSettings = Field(default_factory=FlowSettings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
 
     @property
