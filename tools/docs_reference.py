@@ -108,13 +108,14 @@ GROUPS = {
     "bucket": "Storage: bucket setup (CORS and lifecycle, `vibeinsight storage setup`)",
     "supabase": "Supabase (status rows and ledger through REST)",
     "status": "Status mirror, observer and reconcile",
+    "flow": "The process-audio flow",
     "quota": "Quotas, guard and reports",
 }
 
 
 def configuration_page() -> str:
     from deployments.fly_worker.config import FlyMachinesVariables
-    from vibeinsight.settings import Settings
+    from vibeinsight.settings import FlyWorkerSettings, Settings
 
     nested = {n for n, f in Settings.model_fields.items()
               if isinstance(f.default_factory, type) and issubclass(f.default_factory, BaseSettings)}
@@ -142,6 +143,9 @@ def configuration_page() -> str:
         if doc and not doc.startswith(("A settings class", "!!")):
             lines += [doc, ""]
         lines += settings_table(cls, list(cls.model_fields.items()), env_names)
+    lines += ["", "## Fly worker (the worker app's own environment)", "",
+              " ".join((FlyWorkerSettings.__doc__ or "").split()), ""]
+    lines += settings_table(FlyWorkerSettings, list(FlyWorkerSettings.model_fields.items()), env_names)
     lines += [
         "", "## Fly work pool variables (`fly-machines`)", "",
         "Not environment variables: the pool's base job template (`prefect work-pool get-default-base-job-template",

@@ -298,13 +298,14 @@ class FlyWorkerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
-    # http://_api.internal:4280 inside Fly's private network
-    api_url: str = Field("https://api.machines.dev", validation_alias=AliasChoices("FLY_API_URL", "api_url"))
-    # Fly's logs API (GET /api/v1/apps/{app}/logs, what `fly logs` reads)
-    logs_url: str = Field("https://api.fly.io", validation_alias=AliasChoices("FLY_LOGS_URL", "logs_url"))
-    # Between two checks of the pool's Machines (ended runs, Machines past their max_runtime_s).
+    api_url: str = Field("https://api.machines.dev", validation_alias=AliasChoices("FLY_API_URL", "api_url"),
+                         description="Fly's Machines API (http://_api.internal:4280 inside Fly's private network)")
+    logs_url: str = Field("https://api.fly.io", validation_alias=AliasChoices("FLY_LOGS_URL", "logs_url"),
+                          description="Fly's logs API (GET /api/v1/apps/{app}/logs, what `fly logs` reads)")
     sweep_interval_s: float = Field(60.0, gt=0, validation_alias=AliasChoices("VIBEINSIGHT_FLY_SWEEP_INTERVAL_S",
-                                                                              "sweep_interval_s"))
+                                                                              "sweep_interval_s"),
+                                    description="seconds between two checks of the pool's Machines (ended runs, "
+                                                "Machines past their max_runtime_s)")
 
 
 class StatusSettings(BaseSettings):
