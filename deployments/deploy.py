@@ -25,8 +25,12 @@ from vibeinsight.settings import Settings, get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = ROOT / "prefect.yaml"
-DEFAULT_POOL = "vibeinsight-fly"  # the name prefect.yaml gives every deployment
+DEFAULT_POOL = "vibeinsight-fly"  # the name prefect.yaml gives the runs' deployment (one Machine a run)
 DEFAULT_POOL_TYPE = "fly-machines"
+# The operators' flows (reconcile, quota report): process workers on the worker app, which holds the
+# wider keys that run Machines must not (prefect.yaml's `ops_pool`).
+OPS_POOL = "vibeinsight-ops"
+OPS_POOL_TYPE = "process"
 # The pool's `default` queue exists already; `realtime` (user uploads) is created at priority 1,
 # which Prefect puts ahead of it (lower number = served first).
 REALTIME_QUEUE = "realtime"
@@ -86,12 +90,20 @@ def deploy_all(pool: str | None = None, names: list[str] | None = None, pool_typ
     pool = pool or pool_name()
     setup_storage()
     ensure_pool(pool, pool_type)
+    # Fly: the runs' pool and the operators' pool; anything else (a local stack of process workers,
+    # the tests): one pool runs every deployment.
+    one_pool = (pool, pool_type) != (DEFAULT_POOL, DEFAULT_POOL_TYPE)
+    if not one_pool:
+        ensure_pool(OPS_POOL, OPS_POOL_TYPE)
     ensure_api_limit(api_limit)
     args = ["deploy", "--all"] if not names else ["deploy", *[a for n in names for a in ("--name", n)]]
     with tempfile.TemporaryDirectory() as tmp:
-        if pool != DEFAULT_POOL:  # `prefect deploy --all --pool` ignores --pool: deploy a copy that names it
+        if one_pool:  # `prefect deploy --all --pool` ignores --pool: deploy a copy that names it for every deployment
             spec = Path(tmp) / "prefect.yaml"
-            spec.write_text(PREFECT_YAML.read_text().replace(f"name: {DEFAULT_POOL}\n", f"name: {pool}\n"))
+            text = PREFECT_YAML.read_text()
+            for name in (DEFAULT_POOL, OPS_POOL):
+                text = text.replace(f"name: {name}\n", f"name: {pool}\n")
+            spec.write_text(text)
             args += ["--prefect-file", str(spec)]
         done = _prefect(*args, check=False)
     if done.returncode != 0:
