@@ -9,6 +9,7 @@ import pytest
 
 from tests import media
 from tests.conftest import sha256
+from tests.uploads import as_upload
 from vibeinsight.schemas import ResultDocument, Status
 from vibeinsight.scoring import normalize_chars, normalize_text
 
@@ -38,7 +39,7 @@ def cer(reference: str, hypothesis: str) -> float:
 def run(source, **params):
     from flows.process_audio import process_audio
 
-    return process_audio(source=str(source), return_state=True, **params)
+    return process_audio(source=as_upload(source), return_state=True, **params)
 
 
 def stored(home, session_id) -> dict:

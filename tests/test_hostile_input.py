@@ -21,6 +21,7 @@ import pytest
 
 from tests import media
 from tests.conftest import ffmpeg, sha256
+from tests.uploads import as_upload
 from vibeinsight.audio import ffmpeg as safe
 from vibeinsight.audio import transcode as tc
 from vibeinsight.audio.probe import ffprobe
@@ -197,7 +198,7 @@ def test_a_process_past_its_timeout_is_killed(tmp_path):
 def run_flow(source, **params):
     from flows.process_audio import process_audio
 
-    return process_audio(source=str(source), return_state=True, **params)
+    return process_audio(source=as_upload(source), return_state=True, **params)
 
 
 def row(session_id):

@@ -260,6 +260,9 @@ class StatusSettings(BaseSettings):
     reconcile_pending_after_s: float = 300.0
     # A PENDING row with no flow run this old is one whose run was never created: FAILED.
     reconcile_orphan_after_s: float = 300.0
+    # A state timestamped further ahead of the writer's clock (and the database's) is refused: a
+    # forged event or a Machine whose clock runs fast would otherwise outrank every later write.
+    max_clock_skew_s: float = Field(60.0, gt=0)
 
 
 class QuotaSettings(BaseSettings):

@@ -96,6 +96,7 @@ def _run(source, session_id, user_id, options: dict, as_json, server, started) -
     # The model is first needed at transcribe: load it in a thread, on the CPU the
     # server's start-up and the first stages leave idle.
     threading.Thread(target=_background, args=(registry.transcriber().warm_up,), daemon=True).start()
+    source = _as_upload(source, user_id)
     if server:
         server.wait_ready()
         if os.environ.get("PREFECT_SERVER_DATABASE_MIGRATE_ON_START") != "false":
@@ -136,6 +137,18 @@ def _run(source, session_id, user_id, options: dict, as_json, server, started) -
     if as_json:
         print(json.dumps(doc, ensure_ascii=False))
     return EXIT_REJECTED if isinstance(exc, InputRejected) else EXIT_FAILED
+
+
+def _as_upload(source: str, user_id: str | None) -> str:
+    """With local storage a run reads only the bucket's uploads: like the app, place the file there
+    first (a hard link where possible, else a copy). Object storage takes its s3:// URI as given."""
+    from blocks import registry
+    from blocks.storage import LocalBucket
+
+    storage = registry.storage()
+    if not isinstance(storage, LocalBucket) or "://" in source.removeprefix("file://"):
+        return source
+    return storage.place_upload(Path(source.removeprefix("file://")), user_id)
 
 
 def _failure_document(session_id: str, exc, state) -> dict:
