@@ -21,7 +21,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, PrivateAttr, SecretStr
 
 from vibeinsight.schemas import TERMINAL, Status, StatusRow, StatusUpdate
-from vibeinsight.settings import SupabaseOptions, get_settings
+from vibeinsight.settings import SupabaseOptions
 from vibeinsight.status_rule import seconds_ahead
 
 log = logging.getLogger("vibeinsight.status")
@@ -33,18 +33,21 @@ RETRYABLE_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL - {Status.COMP
 class StatusStore(Block):
     _block_type_name = "VibeInsight Status Store"
 
+    max_clock_skew_s: float | None = Field(None, gt=0, description="refuse a write timestamped this far ahead of "
+                                           "the clock (VIBEINSIGHT_STATUS_MAX_CLOCK_SKEW_S, set by the registry)")
+
     def apply(self, update: StatusUpdate, deployment: str | None = None) -> bool:
         """Apply one update atomically; True when the row changed. An update timestamped more than
         the allowed skew ahead of this clock is refused (and logged): it would outrank every later write."""
-        skew = get_settings().status.max_clock_skew_s
-        if (ahead := seconds_ahead(update.seq)) > skew:
+        skew = self.max_clock_skew_s
+        if skew is not None and (ahead := seconds_ahead(update.seq)) > skew:
             log.warning("status write for %s refused: its time is %.0f s ahead of this clock (skew allowed %.0f s)",
                         update.session_id, ahead, skew, extra={"session_id": update.session_id})
             return False
         return self._apply(update, deployment, skew)
 
     @abstractmethod
-    def _apply(self, update: StatusUpdate, deployment: str | None, max_ahead_s: float) -> bool:
+    def _apply(self, update: StatusUpdate, deployment: str | None, max_ahead_s: float | None) -> bool:
         """The write itself; the database refuses it too when it is `max_ahead_s` ahead of its own clock."""
 
     @abstractmethod
@@ -124,7 +127,7 @@ class SQLiteStatusStore(StatusStore):
             conn.execute("ALTER TABLE processing_status ADD COLUMN attempt INTEGER")  # a file from before it
         return conn
 
-    def _apply(self, update: StatusUpdate, deployment: str | None, max_ahead_s: float) -> bool:
+    def _apply(self, update: StatusUpdate, deployment: str | None, max_ahead_s: float | None) -> bool:
         params = update.model_dump(mode="json")
         params["now"] = datetime.now(timezone.utc).isoformat()
         with _lock, self._connect() as conn:
@@ -199,7 +202,7 @@ class PostgresStatusStore(StatusStore):
             conn.execute(f'SET ROLE "{self.pg_role}"')
         return conn
 
-    def _apply(self, update: StatusUpdate, deployment: str | None, max_ahead_s: float) -> bool:
+    def _apply(self, update: StatusUpdate, deployment: str | None, max_ahead_s: float | None) -> bool:
         with self._connect() as conn:
             row = conn.execute(_CALL_SQL, rpc_params(update, deployment, max_ahead_s)).fetchone()
         return bool(row and next(iter(row.values())))
@@ -236,7 +239,7 @@ class SupabaseStatusStore(StatusStore, SupabaseOptions):
                                       auto_refresh_token=False, persist_session=False))
         return self._cached_client
 
-    def _apply(self, update: StatusUpdate, deployment: str | None, max_ahead_s: float) -> bool:
+    def _apply(self, update: StatusUpdate, deployment: str | None, max_ahead_s: float | None) -> bool:
         res = self._client().rpc("apply_status_update", rpc_params(update, deployment, max_ahead_s)).execute()
         return bool(res.data)
 
