@@ -52,12 +52,11 @@ def test_an_owned_row_takes_writes_from_its_owners_runs_only(db):
     sid = str(uuid.uuid4())
     assert request_run(conn, sid, victim, "uploads/v/1.wav")["outcome"] == "created"
     assert set_current_run(conn, sid, victim, 0, "run-1")
-    assert write(store, sid, Status.COMPLETED, victim, "run-1", 0)
+    assert write(store, sid, Status.RUNNING, victim, "run-1", 0)
     before = snapshot(conn, sid)
-    # a run naming no user, or another user, even with the current run's id and attempt: refused
-    assert not write(store, sid, Status.FAILED, None, "run-x", 0)
+    # the session's current run and attempt, but naming no user or another user: refused
     assert not write(store, sid, Status.FAILED, None, "run-1", 0)
-    assert not write(store, sid, Status.FAILED, other, "run-x", 0)
+    assert not write(store, sid, Status.FAILED, other, "run-1", 0)
     assert snapshot(conn, sid) == before
 
 
