@@ -110,7 +110,7 @@ class LocalBucket(ObjectStorage):
             raise InputRejected(f"cannot read {path}", "not_found")
         return path.open("rb")
 
-    def place_upload(self, file: Path, owner: str | None = None) -> str:
+    def place_upload(self, file: str | Path, owner: str | None = None) -> str:
         """Put a local file among the uploads, as the app's upload would, and return the path a run reads:
         a hard link where the file system allows (no copy, and the file is never changed), else a copy.
         A file already among the uploads stays where it is; a missing one gets the path it would have
@@ -118,7 +118,7 @@ class LocalBucket(ObjectStorage):
         import shutil
         import uuid
 
-        src = file.expanduser().resolve()
+        src = Path(file).expanduser().resolve()
         uploads = self.uploads_dir().resolve()
         if uploads in src.parents:
             return str(src)
