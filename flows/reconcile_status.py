@@ -75,8 +75,9 @@ async def _run_by_key(client, row: StatusRow):
     key = idempotency_key(row.session_id, row.attempt or 0)
     runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
         idempotency_key=FlowRunFilterIdempotencyKey(any_=[key])), limit=10)
-    # the key is unique per flow only: the run must also be for this session
-    return next((r for r in runs if canonical_uuid((r.parameters or {}).get("session_id")) == row.session_id), None)
+    # the key is unique per flow only: the run must also be for this session and its owner
+    return next((r for r in runs if canonical_uuid((r.parameters or {}).get("session_id")) == row.session_id
+                 and canonical_uuid((r.parameters or {}).get("user_id")) == row.user_id), None)
 
 
 async def _repair(client, store, row: StatusRow, now: datetime, stale_after_s: float, pending_after_s: float,
