@@ -58,10 +58,16 @@ def stack(tmp_path_factory):
                      "process_audio.serve(name='owner', limit=2, print_starting_message=False)"], env)
             lp.spawn("serve-probe", [PY, "-c", "from tests.status_flows import status_probe; "
                      "status_probe.serve(name='probe', limit=4, print_starting_message=False)"], env)
+            # a deployment whose status writes are all lost (its store is unreachable): only the observer's
+            # catch-up can mirror its runs
+            lost = dict(env, VIBEINSIGHT_STATUS_URL="postgresql://postgres@127.0.0.1:9/nowhere",
+                        VIBEINSIGHT_STATUS_FINAL_WAIT_S="0.5", VIBEINSIGHT_STATUS_FINAL_GIVE_UP_S="1")
+            lp.spawn("serve-mute", [PY, "-c", "from tests.status_flows import status_probe; "
+                     "status_probe.serve(name='mute', limit=2, print_starting_message=False)"], lost)
             from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
             with temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: False}):
-                for name in ("process-audio/owner", "status-probe/probe"):
+                for name in ("process-audio/owner", "status-probe/probe", "status-probe/mute"):
                     wait_for(lambda n=name: _deployment_ready(n), 180, 0.5, f"the served deployment {name}")
                 yield Stack(prefect=lp, pg_url=pg_url, store=PostgresStatusStore(url=pg_url, pg_role="service_role"),
                             bucket=lp.home / "bucket")
@@ -167,6 +173,11 @@ def test_a_run_with_someone_elses_session_leaves_their_row_and_result_unchanged(
     assert (stack.bucket / "results" / f"{sid}.json").read_bytes() == result
 
 
+def _observer_down(stack) -> None:
+    if (observer := stack.prefect.procs.pop("observer", None)) is not None:
+        procs.stop(observer)
+
+
 def _statuses_until(stack, sid, done, timeout_s=120) -> list:
     """Every row state seen (polling) until `done(row)`."""
     seen = []
@@ -188,8 +199,7 @@ def test_a_rerun_with_the_observer_down_stays_pending_while_queued_and_never_sho
     assert _request_run(stack, sid, user, key)["outcome"] == "created"
     old = _run("status-probe/probe", {"session_id": sid, "user_id": user, "seconds": 0.3}, key=sid)
     _statuses_until(stack, sid, lambda r: r.status is Status.COMPLETED and r.flow_run_id == old)
-    if (observer := stack.prefect.procs.pop("observer", None)) is not None:
-        procs.stop(observer)  # down from here on: it misses every event of the re-run
+    _observer_down(stack)  # from here on: it misses every event of the re-run
     rerun = _request_run(stack, sid, user, key, rerun=True)
     assert (rerun["outcome"], rerun["attempt"]) == ("rerun", 1)
     new = _run("status-probe/probe", {"session_id": sid, "user_id": user, "seconds": 0.3},
@@ -211,6 +221,7 @@ def test_a_rerun_with_the_observer_down_stays_pending_while_queued_and_never_sho
 def test_a_run_queued_past_the_stale_limit_is_not_failed(stack):
     from flows.reconcile_status import reconcile_once
 
+    _observer_down(stack)  # else its write of the run's Scheduled state names the run on the row
     user = _user(stack)
     queued, never = str(uuid.uuid4()), str(uuid.uuid4())
     for sid in (queued, never):
@@ -222,3 +233,30 @@ def test_a_run_queued_past_the_stale_limit_is_not_failed(stack):
     assert stack.store.get(queued).status is Status.PENDING
     never_row = stack.store.get(never)
     assert (never_row.status, never_row.error_code) == (Status.FAILED, "stale_pending")
+
+
+def test_the_observer_catches_up_on_what_it_missed_when_it_starts(stack):
+    from deployments.status_observer import StatusObserver
+
+    _observer_down(stack)
+    user, sid = _user(stack), str(uuid.uuid4())
+    assert _request_run(stack, sid, user, f"uploads/{user}/a.wav")["outcome"] == "created"
+    run_id = _run("status-probe/mute", {"session_id": sid, "user_id": user, "seconds": 0.2}, key=sid)
+    assert stack.prefect.wait_run(run_id, 120)["state"]["type"] == "COMPLETED"
+    assert stack.store.get(sid).status is Status.PENDING  # nobody wrote the run's states
+
+    async def observe() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(StatusObserver(store=stack.store, terminal_grace_s=0).run(stop))
+        try:
+            for _ in range(300):
+                if stack.store.get(sid).status is Status.COMPLETED:
+                    return
+                await asyncio.sleep(0.2)
+        finally:
+            stop.set()
+            await task
+
+    asyncio.run(observe())
+    row = stack.store.get(sid)
+    assert (row.status, row.flow_run_id, row.attempt) == (Status.COMPLETED, run_id, 0)
