@@ -68,26 +68,37 @@ def _age_s(row: StatusRow, now: datetime) -> float:
     return (now - updated).total_seconds()
 
 
-async def _run_by_key(client, row: StatusRow):
-    """The flow run of the row's current attempt, found by its idempotency key (None: no run at all)."""
+def _key_of(row: StatusRow) -> str:
+    return idempotency_key(row.session_id, row.attempt or 0)
+
+
+async def _runs_by_key(client, rows: list[StatusRow]) -> dict[str, object]:
+    """The flow runs of these rows' current attempts, by idempotency key (a row with none: no run at all);
+    one API call per hundred rows."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
 
-    key = idempotency_key(row.session_id, row.attempt or 0)
-    runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
-        idempotency_key=FlowRunFilterIdempotencyKey(any_=[key])), limit=10)
-    # the key is unique per flow only: the run must also be for this session and its owner
-    return next((r for r in runs if canonical_uuid((r.parameters or {}).get("session_id")) == row.session_id
-                 and canonical_uuid((r.parameters or {}).get("user_id")) == row.user_id), None)
+    owners = {_key_of(r): (r.session_id, r.user_id) for r in rows}
+    found: dict[str, object] = {}
+    keys = list(owners)
+    for i in range(0, len(keys), 100):
+        runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            idempotency_key=FlowRunFilterIdempotencyKey(any_=keys[i:i + 100])), limit=200)
+        for run in runs:
+            params = run.parameters or {}
+            # the key is unique per flow only: the run must also be for this session and its owner
+            if owners.get(run.idempotency_key) == (canonical_uuid(params.get("session_id")),
+                                                   canonical_uuid(params.get("user_id"))):
+                found[run.idempotency_key] = run
+    return found
 
 
 async def _repair(client, store, row: StatusRow, now: datetime, stale_after_s: float, pending_after_s: float,
-                  orphan_after_s: float) -> dict | None:
-    """Bring one open row in line with its current flow run; what was done, or None when nothing was to do."""
+                  orphan_after_s: float, run=None) -> dict | None:
+    """Bring one open row in line with its current flow run; what was done, or None when nothing was to do.
+    A row that names no run comes with the run found by its idempotency key (`run`; None: no run at all)."""
     from prefect.exceptions import ObjectNotFound
 
-    run = None
     if not row.flow_run_id:
-        run = await _run_by_key(client, row)  # asked before anything is written
         if run is None:
             # The Edge Function wrote the row, then creating the run failed: nothing will ever run it.
             if _age_s(row, now) < orphan_after_s:
@@ -157,9 +168,9 @@ async def reconcile_once(min_age_s: float | None = None, limit: int = 500, stale
     RUNNING runs Crashed, schedule again runs a dead worker left Pending, fail rows no run was ever
     created for. Returns what was done.
 
-    `limit` counts the rows checked against Prefect; rows updated within `min_age_s` are not read at
-    all. Open rows that stay open are skipped on the next page, so a pile of them never stops the
-    repair of the others. `store`: the status store (default: the configured one).
+    `limit` counts the rows it could act on (with a flow run, or old enough to fail): rows updated within
+    `min_age_s` are not read at all, and rows with no run yet that are still young are passed over, so a
+    pile of either never stops the repair of the others. `store`: the status store (default: the configured one).
     """
     from prefect.client.orchestration import get_client
     from prefect.settings import get_current_settings
@@ -181,11 +192,17 @@ async def reconcile_once(min_age_s: float | None = None, limit: int = 500, stale
             if not page:
                 break
             left_open = 0
+            # rows that name no run yet: asked of Prefect by their runs' idempotency keys before anything is written
+            by_key = await _runs_by_key(client, [r for r in page if not r.flow_run_id])
             for row in page:
                 if acted >= limit:
                     break
+                run = None if row.flow_run_id else by_key.get(_key_of(row))
+                if not row.flow_run_id and run is None and _age_s(row, now) < orphan_after_s:
+                    left_open += 1
+                    continue  # no run yet, and still young: not actionable, does not count
                 acted += 1
-                result = await _repair(client, store, row, now, stale_after_s, pending_after_s, orphan_after_s)
+                result = await _repair(client, store, row, now, stale_after_s, pending_after_s, orphan_after_s, run)
                 if result:
                     done.append(result)
                 if not result or result["to"] in OPEN:
