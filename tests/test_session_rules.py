@@ -163,3 +163,23 @@ def test_place_upload_copies_where_links_are_not_allowed(tmp_path, monkeypatch):
     placed = bucket.place_upload(src)
     assert os.stat(placed).st_ino != src.stat().st_ino and open(placed, "rb").read() == b"audio"
     assert src.read_bytes() == b"audio"  # the file itself is never changed
+
+
+def test_each_run_works_in_a_folder_of_its_own(home):
+    from flows.process_audio import Run
+    from vibeinsight.settings import get_settings
+
+    settings = get_settings()
+    runs = [Run(SID, OWNER, str(uuid.uuid4()), settings, 0) for _ in range(2)]
+    assert runs[0].workspace != runs[1].workspace  # two runs of one session: two folders
+    assert all(r.workspace == (settings.work_dir / r.flow_run_id).resolve() for r in runs)
+
+
+def test_the_cli_places_a_local_file_among_the_uploads(home, tmp_path):
+    from vibeinsight.cli.process import _as_upload
+
+    src = tmp_path / "talk.wav"
+    src.write_bytes(b"audio")
+    placed = _as_upload(str(src), OWNER)
+    assert placed.startswith(str((home / "bucket" / "uploads" / OWNER).resolve())) and open(placed, "rb").read() == b"audio"
+    assert _as_upload("s3://bucket/uploads/x.wav", OWNER) == "s3://bucket/uploads/x.wav"
