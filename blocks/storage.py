@@ -153,6 +153,15 @@ class LocalBucket(ObjectStorage):
         return self._path(key).read_bytes()
 
 
+def as_upload(storage: ObjectStorage, source: str, owner: str | None = None) -> str:
+    """What a run is given for `source`: with local storage, a local file placed among the uploads (as the
+    app's upload would place it; LocalBucket.place_upload), since a run reads nothing else; otherwise
+    `source` as given (an s3:// URI)."""
+    if not isinstance(storage, LocalBucket) or "://" in source.removeprefix("file://"):
+        return source
+    return storage.place_upload(source.removeprefix("file://"), owner)
+
+
 def _suffix(uri: str) -> str:
     name = uri.rsplit("/", 1)[-1]
     suffix = Path(name).suffix

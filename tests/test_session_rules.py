@@ -175,11 +175,12 @@ def test_each_run_works_in_a_folder_of_its_own(home):
     assert all(r.workspace == (settings.work_dir / r.flow_run_id).resolve() for r in runs)
 
 
-def test_the_cli_places_a_local_file_among_the_uploads(home, tmp_path):
-    from vibeinsight.cli.process import _as_upload
+def test_a_local_file_is_placed_among_the_uploads(home, tmp_path):
+    from blocks import registry
+    from blocks.storage import as_upload
 
     src = tmp_path / "talk.wav"
     src.write_bytes(b"audio")
-    placed = _as_upload(str(src), OWNER)
+    placed = as_upload(registry.storage(), str(src), OWNER)
     assert placed.startswith(str((home / "bucket" / "uploads" / OWNER).resolve())) and open(placed, "rb").read() == b"audio"
-    assert _as_upload("s3://bucket/uploads/x.wav", OWNER) == "s3://bucket/uploads/x.wav"
+    assert as_upload(registry.storage(), "s3://bucket/uploads/x.wav", OWNER) == "s3://bucket/uploads/x.wav"

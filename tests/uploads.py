@@ -10,7 +10,6 @@ def as_upload(source: str | Path, owner: str | None = None) -> str:
     """The path under the local bucket's uploads/ the flow may read (a hard link to `source`); with object
     storage, `source` as given."""
     from blocks import registry
-    from blocks.storage import LocalBucket
+    from blocks.storage import as_upload
 
-    storage = registry.storage()
-    return storage.place_upload(Path(source), owner) if isinstance(storage, LocalBucket) else str(source)
+    return as_upload(registry.storage(), str(source), owner)

@@ -86,6 +86,7 @@ def split_vocabulary(values: list[str] | None) -> list[str] | None:
 
 def _run(source, session_id, user_id, options: dict, as_json, server, started) -> int:
     from blocks import registry
+    from blocks.storage import as_upload
     from flows import status_hooks
     from flows.process_audio import process_audio
     from vibeinsight import logs, tracing
@@ -96,7 +97,8 @@ def _run(source, session_id, user_id, options: dict, as_json, server, started) -
     # The model is first needed at transcribe: load it in a thread, on the CPU the
     # server's start-up and the first stages leave idle.
     threading.Thread(target=_background, args=(registry.transcriber().warm_up,), daemon=True).start()
-    source = _as_upload(source, user_id)
+    # with local storage a run reads only the bucket's uploads: like the app, place the file there first
+    source = as_upload(registry.storage(), source, user_id)
     if server:
         server.wait_ready()
         if os.environ.get("PREFECT_SERVER_DATABASE_MIGRATE_ON_START") != "false":
@@ -137,18 +139,6 @@ def _run(source, session_id, user_id, options: dict, as_json, server, started) -
     if as_json:
         print(json.dumps(doc, ensure_ascii=False))
     return EXIT_REJECTED if isinstance(exc, InputRejected) else EXIT_FAILED
-
-
-def _as_upload(source: str, user_id: str | None) -> str:
-    """With local storage a run reads only the bucket's uploads: like the app, place the file there
-    first (a hard link where possible, else a copy). Object storage takes its s3:// URI as given."""
-    from blocks import registry
-    from blocks.storage import LocalBucket
-
-    storage = registry.storage()
-    if not isinstance(storage, LocalBucket) or "://" in source.removeprefix("file://"):
-        return source
-    return storage.place_upload(Path(source.removeprefix("file://")), user_id)
 
 
 def _failure_document(session_id: str, exc, state) -> dict:
