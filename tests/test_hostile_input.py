@@ -223,7 +223,7 @@ def test_flow_rejects_a_manifest_and_leaks_nothing(home, secret):
     assert r.error_message == doc["error"]["message"] and "対応していません" in r.error_message
     assert "whitelist" in doc["error"]["detail"] or "not an accepted" in doc["error"]["detail"]
     assert_no_secret(json.dumps(doc, ensure_ascii=False), r.model_dump_json())
-    assert sha256(upload) == before and not (home / "work" / sid).exists()
+    assert sha256(upload) == before and not (home / "work" / str(state.state_details.flow_run_id)).exists()
 
 
 @pytest.mark.integration
