@@ -137,7 +137,11 @@ def analyzer(settings: Settings | None = None) -> Analyzer:
 def status_store(settings: Settings | None = None) -> StatusStore:
     """VIBEINSIGHT_STATUS_URL=postgresql://… → PostgreSQL; sqlite:///… → that file; else SUPABASE_URL +
     the service role key or a run token → Supabase; else the SQLite file under VIBEINSIGHT_HOME."""
-    return _saved_or(build_status_store(settings or get_settings()))
+    s = settings or get_settings()
+    store = _saved_or(build_status_store(s))
+    if store.max_clock_skew_s is None:  # the clock check is this environment's, not the saver's
+        store = store.model_copy(update={"max_clock_skew_s": s.status.max_clock_skew_s})
+    return store
 
 
 def usage_ledger(settings: Settings | None = None) -> UsageLedger:

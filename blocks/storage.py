@@ -7,7 +7,7 @@ import json
 import os
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from prefect.blocks.core import Block
 from prefect.filesystems import WritableFileSystem
@@ -104,23 +104,61 @@ class ObjectStorage(Block):
 
 
 class LocalBucket(ObjectStorage):
-    """A folder standing in for the bucket; SOURCE may be any readable local path."""
+    """A folder standing in for the bucket: uploads/ (the only files a run may read), results/, reports/."""
 
     _block_type_name = "VibeInsight Local Bucket"
 
-    root: str = Field(description="folder that holds results/ and reports/")
+    root: str = Field(description="folder that holds uploads/, results/ and reports/")
+
+    UPLOADS: ClassVar[str] = "uploads"  # the local twin of the bucket's upload prefix
+
+    def uploads_dir(self) -> Path:
+        return Path(self.root).resolve() / self.UPLOADS
+
+    def _source(self, uri: str) -> Path:
+        """The upload's path, resolved (symlinks included); InputRejected(source_not_allowed) unless it
+        lies under the uploads folder: a run must never read any other file on the host."""
+        given = Path(uri.removeprefix("file://")).expanduser()
+        path, uploads = given.resolve(), self.uploads_dir().resolve()
+        if uploads not in path.parents:
+            raise InputRejected(f"{given} is not under the uploads folder {uploads}", "source_not_allowed")
+        return path
 
     def _size(self, uri: str) -> int | None:
-        path = Path(uri.removeprefix("file://")).expanduser()
+        path = self._source(uri)
         return path.stat().st_size if path.is_file() else None
 
     def _open(self, uri: str):
-        path = Path(uri.removeprefix("file://")).expanduser()
+        path = self._source(uri)
         if not path.is_file():
             raise InputRejected(f"no such file: {path}", "not_found")
         if not os.access(path, os.R_OK):
             raise InputRejected(f"cannot read {path}", "not_found")
         return path.open("rb")
+
+    def place_upload(self, file: str | Path, owner: str | None = None) -> str:
+        """Put a local file among the uploads, as the app's upload would, and return the path a run reads:
+        a hard link where the file system allows (no copy, and the file is never changed), else a copy.
+        A file already among the uploads stays where it is; a missing one gets the path it would have
+        had, so its run ends `not_found` like any missing upload."""
+        import shutil
+        import uuid
+
+        src = Path(file).expanduser().resolve()
+        uploads = self.uploads_dir().resolve()
+        if uploads in src.parents:
+            return str(src)
+        dest = uploads / (owner or "local") / uuid.uuid4().hex / src.name
+        if not src.is_file():
+            return str(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, dest)
+        except OSError:  # another file system, or links not allowed: a copy, written whole before it appears
+            tmp = dest.with_name(dest.name + ".tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
+        return str(dest)
 
     def _path(self, key: str) -> Path:
         root = Path(self.root).resolve()
@@ -139,6 +177,15 @@ class LocalBucket(ObjectStorage):
 
     def get_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
+
+
+def as_upload(storage: ObjectStorage, source: str, owner: str | None = None) -> str:
+    """What a run is given for `source`: with local storage, a local file placed among the uploads (as the
+    app's upload would place it; LocalBucket.place_upload), since a run reads nothing else; otherwise
+    `source` as given (an s3:// URI)."""
+    if not isinstance(storage, LocalBucket) or "://" in source.removeprefix("file://"):
+        return source
+    return storage.place_upload(source.removeprefix("file://"), owner)
 
 
 def _suffix(uri: str) -> str:

@@ -24,12 +24,20 @@ from pydantic import BaseModel, Field, ValidationError
 from blocks import registry
 from blocks.transcriber import ChunkJob, ChunkTranscript, Transcriber
 from flows import status_hooks
-from flows.status_hooks import HOOKS, StageReporter
+from flows.status_hooks import HOOKS, StageReporter, run_attempt
 from vibeinsight import logs, tracing
 from vibeinsight.audio import probe as probing
 from vibeinsight.audio import transcode as tc
 from vibeinsight.diarization import Diarization, Diarizer, Turn, assign_speakers
-from vibeinsight.errors import InputRejected, PipelineError, TranscriptionFailed, detail_of, error_code, user_message
+from vibeinsight.errors import (
+    InputRejected,
+    PipelineError,
+    SessionConflict,
+    TranscriptionFailed,
+    detail_of,
+    error_code,
+    user_message,
+)
 from vibeinsight.params import check_ids, check_s3_source, row_ids, workspace_for
 from vibeinsight.quota import compact_settings, current_month, guard_decision, month_bounds, user_share_exceeded
 from vibeinsight.schemas import (
@@ -45,7 +53,7 @@ from vibeinsight.schemas import (
 )
 from vibeinsight.scoring import weighted_confidence
 from vibeinsight.settings import FlowSettings, Settings, get_settings
-from vibeinsight.status_rule import result_key
+from vibeinsight.status_rule import conflict_with, result_key
 from vibeinsight.usage import ServiceUsage, Usage, build_usage, events_from_document, load_table, provider_of
 
 log = logging.getLogger("vibeinsight.flow")
@@ -74,15 +82,19 @@ TIMEOUT_S = {"ingest": 1800, "transcode": 1800, "transcribe-chunk": 1800, "analy
 class Run:
     """What the tasks of one run share: settings, blocks, workspace, stage reporter, timings."""
 
-    def __init__(self, session_id: str, user_id: str | None, flow_run_id: str | None, settings: Settings):
+    def __init__(self, session_id: str, user_id: str | None, flow_run_id: str, settings: Settings,
+                 attempt: int | None = None):
         self.settings = settings
         self.session_id = session_id
         self.user_id = user_id
-        self.workspace = workspace_for(settings.work_dir, session_id)  # resolved; never outside work_dir
+        self.flow_run_id, self.attempt = flow_run_id, attempt
+        # the flow run's own folder (resolved, never outside work_dir): two runs of a session never share one
+        self.workspace = workspace_for(settings.work_dir, flow_run_id)
         self.storage = registry.storage(settings)
         self.transcriber = registry.transcriber(settings)
         self.analyzer = registry.analyzer(settings)
-        self.reporter = StageReporter(session_id, flow_run_id, user_id)
+        self.reporter = StageReporter(session_id, flow_run_id, user_id, attempt)
+        self.may_publish = False  # until the session's row says this run may write its result
         self.timings: dict[str, float] = {}
         self.served_by = "local"  # which storage served the upload: local, primary or fallback
         self.api_usage: list[ServiceUsage] = []  # one entry per billed chunk or analysis
@@ -152,6 +164,21 @@ def record_usage(document: ResultDocument, settings: Settings | None = None) -> 
     except Exception as exc:  # noqa: BLE001
         log.warning("usage not recorded: %s", exc)
         return 0
+
+
+def check_session(run: Run) -> None:
+    """SessionConflict unless this run may write the session's row and result: the row does not exist
+    yet, or names this run's user and (where request_run() manages it) this run as its current one."""
+    from tenacity import Retrying, stop_after_attempt, wait_exponential
+
+    store = registry.status_store(run.settings)
+    try:  # a brief store outage is ridden out; past it the run fails without writing anything
+        row = Retrying(stop=stop_after_attempt(4), wait=wait_exponential(multiplier=0.5, max=4),
+                       reraise=True)(store.get, run.session_id)
+    except Exception as exc:
+        raise PipelineError(f"cannot read the session's row to check its owner: {exc}", "internal") from exc
+    if reason := conflict_with(row, run.user_id, run.attempt, run.flow_run_id):
+        raise SessionConflict(f"session {run.session_id}: {reason}; its row and result are left as they are")
 
 
 @task(name="ingest", timeout_seconds=TIMEOUT_S["ingest"], **RETRY)
@@ -426,18 +453,21 @@ def process_audio(source: str, session_id: str | None = None, user_id: str | Non
     # The parameters may come from anyone with the Prefect API: checked here, before anything is
     # touched. A session_id that is not a UUID keys nothing (the run's own id does, as in the hooks).
     sid, uid = row_ids({"session_id": session_id, "user_id": user_id}, flow_run_id)
+    attempt = run_attempt(get_run_context().flow_run, sid)
     with logs.bind(session_id=sid, flow_run_id=flow_run_id):
-        return _process(source, session_id, user_id, sid, uid, flow_run_id, language,
+        return _process(source, session_id, user_id, sid, uid, flow_run_id, attempt, language,
                         dict(vocabulary=vocabulary, speakers=speakers, max_speakers=max_speakers))
 
 
 def _process(source: str, session_id: str | None, user_id: str | None, sid: str, uid: str | None, flow_run_id: str,
-             language: str, engine: dict) -> dict:
+             attempt: int | None, language: str, engine: dict) -> dict:
     """The run's body: `session_id`/`user_id` as given (checked first), `sid`/`uid` the ids that key its rows."""
-    run = Run(sid, uid, flow_run_id, get_settings())
+    run = Run(sid, uid, flow_run_id, get_settings(), attempt)
     doc = ResultDocument(session_id=sid, user_id=uid, flow_run_id=flow_run_id, status=Status.RUNNING)
     try:
         check_ids(session_id, user_id)
+        check_session(run)  # before anything reaches the bucket: not this run's session, nothing is written
+        run.may_publish = True
         vocabulary, who = engine_request(**engine)  # bad values fail before any work
         if run.storage.role() != "local":  # object storage: only this user's uploads in our bucket
             check_s3_source(source, run.settings.s3.bucket_name, run.settings.s3.upload_prefixes, uid)
@@ -455,6 +485,7 @@ def _process(source: str, session_id: str | None, user_id: str | None, sid: str,
             log.warning("analysis degraded to local metrics: %s", doc.analysis["error"]["code"],
                         extra={"error_code": doc.analysis["error"]["code"]})
         doc.status = Status.COMPLETED
+        check_session(run)  # again: a run that is no longer the session's current one keeps its hands off
         return publish(doc, run).model_dump(mode="json")
     except BaseException as exc:
         doc.status = Status.FAILED
@@ -511,6 +542,8 @@ def operator_detail(exc: BaseException, stage: str | None, code: str, failed: bo
 
 
 def _publish_failure(doc: ResultDocument, run: Run) -> None:
+    if not run.may_publish or (doc.error and doc.error.code == "session_conflict"):
+        return  # not this run's session (or not known to be): its result stays as it was
     doc.timings = dict(run.timings)
     doc.usage = usage_of(doc, run)
     try:

@@ -7,6 +7,7 @@ import pytest
 
 from tests.conftest import ffmpeg, sha256
 from tests.operator_log import messages, operator_log
+from tests.uploads import as_upload
 from vibeinsight.schemas import ResultDocument, Status
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -15,7 +16,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness"
 def run(source, **params):
     from flows.process_audio import process_audio
 
-    return process_audio(source=str(source), return_state=True, **params)
+    return process_audio(source=as_upload(source), return_state=True, **params)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import pytest
 from tests import media
 from tests.conftest import ffmpeg, sha256
 from tests.operator_log import messages, operator_log
+from tests.uploads import as_upload
 from vibeinsight.audio import ffmpeg as safe
 from vibeinsight.audio import transcode as tc
 from vibeinsight.audio.probe import ffprobe
@@ -198,7 +199,7 @@ def test_a_process_past_its_timeout_is_killed(tmp_path):
 def run_flow(source, **params):
     from flows.process_audio import process_audio
 
-    return process_audio(source=str(source), return_state=True, **params)
+    return process_audio(source=as_upload(source), return_state=True, **params)
 
 
 def row(session_id):
@@ -225,7 +226,7 @@ def test_flow_rejects_a_manifest_and_leaks_nothing(home, secret):
     assert "detail" not in doc["error"]
     assert "whitelist" in messages(lines) or "not an accepted" in messages(lines)
     assert_no_secret(json.dumps(doc, ensure_ascii=False), r.model_dump_json())
-    assert sha256(upload) == before and not (home / "work" / sid).exists()
+    assert sha256(upload) == before and not (home / "work" / str(state.state_details.flow_run_id)).exists()
 
 
 @pytest.mark.integration

@@ -153,6 +153,9 @@ class StatusUpdate(BaseModel):
     error_code: str | None = None
     error_message: str | None = Field(None, description=f"at most {MAX_MESSAGE_BYTES} UTF-8 bytes; longer is clipped")
     result_key: str | None = None
+    # the session's run request this write comes from (vibeinsight.status_rule.attempt_of); None: a
+    # run request_run() did not start, which may write only rows no request_run() manages
+    attempt: int | None = Field(None, ge=0)
 
     @field_validator("error_message")
     @classmethod
@@ -171,6 +174,7 @@ class StatusRow(BaseModel):
     error_message: str | None = None
     result_key: str | None = None
     seq: int = 0
+    attempt: int | None = None  # the current run request (None: a row request_run() does not manage)
     updated_at: datetime
 
 

@@ -329,6 +329,9 @@ class StatusSettings(BaseSettings):
     reconcile_pending_after_s: float = Field(300.0, description="a run Pending this long is scheduled again")
     # A PENDING row with no flow run this old is one whose run was never created: FAILED.
     reconcile_orphan_after_s: float = Field(300.0, description="a PENDING row with no run this old is FAILED stale_pending")
+    # A state timestamped further ahead of the writer's clock (and the database's) is refused: a
+    # forged event or a Machine whose clock runs fast would otherwise outrank every later write.
+    max_clock_skew_s: float = Field(60.0, gt=0, description="a state timestamped further ahead of the writer's clock is refused")
 
 
 class QuotaSettings(BaseSettings):

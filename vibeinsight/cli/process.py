@@ -86,6 +86,7 @@ def split_vocabulary(values: list[str] | None) -> list[str] | None:
 
 def _run(source, session_id, user_id, options: dict, as_json, server, started) -> int:
     from blocks import registry
+    from blocks.storage import as_upload
     from flows import status_hooks
     from flows.process_audio import process_audio
     from vibeinsight import logs, tracing
@@ -96,6 +97,8 @@ def _run(source, session_id, user_id, options: dict, as_json, server, started) -
     # The model is first needed at transcribe: load it in a thread, on the CPU the
     # server's start-up and the first stages leave idle.
     threading.Thread(target=_background, args=(registry.transcriber().warm_up,), daemon=True).start()
+    # with local storage a run reads only the bucket's uploads: like the app, place the file there first
+    source = as_upload(registry.storage(), source, user_id)
     if server:
         server.wait_ready()
         if os.environ.get("PREFECT_SERVER_DATABASE_MIGRATE_ON_START") != "false":

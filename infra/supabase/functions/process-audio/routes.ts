@@ -146,12 +146,13 @@ export async function startRun(body: v.Body, ctx: Ctx): Promise<Response> {
   if (size === null) throw new HttpError(409, "upload_missing");
   if (size > cfg.limits.max_bytes) throw new HttpError(413, "too_large");
 
-  // ownership, one session per upload and the caller's limits, decided atomically in SQL
+  // ownership, one session per upload and the caller's limits, decided atomically in SQL; the request id
+  // makes call()'s retry of a committed call (its answer lost) get the same decision, not `in_flight`
   const decision = await callJson<RunDecision>(`${cfg.supabaseUrl}/rest/v1/rpc/request_run`, {
     method: "POST", headers: service(cfg),
     body: JSON.stringify({ p_session_id: sid, p_user_id: ctx.userId, p_upload_key: key, p_deployment: cfg.deployment,
       p_rerun: rerun, p_max_in_flight: cfg.limits.max_runs_in_flight_per_user,
-      p_max_per_hour: cfg.limits.max_runs_per_hour_per_user }),
+      p_max_per_hour: cfg.limits.max_runs_per_hour_per_user, p_request_id: crypto.randomUUID() }),
   }, { timeoutMs: cfg.timeoutMs, unavailable: "status_unavailable" });
   const refused = REFUSED[decision?.outcome];
   if (refused) throw new HttpError(refused[0], refused[1]);
@@ -159,7 +160,8 @@ export async function startRun(body: v.Body, ctx: Ctx): Promise<Response> {
     throw new HttpError(502, "status_unavailable"); // an answer the RPC never gives
   }
 
-  // Prefect's idempotency key: the session for its first run, one more key per re-run
+  // Prefect's idempotency key: the session for its first run, one more key per re-run. The flow and
+  // the status writers read the attempt back from it (vibeinsight/status_rule.py attempt_of).
   const idempotencyKey = decision.attempt === 0 ? sid : `${sid}:rerun:${decision.attempt}`;
   const prefect: Record<string, string> = { "Content-Type": "application/json" };
   if (cfg.prefectApiKey) prefect.Authorization = `Bearer ${cfg.prefectApiKey}`;
@@ -180,8 +182,23 @@ export async function startRun(body: v.Body, ctx: Ctx): Promise<Response> {
       labels: { __OTEL_TRACEPARENT: traceparent(sid) } }),
   }, opt);
   if (typeof run?.id !== "string") throw new HttpError(502, "prefect_unavailable");
+  await setCurrentRun(cfg, sid, ctx.userId, decision.attempt, run.id);
   return json(202, { session_id: sid, flow_run_id: run.id, status: decision.status ?? "PENDING",
     rerun: decision.outcome === "rerun" });
+}
+
+/** The row names its current run as soon as Prefect answers (with the attempt: a stale answer cannot win).
+ * Best effort: the run is created; if this write is lost, the run's first status write or reconcile-status
+ * (by the run's idempotency key) names it. */
+async function setCurrentRun(cfg: Config, sid: string, userId: string, attempt: number, flowRunId: string) {
+  try {
+    await callJson<boolean>(`${cfg.supabaseUrl}/rest/v1/rpc/set_current_run`, {
+      method: "POST", headers: service(cfg),
+      body: JSON.stringify({ p_session_id: sid, p_user_id: userId, p_attempt: attempt, p_flow_run_id: flowRunId }),
+    }, { timeoutMs: cfg.timeoutMs, unavailable: "status_unavailable" });
+  } catch (e) {
+    console.warn(`session ${sid}: run ${flowRunId} not written onto the row (${e instanceof HttpError ? e.code : e})`);
+  }
 }
 
 /** The W3C traceparent of a session's implicit root span (the same as vibeinsight.tracing.traceparent). */
