@@ -20,7 +20,7 @@ from typing import Any
 from prefect.blocks.core import Block
 from pydantic import Field, PrivateAttr, SecretStr
 
-from vibeinsight.schemas import TERMINAL, Status, StatusRow, StatusUpdate
+from vibeinsight.schemas import TERMINAL, SessionWriter, Status, StatusRow, StatusUpdate
 from vibeinsight.settings import SupabaseOptions
 from vibeinsight.status_rule import seconds_ahead
 
@@ -53,6 +53,12 @@ class StatusStore(Block):
     @abstractmethod
     def get(self, session_id: str) -> StatusRow | None:
         ...
+
+    def writer(self, session_id: str) -> SessionWriter | None:
+        """The row's owner, attempt and current run: what a run checks before it writes (a run's
+        credential reads no table, so the databases answer this through public.session_writer)."""
+        row = self.get(session_id)
+        return SessionWriter.model_validate(row, from_attributes=True) if row else None
 
     @abstractmethod
     def open_rows(self, limit: int = 500, before: datetime | None = None, offset: int = 0) -> list[StatusRow]:
@@ -212,6 +218,11 @@ class PostgresStatusStore(StatusStore):
             row = conn.execute(_SELECT_SQL + " WHERE session_id = %s", (session_id,)).fetchone()
         return parse_row(row) if row else None
 
+    def writer(self, session_id: str) -> SessionWriter | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT public.session_writer(%s) AS w", (session_id,)).fetchone()
+        return SessionWriter.model_validate(row["w"]) if row and row["w"] else None
+
     def open_rows(self, limit: int = 500, before: datetime | None = None, offset: int = 0) -> list[StatusRow]:
         with self._connect() as conn:
             rows = conn.execute(_SELECT_SQL + " WHERE status = ANY(%s) AND updated_at < coalesce(%s::timestamptz, 'infinity') "
@@ -244,6 +255,10 @@ class SupabaseStatusStore(StatusStore, SupabaseOptions):
     def _apply(self, update: StatusUpdate, deployment: str | None, max_ahead_s: float | None) -> bool:
         res = self._client().rpc("apply_status_update", rpc_params(update, deployment, max_ahead_s)).execute()
         return bool(res.data)
+
+    def writer(self, session_id: str) -> SessionWriter | None:
+        res = self._client().rpc("session_writer", {"p_session_id": session_id}).execute()
+        return SessionWriter.model_validate(res.data) if res.data else None
 
     def get(self, session_id: str) -> StatusRow | None:
         res = (self._client().table("processing_status").select(",".join(ROW_COLUMNS))

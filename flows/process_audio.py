@@ -174,7 +174,7 @@ def check_session(run: Run) -> None:
     store = registry.status_store(run.settings)
     try:  # a brief store outage is ridden out; past it the run fails without writing anything
         row = Retrying(stop=stop_after_attempt(4), wait=wait_exponential(multiplier=0.5, max=4),
-                       reraise=True)(store.get, run.session_id)
+                       reraise=True)(store.writer, run.session_id)
     except Exception as exc:
         raise PipelineError(f"cannot read the session's row to check its owner: {exc}", "internal") from exc
     if reason := conflict_with(row, run.user_id, run.attempt, run.flow_run_id):

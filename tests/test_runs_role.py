@@ -17,6 +17,7 @@ from blocks.status_store import PostgresStatusStore, SupabaseStatusStore
 from blocks.usage_ledger import PostgresUsageLedger, SupabaseUsageLedger
 from tests.fake_postgrest import FakePostgrest
 from tests.pg import ADMIN_URL
+from tests.uploads import as_upload
 from vibeinsight.run_token import mint_run_token, verify_run_token
 from vibeinsight.schemas import Status, StatusUpdate
 from vibeinsight.settings import RUN_ROLE
@@ -25,7 +26,7 @@ from vibeinsight.usage import UsageEvent
 pytestmark = pytest.mark.integration
 
 # What the role may execute; everything else in schema public is refused.
-ALLOWED = {"apply_status_update", "record_usage_events", "usage_daily_totals", "usage_user_egress"}
+ALLOWED = {"apply_status_update", "record_usage_events", "usage_daily_totals", "usage_user_egress", "session_writer"}
 SECRET = "s" * 40  # a JWT secret of Supabase's length
 
 
@@ -72,7 +73,7 @@ def test_the_run_login_writes_status_and_usage_and_the_guard_reads_its_sums(pg_u
     store = PostgresStatusStore(url=run_login)
     assert store.apply(StatusUpdate(session_id=sid, user_id=user, status=Status.RUNNING, seq=1, flow_run_id="r1",
                                     stage="ingest", progress=5), deployment="process-audio/fly")
-    assert store.apply(StatusUpdate(session_id=sid, status=Status.COMPLETED, seq=2, flow_run_id="r1", progress=100,
+    assert store.apply(StatusUpdate(session_id=sid, user_id=user, status=Status.COMPLETED, seq=2, flow_run_id="r1", progress=100,
                                     result_key=f"results/{sid}.json"))
     assert admin_rows(pg_url, "select user_id::text, status, result_key from processing_status where session_id = %s",
                       sid) == [(user, "COMPLETED", f"results/{sid}.json")]
@@ -153,6 +154,8 @@ def test_a_run_token_through_postgrest_writes_status_and_usage_and_nothing_else(
         sent = rest.requests[0]["headers"]
         assert (sent["apikey"], sent["authorization"]) == (rest.anon_key, f"Bearer {token}")
 
+        # what the flow checks before it writes: the owner, attempt and run of this one session
+        assert store.writer(sid).model_dump() == {"user_id": user, "attempt": None, "flow_run_id": "r1"}
         with pytest.raises(Exception) as read:
             store.get(sid)
         assert "42501" in str(read.value) or "permission denied" in str(read.value)
@@ -216,7 +219,7 @@ def test_a_whole_flow_run_with_the_run_login_writes_its_row_books_usage_and_the_
     get_settings.cache_clear()  # importing the flow read the settings already
     user, sid = a_user(pg_url), str(uuid.uuid4())
 
-    state = process_audio(source=str(audio / "jfk.flac"), session_id=sid, user_id=user, return_state=True)
+    state = process_audio(source=as_upload(audio / "jfk.flac", user), session_id=sid, user_id=user, return_state=True)
     assert state.is_completed(), state.message
     assert admin_rows(pg_url, "select user_id::text, status, stage, progress, flow_run_id from processing_status "
                               "where session_id = %s", sid) == \
@@ -230,7 +233,8 @@ def test_a_whole_flow_run_with_the_run_login_writes_its_row_books_usage_and_the_
                      "values (%s, 'storage_download', 'supabase', 'supabase', %s, %s)",
                      (sid, 2 * 1024**3, psycopg.types.json.Jsonb({"user_id": user})))
     refused = str(uuid.uuid4())
-    state = process_audio(source=str(audio / "jfk.flac"), session_id=refused, user_id=user, return_state=True)
+    state = process_audio(source=as_upload(audio / "jfk.flac", user), session_id=refused, user_id=user,
+                          return_state=True)
     assert state.is_failed()
     assert admin_rows(pg_url, "select status, error_code from processing_status where session_id = %s", refused) == \
         [("FAILED", "quota_exceeded")]

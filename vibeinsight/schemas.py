@@ -178,5 +178,13 @@ class StatusRow(BaseModel):
     updated_at: datetime
 
 
+class SessionWriter(BaseModel):
+    """Who may write a session: its row's owner, current attempt and current run (status_rule.conflict_with)."""
+
+    user_id: str | None = None
+    attempt: int | None = None
+    flow_run_id: str | None = None
+
+
 def result_json_schema() -> str:
     return json.dumps(ResultDocument.model_json_schema(), indent=2, ensure_ascii=False)

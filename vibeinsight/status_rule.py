@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from vibeinsight.errors import error_code, user_message
-from vibeinsight.schemas import Status, StatusRow, StatusUpdate
+from vibeinsight.schemas import SessionWriter, Status, StatusRow, StatusUpdate
 
 # Prefect state types → our statuses. SCHEDULED is still waiting (PENDING); CANCELLING and
 # PAUSED are passing states the row does not show.
@@ -49,7 +49,7 @@ def attempt_of(key: str | None, session_id: str) -> int | None:
     return int(tail) if head == session_id and tail.isdigit() and int(tail) > 0 else None
 
 
-def conflict_with(row: StatusRow | None, user_id: str | None, attempt: int | None, flow_run_id: str | None) -> str | None:
+def conflict_with(row: StatusRow | SessionWriter | None, user_id: str | None, attempt: int | None, flow_run_id: str | None) -> str | None:
     """Why a run may not write this session's row or result (None: it may). The same rule as
     public.apply_status_update: an owned row is written only by its owner's runs, and a row
     request_run() manages only by its current run."""
