@@ -289,6 +289,18 @@ class QuotaSettings(BaseSettings):
     compact_results: bool = False
 
 
+class WebSettings(BaseSettings):
+    """What `vibeinsight web` hands the reference page (clients/web): only what a browser may know.
+    The Supabase project URL is SUPABASE_URL (SupabaseOptions.url)."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    function_url: str | None = Field(None, validation_alias=AliasChoices("VIBEINSIGHT_FUNCTION_URL", "function_url"),
+                                     description="the Edge Function, https://<ref>.supabase.co/functions/v1/process-audio")
+    anon_key: str | None = Field(None, validation_alias=AliasChoices("SUPABASE_ANON_KEY", "anon_key"),
+                                 description="the project's public anon key (RLS limits it to the user's rows)")
+
+
 S3Settings = env_group(S3Options, "FLY_S3_", {"addressing_style": "VIBEINSIGHT_S3_ADDRESSING_STYLE",
                                               "upload_prefixes": "VIBEINSIGHT_UPLOAD_PREFIXES"})
 # A second S3 endpoint used only when the primary fails: Supabase Storage's S3 endpoint
@@ -344,6 +356,7 @@ class Settings(BaseSettings):
     status: StatusSettings = Field(default_factory=StatusSettings)
     diarize: DiarizeSettings = Field(default_factory=DiarizeSettings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @property
     def bucket_dir(self) -> Path:
