@@ -45,3 +45,16 @@ def test_deno_unit_tests_of_the_client_pass():
                          text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-3000:]
     assert " 0 failed" in out.stdout and "passed" in out.stdout
+
+
+@pytest.mark.unit
+def test_the_pages_bundle_is_built_from_the_current_sources(tmp_path):
+    """clients/web/app.js is committed (a fresh clone serves the page without building): it must be
+    what `deno task build-web` makes of the sources now (versions pinned by clients/js/deno.lock)."""
+    deno = shutil.which("deno") or pytest.fail("deno is not installed")
+    out = tmp_path / "app.js"
+    build = subprocess.run([deno, "bundle", "--platform", "browser", "--minify", "-o", str(out), "../web/src/app.ts"],
+                           cwd=CLIENT, env={**os.environ, "NO_COLOR": "1"}, capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-3000:]
+    assert out.read_bytes() == (ROOT / "clients" / "web" / "app.js").read_bytes(), \
+        "rebuild the page: cd clients/js && deno task build-web"
