@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
 CHANNEL = "vi_realtime_standin"
@@ -152,6 +153,8 @@ class FakeRealtime:
                 if isinstance(msg, list):  # vsn 2.0.0
                     msg = dict(zip(("join_ref", "ref", "topic", "event", "payload"), msg, strict=False))
                 await self._on_message(ws, msg)
+        except ConnectionClosed:  # the client (or the network between) went away without a close frame
+            pass
         finally:
             self._sockets.discard(ws)
             self._subs = [s for s in self._subs if s["ws"] is not ws]

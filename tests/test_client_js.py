@@ -41,7 +41,7 @@ def test_deno_unit_tests_of_the_client_pass():
     check = subprocess.run([deno, "check", "mod.ts", "react.ts"], cwd=CLIENT, env=env, capture_output=True, text=True,
                            timeout=300)
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
-    out = subprocess.run([deno, "test", "--allow-read", "tests/"], cwd=CLIENT, env=env, capture_output=True,
+    out = subprocess.run([deno, "test", "--allow-read", "--allow-env", "tests/"], cwd=CLIENT, env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-3000:]
     assert " 0 failed" in out.stdout and "passed" in out.stdout
