@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import threading
 import urllib.error
@@ -245,6 +246,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="the local stack and the reference page")
     parser.add_argument("--port", type=int, default=8080, help="the page's port")
     args = parser.parse_args()
+
+    def interrupt(*_) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C, and SIGTERM too (a background start ignores SIGINT): every process and the database go
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     with tempfile.TemporaryDirectory(prefix="vibeinsight-web-") as tmp:
         weed = WeedS3(Path(tmp) / "seaweedfs")
         try:
