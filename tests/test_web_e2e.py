@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ffmpeg
-from tests.web_stack import BUCKET, web_stack
+from tests.web_stack import BUCKET, EMAIL, PASSWORD, web_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -53,12 +53,19 @@ def recording(tmp_path_factory, audio) -> Path:
     return src
 
 
-def open_page(browser, stack, locale: str = "en-US", query: str = FAST):
+def open_page(browser, stack, locale: str = "en-US", query: str = FAST, sign_in: bool = False):
+    """The page in a fresh browser profile, signed in with a pasted token (or through the sign-in form)."""
     context = browser.new_context(locale=locale)
     page = context.new_page()
     page.goto(stack.page_url + query)
     page.wait_for_selector("body[data-ready='1']")
-    page.fill("[data-testid=token]", stack.token)
+    if sign_in:
+        page.fill("#signin-form input[name=email]", EMAIL)
+        page.fill("#signin-form input[name=password]", PASSWORD)
+        page.click("#signin-form button[type=submit]")
+        page.wait_for_function("() => document.querySelector('[data-testid=who]').textContent !== ''")
+    else:
+        page.fill("[data-testid=token]", stack.token)
     return page
 
 
@@ -180,11 +187,14 @@ def test_a_rejected_recording_shows_its_fixed_sentence_in_japanese(stack, browse
 
 
 def test_a_file_the_function_refuses_shows_its_sentence_in_english(stack, browser, tmp_path):
+    """Signed in through Supabase Auth (the form), a text file: the function refuses it before any upload."""
     from vibeinsight.errors import MESSAGES
 
     notes = tmp_path / "notes.txt"
     shutil.copy(__file__, notes)
-    page = open_page(browser, stack)
+    page = open_page(browser, stack, sign_in=True)
+    assert page.inner_text("[data-testid=who]") == "Signed in"
+    assert page.input_value("[data-testid=token]") == ""
     page.set_input_files("[data-testid=file]", str(notes))
     page.click("[data-testid=start]")
     error = page.locator("[data-testid=error]")

@@ -35,6 +35,8 @@ from tests.waiting import wait_for
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTION = ROOT / "infra" / "supabase" / "functions" / "process-audio" / "serve.ts"
 BUCKET = "vibeinsight-audio"
+# the one account of the local stack (Supabase Auth stand-in), for the page's sign-in form
+EMAIL, PASSWORD = "demo@example.com", "vibeinsight-demo"
 # What a browser needs of the bucket: presigned PUTs from the page's origin, and the ETag of each part
 # (the multipart completion lists them). Tigris and Supabase Storage take the same rules.
 BUCKET_CORS = {"CORSRules": [{"AllowedOrigins": ["*"], "AllowedMethods": ["GET", "PUT", "HEAD"],
@@ -203,7 +205,7 @@ def web_stack(tmp: Path, s3_server, worker_env: dict[str, str] | None = None, pa
     env = {**FAST_WORKERS, **s3_server.env(), "FLY_S3_BUCKET_NAME": BUCKET, "FLY_S3_REGION": s3_server.region,
            "VIBEINSIGHT_STATUS_URL": pg, "VIBEINSIGHT_STATUS_PG_ROLE": "service_role", **(worker_env or {})}
     try:
-        with FakePostgrest(pg) as rest, FakeSupabaseAuth(rest.url, {user}) as auth, \
+        with FakePostgrest(pg) as rest, FakeSupabaseAuth(rest.url, {user}, {EMAIL: (PASSWORD, user)}) as auth, \
                 FakeRealtime(pg, rest.anon_key, rest_url=rest.url) as realtime, \
                 SupabaseGateway(auth.url, realtime.port) as gateway, \
                 local_prefect(tmp, workers=1, env=env) as lp:
@@ -257,8 +259,8 @@ def main() -> None:
         weed = WeedS3(Path(tmp) / "seaweedfs")
         try:
             with web_stack(Path(tmp) / "stack", weed.start(), page_port=args.port) as stack:
-                print(f"page:          {stack.page_url}\naccess token:  {stack.token}\n(Ctrl-C stops everything)",
-                      flush=True)
+                print(f"page:          {stack.page_url}\nsign in:       {EMAIL} / {PASSWORD}\n"
+                      f"access token:  {stack.token}\n(Ctrl-C stops everything)", flush=True)
                 threading.Event().wait()
         except KeyboardInterrupt:
             pass

@@ -63,7 +63,8 @@ function showError(code: string | null) {
   const el = $("error");
   el.hidden = !code;
   el.dataset.code = code ?? "";
-  el.textContent = code ? userMessage(code, lang) : "";
+  // a refused token is the page's own matter (sign in again), not a processing failure
+  el.textContent = !code ? "" : code === "unauthorized" ? t("need_signin") : userMessage(code, lang);
 }
 
 function clock(s: number): string {
