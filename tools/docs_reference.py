@@ -109,6 +109,7 @@ GROUPS = {
     "supabase": "Supabase (status rows and ledger through REST)",
     "status": "Status mirror, observer and reconcile",
     "flow": "The process-audio flow",
+    "web": "The reference web page (`vibeinsight web`)",
     "quota": "Quotas, guard and reports",
 }
 

@@ -242,7 +242,8 @@ class SupabaseOptions(BaseModel):
     service_role_key: SecretStr | None = Field(None, description="operators only; never on a run Machine or a client")
     run_token: SecretStr | None = Field(None, description=f"JWT of the role {RUN_ROLE} (`vibeinsight keys run-token`): "
                                                           "what run Machines hold")
-    anon_key: SecretStr | None = Field(None, description="the project's anon key: the `apikey` Supabase's gateway "
+    anon_key: SecretStr | None = Field(None, description="the project's public anon key (RLS limits it to a user's own "
+                                                         "rows): the reference page's key, and the `apikey` Supabase's gateway "
                                                          "wants beside a run token")
     timeout_s: float = Field(5.0, description="one REST call's timeout")
 
@@ -374,6 +375,16 @@ class BucketSettings(BaseSettings):
     upload_retention_days: int = Field(30, ge=0, description="uploads are deleted after this many days; 0 keeps them")
 
 
+class WebSettings(BaseSettings):
+    """What `vibeinsight web` hands the reference page (clients/web): only what a browser may know.
+    The Supabase project URL and anon key are SUPABASE_URL and SUPABASE_ANON_KEY (SupabaseOptions)."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    function_url: str | None = Field(None, validation_alias=AliasChoices("VIBEINSIGHT_FUNCTION_URL", "function_url"),
+                                     description="the Edge Function, https://<ref>.supabase.co/functions/v1/process-audio")
+
+
 S3Settings = env_group(S3Options, "FLY_S3_", {"addressing_style": "VIBEINSIGHT_S3_ADDRESSING_STYLE",
                                               "upload_prefixes": "VIBEINSIGHT_UPLOAD_PREFIXES"})
 # A second S3 endpoint used only when the primary fails: Supabase Storage's S3 endpoint
@@ -439,6 +450,7 @@ class Settings(BaseSettings):
     diarize: DiarizeSettings = Field(default_factory=DiarizeSettings)
     flow: FlowSettings = Field(default_factory=FlowSettings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @property
     def bucket_dir(self) -> Path:
