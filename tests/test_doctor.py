@@ -112,3 +112,19 @@ def test_postgres_status_store_with_and_without_the_migrations(tmp_path, pg_url)
         assert "no public.processing_status" in lines(p)["status store"]
     finally:
         drop_database(bare)
+
+
+def test_a_run_token_checks_the_one_read_a_run_makes(tmp_path, pg_url):
+    """In the runs app's environment (a run token, no service role key) the status store is checked with the
+    call a run makes (public.session_writer), not a table read the token may not do."""
+    from tests.fake_postgrest import FakePostgrest
+    from vibeinsight.run_token import mint_run_token
+
+    with FakePostgrest(pg_url) as rest:
+        env = dict(SUPABASE_URL=rest.url, SUPABASE_ANON_KEY=rest.anon_key)
+        p = doctor(tmp_path, **env, SUPABASE_RUN_TOKEN=mint_run_token("s" * 40, days=1))
+        assert p.returncode == 0 and not failing(p), p.stdout + p.stderr
+        assert "Supabase REST" in lines(p)["status store"]
+        assert any("/rpc/session_writer" in r["path"] for r in rest.requests)
+        p = doctor(tmp_path, **env)  # a URL and no credential: rows would go to a local file
+        assert p.returncode == 1 and failing(p) == {"supabase key"}, p.stdout

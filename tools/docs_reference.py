@@ -150,10 +150,11 @@ def configuration_page() -> str:
     lines += [
         "", "## Fly work pool variables (`fly-machines`)", "",
         "Not environment variables: the pool's base job template (`prefect work-pool get-default-base-job-template",
-        "--type fly-machines`), which a deployment's `job_variables` or a flow run override.", "",
+        "--type fly-machines`). " + " ".join((FlyMachinesVariables.__doc__ or "").split()), "",
     ]
-    lines += settings_table(FlyMachinesVariables, list(FlyMachinesVariables.model_fields.items()),
-                            lambda cls, name, field: [name])
+    shown = FlyMachinesVariables.model_json_schema()["properties"]  # what the pool's schema offers (not `command`)
+    lines += settings_table(FlyMachinesVariables, [(n, f) for n, f in FlyMachinesVariables.model_fields.items()
+                                                   if n in shown], lambda cls, name, field: [name])
     return "\n".join(lines) + "\n"
 
 

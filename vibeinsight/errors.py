@@ -97,7 +97,7 @@ def user_message(code: str, language: str | None = None) -> str:
 
 
 def detail_of(exc: BaseException | None) -> str | None:
-    """The error's own text, for the logs and the result document's error.detail (operators only)."""
+    """The error's own text, for operators only: the run's log line and span, never the result document or the row."""
     if exc is None:
         return None
     return getattr(exc, "message", None) or str(exc) or type(exc).__name__

@@ -14,6 +14,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import uuid
 from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
@@ -164,10 +165,11 @@ def check_status_store(settings) -> list[Check]:
 
     store = build_status_store(settings)  # an unknown URL scheme raises SettingsError: invalid_setting
     out = []
-    if settings.supabase.url and not settings.supabase.service_role_key and not settings.status.url:
-        out.append(failed("supabase key", "SUPABASE_URL is set but SUPABASE_SERVICE_ROLE_KEY is not: status rows "
-                                          "go to a local SQLite file", "set SUPABASE_SERVICE_ROLE_KEY (a server "
-                                                                       "secret; never the anon key)"))
+    if settings.supabase.url and not settings.supabase.has_credential and not settings.status.url:
+        out.append(failed("supabase key", "SUPABASE_URL is set but neither SUPABASE_SERVICE_ROLE_KEY nor "
+                                          "SUPABASE_RUN_TOKEN is: status rows go to a local SQLite file",
+                          "operators: set SUPABASE_SERVICE_ROLE_KEY (a server secret; never the anon key); run "
+                          "Machines: SUPABASE_RUN_TOKEN (`vibeinsight keys run-token`) with SUPABASE_ANON_KEY"))
     if isinstance(store, SQLiteStatusStore):
         path = Path(store.path)
         try:
@@ -198,15 +200,20 @@ def check_status_store(settings) -> list[Check]:
     if isinstance(store, SupabaseStatusStore):
         import httpx
 
-        key = store.service_role_key.get_secret_value() if store.service_role_key else ""
+        base = store.url.rstrip("/")
         try:
-            response = httpx.get(f"{store.url.rstrip('/')}/rest/v1/processing_status",
-                                 params={"select": "session_id", "limit": "1"}, timeout=TIMEOUT_S,
-                                 headers={"apikey": key, "Authorization": f"Bearer {key}"})
+            headers = store.auth_headers()
+            if store.service_role_key:  # an operator's process reads the table
+                response = httpx.get(f"{base}/rest/v1/processing_status", params={"select": "session_id", "limit": "1"},
+                                     timeout=TIMEOUT_S, headers=headers)
+            else:  # a run's token reads no table: the one read a run makes, for a session that does not exist
+                response = httpx.post(f"{base}/rest/v1/rpc/session_writer", json={"p_session_id": str(uuid.UUID(int=0))},
+                                      timeout=TIMEOUT_S, headers=headers)
             response.raise_for_status()
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, ValueError) as exc:
             return [*out, failed("status store", f"Supabase REST at {store.url}: {_reason(exc)}",
-                                 "check SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY, and that the migrations are applied")]
+                                 "check SUPABASE_URL and its key (SUPABASE_SERVICE_ROLE_KEY, or SUPABASE_RUN_TOKEN with "
+                                 "SUPABASE_ANON_KEY), and that the migrations are applied")]
         return [*out, passed("status store", f"Supabase REST at {store.url}")]
     return [*out, passed("status store", type(store).__name__)]
 
