@@ -43,8 +43,13 @@ def test_configuration_reference_names_every_setting():
             variable = " or ".join(f"`{v}`" for v in docs_reference.env_names(cls, name, field))
             assert variable in rows, f"{cls.__name__}.{name}"
             assert field.description, f"{cls.__name__}.{name} needs a description (the reference shows it)"
-    for name in FlyMachinesVariables.model_fields:
+    offered = FlyMachinesVariables.model_json_schema()["properties"]  # `command` is not a variable (issue 19)
+    assert "command" not in offered and "`command`" not in rows
+    for name in offered:
         assert f"`{name}`" in rows
+    from vibeinsight.settings import FlyWorkerSettings  # the worker's own environment
+    for name, field in FlyWorkerSettings.model_fields.items():
+        assert field.description and " or ".join(f"`{v}`" for v in docs_reference.env_names(FlyWorkerSettings, name, field)) in rows
 
 
 @pytest.mark.integration
