@@ -309,7 +309,8 @@ class FlyWorkerSettings(BaseSettings):
 
 
 class RetrySettings(BaseSettings):
-    """Riding out outages of storage (S3) and the status database (vibeinsight.retry.outage_retrying)."""
+    """Riding out outages of storage (S3) and the status database (vibeinsight.retry.outage_retrying), and
+    crashed runs (reconcile-status runs them again)."""
 
     model_config = SettingsConfigDict(env_prefix="VIBEINSIGHT_RETRY_", extra="ignore")
 
