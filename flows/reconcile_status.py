@@ -78,6 +78,10 @@ def _may_rerun(run, reruns: int) -> bool:
     return reruns > 0 and (run.run_count or 0) <= reruns
 
 
+async def _is_process_audio(client, run) -> bool:
+    return (await client.read_flow(run.flow_id)).name == PROCESS_AUDIO
+
+
 async def _rerun(client, store, row: StatusRow, run, why: str) -> dict:
     """Schedule the crashed run again, the same flow run (forced: Crashed is terminal), and show the row
     PENDING: the row's current run it still is, so the row accepts it and its next states."""
@@ -171,7 +175,7 @@ async def _repair(client, store, row: StatusRow, now: datetime, stale_after_s: f
             status, declared = Status.CRASHED, True
         if status is None or not status.terminal:
             return None
-        if status is Status.CRASHED and _may_rerun(run, reruns):
+        if status is Status.CRASHED and _may_rerun(run, reruns) and await _is_process_audio(client, run):
             return await _rerun(client, store, row, run, state.message or "crashed")
         update = update_for_state(state.type.value, session_id=row.session_id, flow_run_id=row.flow_run_id,
                                   user_id=row.user_id, seq=max(seq_of(state.timestamp), row.seq + 1),
