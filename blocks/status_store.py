@@ -13,21 +13,37 @@ import logging
 import sqlite3
 import threading
 from abc import abstractmethod
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect.blocks.core import Block
 from pydantic import Field, PrivateAttr, SecretStr
 
+from vibeinsight.retry import outage_retrying
 from vibeinsight.schemas import TERMINAL, SessionWriter, Status, StatusRow, StatusUpdate
 from vibeinsight.settings import SupabaseOptions
 from vibeinsight.status_rule import seconds_ahead
 
 log = logging.getLogger("vibeinsight.status")
+T = TypeVar("T")
 
 TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL, key=lambda s: s.value))
 RETRYABLE_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL - {Status.COMPLETED}, key=lambda s: s.value))
+
+
+def status_may_pass(exc: BaseException) -> bool:
+    """Whether a store error may pass with time: the database unreachable, restarting or dropping the
+    connection (psycopg's OperationalError, an HTTP transport error, a locked SQLite file); never a refused
+    or malformed write."""
+    import httpx
+    import psycopg
+
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, httpx.TransportError, ConnectionError,
+                        TimeoutError)):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
 
 class StatusStore(Block):
@@ -45,6 +61,12 @@ class StatusStore(Block):
                         update.session_id, ahead, skew, extra={"session_id": update.session_id})
             return False
         return self._apply(update, deployment, skew)
+
+    def ride_out(self, call: Callable[[], T], what: str = "status store call") -> T:
+        """`call` (one of this store's methods, all safe to repeat: reads, and seq-guarded writes) retried
+        through an outage of the database (VIBEINSIGHT_RETRY_OUTAGE_BUDGET_S). The methods themselves fail
+        fast: the hooks' writer and the CLI decide for themselves how long to wait."""
+        return outage_retrying(status_may_pass, what, log=log)(call)
 
     @abstractmethod
     def _apply(self, update: StatusUpdate, deployment: str | None, max_ahead_s: float | None) -> bool:

@@ -17,6 +17,7 @@ from vibeinsight import tracing
 from vibeinsight.errors import InputRejected, StorageFailed
 from vibeinsight.hashing import copy_hashed
 from vibeinsight.keys import InvalidKey, split_s3_uri, validate_upload_key
+from vibeinsight.retry import outage_retrying
 from vibeinsight.settings import S3Options
 
 # What a run writes in the bucket: its result document, and its workspace (the chunk cache's records,
@@ -231,6 +232,7 @@ class S3Bucket(ObjectStorage, S3Options):
         return self.service
 
     _client: Any = PrivateAttr(None)
+    _ride_out: bool = PrivateAttr(True)  # False under FallbackStorage, which rides out the pair
 
     def client(self):
         """One boto3 client per block (clients are thread-safe), from its own session so that
@@ -265,39 +267,61 @@ class S3Bucket(ObjectStorage, S3Options):
         except InvalidKey as exc:
             raise InputRejected(str(exc), "not_found") from exc
 
+    def _ride(self, what: str, call):
+        """The call, retried through an outage of the endpoint (VIBEINSIGHT_RETRY_OUTAGE_BUDGET_S); a
+        missing object or a refused request fails at once. Every call wrapped is safe to repeat."""
+        if not self._ride_out:
+            return call()
+        return outage_retrying(storage_may_pass, f"s3 {what}")(call)
+
     def _size(self, uri: str) -> int | None:
         bucket, key = self._locate(uri)
-        with _s3_errors(uri):
-            return int(self.client().head_object(Bucket=bucket, Key=key)["ContentLength"])
+
+        def head() -> int:
+            with _s3_errors(uri):
+                return int(self.client().head_object(Bucket=bucket, Key=key)["ContentLength"])
+        return self._ride(f"head {uri}", head)
 
     def _download(self, uri: str, dest: Path) -> tuple[int, str]:
         bucket, key = self._locate(uri)
-        with _s3_errors(uri):  # ranged GETs in parallel above the threshold, written straight to disk
-            self.client().download_file(bucket, key, str(dest), Config=self.transfer_config())
+
+        def download() -> None:
+            with _s3_errors(uri):  # ranged GETs in parallel above the threshold, written straight to disk
+                self.client().download_file(bucket, key, str(dest), Config=self.transfer_config())
+        self._ride(f"get {uri}", download)
         return _hash_file(dest)  # from disk: ranged parts arrive out of order
 
     def _open(self, uri: str):
         bucket, key = self._locate(uri)
-        with _s3_errors(uri):
-            return self.client().get_object(Bucket=bucket, Key=key)["Body"]
+
+        def get():
+            with _s3_errors(uri):
+                return self.client().get_object(Bucket=bucket, Key=key)["Body"]
+        return self._ride(f"get {uri}", get)
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
         import io
 
-        with _s3_errors(key):
-            self.client().upload_fileobj(io.BytesIO(data), self.bucket_name, key, Config=self.transfer_config(),
-                                         ExtraArgs={"ContentType": content_type})
+        def put() -> None:
+            with _s3_errors(key):
+                self.client().upload_fileobj(io.BytesIO(data), self.bucket_name, key, Config=self.transfer_config(),
+                                             ExtraArgs={"ContentType": content_type})
+        self._ride(f"put {key}", put)
         return key
 
     def upload_file(self, path: Path, key: str, content_type: str = "application/octet-stream") -> str:
-        with _s3_errors(key):
-            self.client().upload_file(str(path), self.bucket_name, key, Config=self.transfer_config(),
-                                      ExtraArgs={"ContentType": content_type})
+        def put() -> None:
+            with _s3_errors(key):
+                self.client().upload_file(str(path), self.bucket_name, key, Config=self.transfer_config(),
+                                          ExtraArgs={"ContentType": content_type})
+        self._ride(f"put {key}", put)
         return key
 
     def get_bytes(self, key: str) -> bytes:
-        with _s3_errors(key), self._open(key) as body:
-            return body.read()
+        def read() -> bytes:
+            with _s3_errors(key), self.client().get_object(Bucket=self.bucket_name, Key=key)["Body"] as body:
+                return body.read()
+        return self._ride(f"get {key}", read)
 
     def presign_upload(self, key: str, content_type: str, expires_in: int = 3600,
                        max_bytes: int | None = None) -> Presigned:
@@ -414,7 +438,16 @@ class FallbackStorage(ObjectStorage):
     def service_name(self, role: str) -> str:
         return (self.fallback if role == "fallback" else self.primary).service
 
+    def model_post_init(self, context: Any) -> None:
+        super().model_post_init(context)
+        # one try of each store per round, and the pair retried through an outage: the fallback
+        # serves at once when only the primary is down
+        self.primary._ride_out = self.fallback._ride_out = False
+
     def _both(self, call):
+        return outage_retrying(storage_may_pass, "storage (primary, then fallback)")(lambda: self._once(call))
+
+    def _once(self, call):
         try:
             return call(self.primary)
         except StorageFailed as exc:
@@ -511,6 +544,32 @@ class _s3_errors:
         if isinstance(exc, (BotoCoreError, OSError)):
             raise StorageFailed(f"{self.what}: {exc}") from exc
         return False
+
+
+_TRANSIENT_S3_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling"}
+
+
+def storage_may_pass(exc: BaseException | None) -> bool:
+    """Whether a storage error may pass with time (the endpoint down or overloaded: a refused or
+    dropped connection, a timeout, a 5xx); a missing object, a denied request or a bad key never does."""
+    from boto3.exceptions import S3TransferFailedError, S3UploadFailedError
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, InputRejected):
+            return False
+        if isinstance(exc, (ConnectionError, HTTPClientError, ConnectionRefusedError, ConnectionResetError,
+                            TimeoutError, S3TransferFailedError)):
+            return True
+        if isinstance(exc, ClientError):
+            return (_status(exc) or 0) >= 500 or _code(exc) in _TRANSIENT_S3_CODES
+        if isinstance(exc, S3UploadFailedError):  # boto3 keeps only the message of the error under it
+            return any(word in str(exc) for word in ("Could not connect", "Connection", "timed out",
+                                                     *_TRANSIENT_S3_CODES, " 50"))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _hash_file(path: Path) -> tuple[int, str]:

@@ -169,12 +169,9 @@ def record_usage(document: ResultDocument, settings: Settings | None = None) -> 
 def check_session(run: Run) -> None:
     """SessionConflict unless this run may write the session's row and result: the row does not exist
     yet, or names this run's user and (where request_run() manages it) this run as its current one."""
-    from tenacity import Retrying, stop_after_attempt, wait_exponential
-
     store = registry.status_store(run.settings)
-    try:  # a brief store outage is ridden out; past it the run fails without writing anything
-        row = Retrying(stop=stop_after_attempt(4), wait=wait_exponential(multiplier=0.5, max=4),
-                       reraise=True)(store.writer, run.session_id)
+    try:  # a store outage is ridden out (VIBEINSIGHT_RETRY_OUTAGE_BUDGET_S); past it the run fails, writing nothing
+        row = store.ride_out(lambda: store.writer(run.session_id), "reading the session's owner")
     except Exception as exc:
         raise PipelineError(f"cannot read the session's row to check its owner: {exc}", "internal") from exc
     if reason := conflict_with(row, run.user_id, run.attempt, run.flow_run_id):

@@ -15,10 +15,16 @@ Only the row's current run counts: a PENDING row that names no run yet (a re-run
 whose id never reached the row) is looked up in Prefect by the run's idempotency key, and every
 write carries the row's attempt, so a state of an older run never moves it. A run merely waiting
 in the queue leaves the row PENDING, however long; only a session with no run at all is failed.
+
+A fault that passes needs no person: a process-audio run that crashed with its Machine or worker (declared
+here, or Crashed by its worker, the row already CRASHED) is scheduled again, the same flow run (so its
+session, row, attempt and idempotency key still match), up to VIBEINSIGHT_RETRY_CRASH_RERUNS times: Prefect
+counts its executions in run_count. A crash after that ends it for good, CRASHED with its code.
 """
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta, timezone
 from uuid import UUID
 
@@ -28,7 +34,7 @@ from blocks import registry
 from vibeinsight.errors import user_message
 from vibeinsight.params import canonical_uuid
 from vibeinsight.schemas import Status, StatusRow, StatusUpdate
-from vibeinsight.settings import get_settings
+from vibeinsight.settings import RetrySettings, get_settings
 from vibeinsight.status_rule import STATE_STATUS, idempotency_key, next_seq, seq_of, update_for_state
 
 
@@ -63,6 +69,36 @@ async def _reschedule(client, flow_run) -> None:
                                                                    "(reconcile-status)"), force=True)
 
 
+PROCESS_AUDIO = "process-audio"  # the flow whose crashed runs are run again (reconcile-status never is)
+RERUN_TAG = "auto-rerun"  # on a run reconcile scheduled again after a crash: for people and the UI
+
+
+def _may_rerun(run, reruns: int) -> bool:
+    """A crashed run with executions to spare: Prefect's run_count counts every time it ran."""
+    return reruns > 0 and (run.run_count or 0) <= reruns
+
+
+async def _is_process_audio(client, run) -> bool:
+    return (await client.read_flow(run.flow_id)).name == PROCESS_AUDIO
+
+
+async def _rerun(client, store, row: StatusRow, run, why: str) -> dict:
+    """Schedule the crashed run again, the same flow run (forced: Crashed is terminal), and show the row
+    PENDING: the row's current run it still is, so the row accepts it and its next states."""
+    from prefect.states import Scheduled
+
+    result = await client.set_flow_run_state(run.id, Scheduled(
+        message=f"{why}: scheduled again automatically (reconcile-status, run {run.run_count or 0} of this run)"),
+        force=True)
+    with contextlib.suppress(Exception):  # the tag only tells people; the decision is run_count's
+        await client.update_flow_run(run.id, tags=sorted({*(run.tags or []), RERUN_TAG}))
+    scheduled = result.state.timestamp if result.state else datetime.now(timezone.utc)
+    update = update_for_state("SCHEDULED", session_id=row.session_id, flow_run_id=str(run.id), user_id=row.user_id,
+                              seq=max(seq_of(scheduled), row.seq + 1), attempt=row.attempt)
+    store.ride_out(lambda: store.apply(update), "writing the re-run's row")
+    return {"session_id": row.session_id, "flow_run_id": str(run.id), "from": row.status.value, "to": "RERUN"}
+
+
 def _age_s(row: StatusRow, now: datetime) -> float:
     updated = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=timezone.utc)
     return (now - updated).total_seconds()
@@ -93,7 +129,7 @@ async def _runs_by_key(client, rows: list[StatusRow]) -> dict[str, object]:
 
 
 async def _repair(client, store, row: StatusRow, now: datetime, stale_after_s: float, pending_after_s: float,
-                  orphan_after_s: float, run=None) -> dict | None:
+                  orphan_after_s: float, run=None, reruns: int = 0) -> dict | None:
     """Bring one open row in line with its current flow run; what was done, or None when nothing was to do.
     A row that names no run comes with the run found by its idempotency key (`run`; None: no run at all)."""
     from prefect.exceptions import ObjectNotFound
@@ -139,6 +175,8 @@ async def _repair(client, store, row: StatusRow, now: datetime, stale_after_s: f
             status, declared = Status.CRASHED, True
         if status is None or not status.terminal:
             return None
+        if status is Status.CRASHED and _may_rerun(run, reruns) and await _is_process_audio(client, run):
+            return await _rerun(client, store, row, run, state.message or "crashed")
         update = update_for_state(state.type.value, session_id=row.session_id, flow_run_id=row.flow_run_id,
                                   user_id=row.user_id, seq=max(seq_of(state.timestamp), row.seq + 1),
                                   message=state.message, language=(run.parameters or {}).get("language"),
@@ -147,7 +185,7 @@ async def _repair(client, store, row: StatusRow, now: datetime, stale_after_s: f
     return _done(row, update, store.apply(update) or declared)
 
 
-OPEN = {"SCHEDULED", Status.PENDING.value, Status.RUNNING.value}  # a repair that leaves the row open
+OPEN = {"SCHEDULED", "RERUN", Status.PENDING.value, Status.RUNNING.value}  # a repair that leaves the row open
 
 
 def _done(row: StatusRow, update: StatusUpdate, changed: bool) -> dict | None:
@@ -161,12 +199,44 @@ def _aware(ts: datetime) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
+async def _rerun_crashed_rows(client, store, now: datetime, reruns: int, within_s: float,
+                              limit: int = 200) -> list[dict]:
+    """Runs Crashed by someone else (their worker, Prefect, an earlier reconcile) whose row already shows
+    CRASHED: open rows never list them. Each is run again when it is still its row's current run."""
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    if reruns <= 0:
+        return []
+    runs = await client.read_flow_runs(
+        flow_filter=FlowFilter(name=FlowFilterName(any_=[PROCESS_AUDIO])),
+        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=["CRASHED"]))),
+        sort=FlowRunSort.END_TIME_DESC, limit=limit)
+    done = []
+    for run in runs:
+        if not run.state or (now - _aware(run.state.timestamp)).total_seconds() > within_s:
+            continue
+        if not _may_rerun(run, reruns):
+            continue
+        params = run.parameters or {}
+        session_id = canonical_uuid(params.get("session_id"))
+        if not session_id:
+            continue
+        row = store.ride_out(lambda s=session_id: store.get(s), "reading a crashed run's row")
+        # only the row's current run, of the row's owner, and only while the row shows its crash
+        if (row is None or row.status is not Status.CRASHED or row.flow_run_id != str(run.id)
+                or row.user_id != canonical_uuid(params.get("user_id"))):
+            continue
+        done.append(await _rerun(client, store, row, run, run.state.message or "crashed"))
+    return done
+
+
 async def reconcile_once(min_age_s: float | None = None, limit: int = 500, stale_after_s: float | None = None,
                          pending_after_s: float | None = None, orphan_after_s: float | None = None,
                          store=None) -> list[dict]:
     """Check open rows against Prefect and act: write the true state of ended runs, declare silent
     RUNNING runs Crashed, schedule again runs a dead worker left Pending, fail rows no run was ever
-    created for. Returns what was done.
+    created for; run a crashed process-audio run again (once, by default). Returns what was done.
 
     `limit` counts the rows it could act on (with a flow run, or old enough to fail): rows updated within
     `min_age_s` are not read at all, and rows with no run yet that are still young are passed over, so a
@@ -182,13 +252,15 @@ async def reconcile_once(min_age_s: float | None = None, limit: int = 500, stale
     if stale_after_s is None:
         stale_after_s = 3 * (get_current_settings().flows.heartbeat_frequency or 180)
     store = store or registry.status_store()
+    retry = RetrySettings()
     now = datetime.now(timezone.utc)
     before = now - timedelta(seconds=min_age_s)  # a run that has only just started may not be visible yet
     done: list[dict] = []
     acted, offset = 0, 0
     async with get_client() as client:
         while acted < limit:
-            page = store.open_rows(limit=limit, before=before, offset=offset)
+            page = store.ride_out(lambda o=offset: store.open_rows(limit=limit, before=before, offset=o),
+                                  "reading open rows")
             if not page:
                 break
             left_open = 0
@@ -202,7 +274,8 @@ async def reconcile_once(min_age_s: float | None = None, limit: int = 500, stale
                     left_open += 1
                     continue  # no run yet, and still young: not actionable, does not count
                 acted += 1
-                result = await _repair(client, store, row, now, stale_after_s, pending_after_s, orphan_after_s, run)
+                result = await _repair(client, store, row, now, stale_after_s, pending_after_s, orphan_after_s, run,
+                                       retry.crash_reruns)
                 if result:
                     done.append(result)
                 if not result or result["to"] in OPEN:
@@ -210,6 +283,7 @@ async def reconcile_once(min_age_s: float | None = None, limit: int = 500, stale
             offset += left_open
             if len(page) < limit:
                 break
+        done += await _rerun_crashed_rows(client, store, now, retry.crash_reruns, retry.crash_rerun_within_s)
     return done
 
 

@@ -105,7 +105,8 @@ def test_presigned_post_carries_the_size_policy(bucket, tmp_path):
     assert e.value.code == "too_large"
 
 
-def test_dead_endpoint_is_a_storage_error(tmp_path):
+def test_dead_endpoint_is_a_storage_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIBEINSIGHT_RETRY_OUTAGE_BUDGET_S", "2")  # an outage past the budget (60 s by default)
     dead = S3Bucket(endpoint=f"http://127.0.0.1:{free_port()}", access_key_id="t", secret_access_key="t",
                     addressing_style="path", max_attempts=1, connect_timeout_s=1)
     with pytest.raises(StorageFailed):

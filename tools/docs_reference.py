@@ -108,6 +108,7 @@ GROUPS = {
     "bucket": "Storage: bucket setup (CORS and lifecycle, `vibeinsight storage setup`)",
     "supabase": "Supabase (status rows and ledger through REST)",
     "status": "Status mirror, observer and reconcile",
+    "retry": "Riding out outages and crashes (storage, status database, crashed runs)",
     "flow": "The process-audio flow",
     "web": "The reference web page (`vibeinsight web`)",
     "quota": "Quotas, guard and reports",

@@ -8,6 +8,7 @@ or a final PipelineError, and hands the call to `metered_call`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
@@ -16,6 +17,7 @@ from typing import TypeVar
 from tenacity import (
     RetryCallState,
     Retrying,
+    retry_if_exception,
     retry_if_exception_type,
     stop_after_attempt,
     wait_random_exponential,
@@ -87,6 +89,29 @@ def transient_retrying(attempts: int, on_retry: Callable[[BaseException], None] 
     return Retrying(stop=stop_after_attempt(attempts), wait=wait_retry_after(),
                     retry=retry_if_exception_type(Transient), reraise=True, sleep=sleep,
                     before_sleep=(lambda rs: on_retry(rs.outcome.exception())) if on_retry else None)
+
+
+def outage_retrying(passes: Callable[[BaseException], bool], what: str = "call",
+                    budget_s: float | None = None, sleep: Callable[[float], None] = time.sleep,
+                    log: logging.Logger | None = None) -> Retrying:
+    """Ride out an outage of storage or a database: retry an error that `passes` says may pass (a
+    refused connection, a timeout, a 5xx) with jittered back-off until `budget_s` has gone by
+    (default: VIBEINSIGHT_RETRY_OUTAGE_BUDGET_S), then raise the last error; any other error at once.
+    Only for calls that are safe to repeat (a read, a whole-object put, a seq-guarded status write)."""
+    from vibeinsight.settings import RetrySettings
+
+    budget_s = RetrySettings().outage_budget_s if budget_s is None else budget_s
+    logger = log or logging.getLogger("vibeinsight.retry")
+
+    def noted(rs: RetryCallState) -> None:
+        logger.warning("%s failed (%s); retrying for up to %.0f s of outage", what,
+                       str(rs.outcome.exception())[:200], budget_s)
+
+    def spent(rs: RetryCallState) -> bool:  # time since the first try, or the waits alone (an injected sleep)
+        return max(rs.seconds_since_start or 0.0, rs.idle_for) >= budget_s
+
+    return Retrying(stop=spent, wait=backoff(base_s=0.5, cap_s=8.0),
+                    retry=retry_if_exception(passes), reraise=True, sleep=sleep, before_sleep=noted)
 
 
 def metered_call(fn: Callable[[], T], usage: ServiceUsage, classify: Callable[[Exception], Exception],

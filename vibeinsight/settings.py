@@ -309,6 +309,24 @@ class FlyWorkerSettings(BaseSettings):
                                                 "Machines past their max_runtime_s)")
 
 
+class RetrySettings(BaseSettings):
+    """Riding out outages of storage (S3) and the status database (vibeinsight.retry.outage_retrying), and
+    crashed runs (reconcile-status runs them again)."""
+
+    model_config = SettingsConfigDict(env_prefix="VIBEINSIGHT_RETRY_", extra="ignore")
+
+    # A fault that passes never needs a person: S3 or PostgreSQL down for up to this long (a restart, a
+    # failover) is retried with jittered back-off; past it the call fails (storage_failed, or the writer's own retry).
+    outage_budget_s: float = Field(60.0, gt=0, description="how long storage and status-database calls are retried "
+                                                           "through an outage (refused connections, timeouts, 5xx)")
+    # A run that crashed with its Machine or worker is scheduled again (the same flow run: its session,
+    # row and idempotency key) by reconcile-status, this many times; a crash after that ends it for good.
+    crash_reruns: int = Field(1, ge=0, description="times reconcile-status runs a crashed flow run again "
+                                                   "(0: never; a crash after these ends the session CRASHED)")
+    crash_rerun_within_s: float = Field(3600.0, gt=0, description="a crash older than this is left as it is "
+                                                                  "(reconcile-status looks back this far)")
+
+
 class StatusSettings(BaseSettings):
     """The processing_status mirror: where it is written and how often."""
 
@@ -447,6 +465,7 @@ class Settings(BaseSettings):
     supabase: SupabaseSettings = Field(default_factory=SupabaseSettings)
     bucket: BucketSettings = Field(default_factory=BucketSettings)
     status: StatusSettings = Field(default_factory=StatusSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
     diarize: DiarizeSettings = Field(default_factory=DiarizeSettings)
     flow: FlowSettings = Field(default_factory=FlowSettings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
