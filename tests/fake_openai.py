@@ -56,7 +56,9 @@ class FakeServer(HTTPStandin):
         return canned or self.handle(record)
 
     def record(self, method, path, headers, body) -> dict:
-        return {"method": method, "path": path, "headers": {k.lower(): v for k, v in headers.items()}, "body": body}
+        # `at`: when the request arrived (monotonic), so a test can measure a client's wait between tries
+        return {"method": method, "path": path, "headers": {k.lower(): v for k, v in headers.items()}, "body": body,
+                "at": time.monotonic()}
 
     def handle(self, record: dict) -> tuple[int, dict, dict]:
         raise NotImplementedError
@@ -143,7 +145,8 @@ def error(message: str, type_: str, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
 
-def rate_limited(retry_after: str = "0") -> tuple[int, dict, dict]:
+def rate_limited(retry_after: str) -> tuple[int, dict, dict]:
+    """A 429 with OpenAI's Retry-After header (seconds); "0" where the wait is not what a test is about."""
     return 429, {"retry-after": retry_after}, error(
         "Rate limit reached for whisper-1 in organization org-x on requests per min (RPM): Limit 50, Used 50, "
         "Requested 1. Please try again in 1.2s.", "requests", "rate_limit_exceeded")

@@ -75,8 +75,8 @@ def test_prefect_yaml_and_pool_template():
     for d in spec["deployments"]:
         assert d["work_pool"]["name"] == "vibeinsight-fly"  # no templating: `prefect deploy --all` needs no env
         path = ROOT / (d["entrypoint"].split(":")[0].replace(".", "/") + ".py")  # module entrypoints
-        if path.exists():
-            assert re.search(rf"def {d['entrypoint'].split(':')[1]}\(", path.read_text())
+        assert path.is_file(), path
+        assert re.search(rf"def {d['entrypoint'].split(':')[1]}\(", path.read_text())
     daily = next(d for d in spec["deployments"] if d["name"] == "daily")
     assert daily["schedules"][0]["timezone"] == "Asia/Tokyo"
     assert spec["pull"] == []  # nothing only a process worker or only a Machine could satisfy
