@@ -30,7 +30,8 @@ def pytest_configure(config):
 # --- the clock moved (issue 18): `VIBEINSIGHT_TEST_CLOCK_SHIFT=+1month bin/test -m unit` (or --clock-shift)
 # runs the session with this process's wall clock moved ahead and ticking (time-machine), so a test that
 # reads today's date against a fixed month fails here instead of on the 1st. Only this process travels:
-# subprocesses, PostgreSQL and monotonic clocks keep the real time.
+# subprocesses, PostgreSQL and monotonic clocks keep the real time; so does botocore's request signing,
+# since the S3 server (SeaweedFS, a subprocess) refuses a SigV4 signature stamped a month off its own clock.
 CLOCK_SHIFT_ENV = "VIBEINSIGHT_TEST_CLOCK_SHIFT"
 _traveller = None
 
@@ -69,6 +70,13 @@ def _start_clock_shift(config) -> None:
     to = shifted(datetime.now(timezone.utc), shift)
     _traveller = time_machine.travel(to, tick=True)
     _traveller.start()
+    import botocore.auth
+
+    def signing_time(remove_tzinfo: bool = True) -> datetime:
+        now = time_machine.escape_hatch.datetime.datetime.now(timezone.utc)
+        return now.replace(tzinfo=None) if remove_tzinfo else now
+
+    botocore.auth.get_current_datetime = signing_time
     config.stash[_shift_key] = f"clock shifted {shift}: tests run at {to.isoformat(timespec='seconds')}"
 
 
