@@ -33,6 +33,7 @@ class FakeServer(HTTPStandin):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self):
+                arrived = time.monotonic()
                 body = self.read_body()
                 with outer.lock:
                     outer.in_flight += 1
@@ -40,7 +41,7 @@ class FakeServer(HTTPStandin):
                 try:
                     if outer.delay_s:
                         time.sleep(outer.delay_s)  # a slow API on purpose: requests overlap
-                    status, headers, payload = outer.answer(self.command, self.path, dict(self.headers), body)
+                    status, headers, payload = outer.answer(self.command, self.path, dict(self.headers), body, arrived)
                 finally:
                     with outer.lock:
                         outer.in_flight -= 1
@@ -48,17 +49,16 @@ class FakeServer(HTTPStandin):
 
         super().__init__(Handler)
 
-    def answer(self, method, path, headers, body) -> tuple[int, dict, dict]:
+    def answer(self, method, path, headers, body, arrived: float) -> tuple[int, dict, dict]:
         record = self.record(method, path, headers, body)
+        record["at"] = arrived  # when the request came in (monotonic): tests measure a client's wait with it
         with self.lock:
             self.requests.append(record)
             canned = self.plan.pop(0) if self.plan else None
         return canned or self.handle(record)
 
     def record(self, method, path, headers, body) -> dict:
-        # `at`: when the request arrived (monotonic), so a test can measure a client's wait between tries
-        return {"method": method, "path": path, "headers": {k.lower(): v for k, v in headers.items()}, "body": body,
-                "at": time.monotonic()}
+        return {"method": method, "path": path, "headers": {k.lower(): v for k, v in headers.items()}, "body": body}
 
     def handle(self, record: dict) -> tuple[int, dict, dict]:
         raise NotImplementedError
