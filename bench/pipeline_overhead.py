@@ -17,6 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import bench_home, embedded_prefect, speech_loop  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.uploads import as_upload  # noqa: E402
+
 
 def main() -> None:
     with embedded_prefect(bench_home()) as server:
@@ -41,10 +44,10 @@ def main() -> None:
 
         def pipeline() -> tuple[float, dict]:
             t0 = time.perf_counter()
-            doc = process_audio(source=str(audio))
+            doc = process_audio(source=as_upload(audio))
             return time.perf_counter() - t0, doc
 
-        process_audio(source=str(audio))  # warm Prefect's client and the OS file cache
+        process_audio(source=as_upload(audio))  # warm Prefect's client and the OS file cache
         d1, (p1, doc), d2, (p2, _) = direct(), pipeline(), direct(), pipeline()
         d, p = (d1 + d2) / 2, (p1 + p2) / 2
         minutes = doc["source"]["duration_s"] / 60

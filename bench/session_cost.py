@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import bench_home, embedded_prefect, speech_loop  # noqa: E402
+from tests.uploads import as_upload  # noqa: E402
 
 MACHINE = dict(cpu_kind="performance", cpus=2, memory_mb=4096)  # the fly-machines pool's default size
 MACHINE_BOOT_S = 10.0  # assumed: create, boot and Prefect start-up before the flow body
@@ -66,7 +67,7 @@ def main() -> None:
             from flows.process_audio import process_audio
 
             sid = str(uuid.uuid4())
-            doc = process_audio(source=str(source), session_id=sid, language="ja")
+            doc = process_audio(source=as_upload(source), session_id=sid, language="ja")
         report(doc, sid, args)
 
 

@@ -24,6 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import AUDIO, bench_home, embedded_prefect, speech_loop  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.uploads import as_upload  # noqa: E402
+
 
 def cer_of(text: str, duration_s: float) -> float:
     import jiwer
@@ -79,7 +82,7 @@ def main() -> None:
 
         def flow() -> tuple[float, dict]:
             t0 = time.perf_counter()
-            doc = process_audio(source=str(audio), language=args.language)
+            doc = process_audio(source=as_upload(audio), language=args.language)
             return time.perf_counter() - t0, doc
 
         flow()  # warm Prefect's client and the OS file cache

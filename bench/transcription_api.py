@@ -25,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import AUDIO, bench_home, embedded_prefect, speech_loop  # noqa: E402
 
+from tests.uploads import as_upload  # noqa: E402
+
 
 def compression_vs_lossless(tmp: Path) -> None:
     import jiwer
@@ -87,7 +89,7 @@ def parallel_api(tmp: Path) -> None:
             get_settings.cache_clear()
             fake.requests.clear()
             fake.max_in_flight = 0
-            doc = process_audio(source=str(audio), session_id=str(uuid.uuid4()), language="ja")
+            doc = process_audio(source=as_upload(audio), session_id=str(uuid.uuid4()), language="ja")
             figures[label] = doc["timings"]["transcribe"]
             print(f"   {label:10} concurrency {conc}: {len(fake.requests)} requests "
                   f"({doc['usage']['bytes_sent']['openai'] / 1e6:.1f} MB, largest "

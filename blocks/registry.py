@@ -80,7 +80,7 @@ def build_status_store(s: Settings) -> StatusStore:
         return SQLiteStatusStore(path=url.removeprefix("sqlite:///"))
     if url:
         raise SettingsError(f"VIBEINSIGHT_STATUS_URL must be postgresql://… or sqlite:///…, got {url.split(':')[0]}:…")
-    if s.supabase.url and s.supabase.service_role_key:
+    if s.supabase.has_credential:
         return SupabaseStatusStore(**s.supabase.model_dump())
     return SQLiteStatusStore(path=str(s.status_db))
 
@@ -104,7 +104,7 @@ def build_usage_ledger(s: Settings) -> UsageLedger:
         return PostgresUsageLedger(url=url)
     if url and url.startswith("sqlite:///") and s.quota.ledger_url:
         return SQLiteUsageLedger(path=url.removeprefix("sqlite:///"))
-    if s.supabase.url and s.supabase.service_role_key:  # production without a DSN: never a file on the Machine
+    if s.supabase.has_credential:  # production without a DSN: never a file on the Machine
         return SupabaseUsageLedger(**s.supabase.model_dump())
     return SQLiteUsageLedger(path=str(s.home / "usage.db"))
 
@@ -136,13 +136,17 @@ def analyzer(settings: Settings | None = None) -> Analyzer:
 
 def status_store(settings: Settings | None = None) -> StatusStore:
     """VIBEINSIGHT_STATUS_URL=postgresql://… → PostgreSQL; sqlite:///… → that file; else SUPABASE_URL +
-    service role key → Supabase; else the SQLite file under VIBEINSIGHT_HOME."""
-    return _saved_or(build_status_store(settings or get_settings()))
+    the service role key or a run token → Supabase; else the SQLite file under VIBEINSIGHT_HOME."""
+    s = settings or get_settings()
+    store = _saved_or(build_status_store(s))
+    if store.max_clock_skew_s is None:  # the clock check is this environment's, not the saver's
+        store = store.model_copy(update={"max_clock_skew_s": s.status.max_clock_skew_s})
+    return store
 
 
 def usage_ledger(settings: Settings | None = None) -> UsageLedger:
     """VIBEINSIGHT_QUOTA_LEDGER_URL, else a PostgreSQL VIBEINSIGHT_STATUS_URL, else Supabase's REST API when
-    SUPABASE_URL and the service role key are set, else usage.db under VIBEINSIGHT_HOME."""
+    SUPABASE_URL and the service role key or a run token are set, else usage.db under VIBEINSIGHT_HOME."""
     return _saved_or(build_usage_ledger(settings or get_settings()))
 
 

@@ -7,7 +7,7 @@ import json
 import os
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from prefect.blocks.core import Block
 from prefect.filesystems import WritableFileSystem
@@ -18,6 +18,32 @@ from vibeinsight.errors import InputRejected, StorageFailed
 from vibeinsight.hashing import copy_hashed
 from vibeinsight.keys import InvalidKey, split_s3_uri, validate_upload_key
 from vibeinsight.settings import S3Options
+
+# What a run writes in the bucket: its result document, and its workspace (the chunk cache's records,
+# BucketResultStorage). The runs' S3 identity may write and delete these two prefixes only, and read
+# the upload prefixes besides (S3Options.upload_prefixes).
+RESULTS_PREFIX = "results/"
+WORKSPACE_PREFIX = "prefect-results/"
+# Lifecycle: what a run leaves behind is gone after a day (a retry within the day still finds its cache).
+WORKSPACE_DAYS = 1
+ABORT_MULTIPART_DAYS = 1
+
+
+def run_prefixes(upload_prefixes: list[str]) -> dict[str, list[str]]:
+    """The runs' identity's permissions by prefix: read the uploads, read and write its own output."""
+    return {"read": [*upload_prefixes, RESULTS_PREFIX, WORKSPACE_PREFIX], "write": [RESULTS_PREFIX, WORKSPACE_PREFIX]}
+
+
+def runs_policy(bucket: str, upload_prefixes: list[str]) -> dict:
+    """run_prefixes as an IAM policy (AWS, Tigris): what to attach to the runs' access key or OIDC role."""
+    granted = run_prefixes(upload_prefixes)
+    arn = f"arn:aws:s3:::{bucket}/"
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "RunsRead", "Effect": "Allow", "Action": ["s3:GetObject"],
+         "Resource": [arn + prefix + "*" for prefix in granted["read"]]},
+        {"Sid": "RunsWrite", "Effect": "Allow",
+         "Action": ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+         "Resource": [arn + prefix + "*" for prefix in granted["write"]]}]}
 
 
 class FetchedObject(BaseModel):
@@ -78,23 +104,61 @@ class ObjectStorage(Block):
 
 
 class LocalBucket(ObjectStorage):
-    """A folder standing in for the bucket; SOURCE may be any readable local path."""
+    """A folder standing in for the bucket: uploads/ (the only files a run may read), results/, reports/."""
 
     _block_type_name = "VibeInsight Local Bucket"
 
-    root: str = Field(description="folder that holds results/ and reports/")
+    root: str = Field(description="folder that holds uploads/, results/ and reports/")
+
+    UPLOADS: ClassVar[str] = "uploads"  # the local twin of the bucket's upload prefix
+
+    def uploads_dir(self) -> Path:
+        return Path(self.root).resolve() / self.UPLOADS
+
+    def _source(self, uri: str) -> Path:
+        """The upload's path, resolved (symlinks included); InputRejected(source_not_allowed) unless it
+        lies under the uploads folder: a run must never read any other file on the host."""
+        given = Path(uri.removeprefix("file://")).expanduser()
+        path, uploads = given.resolve(), self.uploads_dir().resolve()
+        if uploads not in path.parents:
+            raise InputRejected(f"{given} is not under the uploads folder {uploads}", "source_not_allowed")
+        return path
 
     def _size(self, uri: str) -> int | None:
-        path = Path(uri.removeprefix("file://")).expanduser()
+        path = self._source(uri)
         return path.stat().st_size if path.is_file() else None
 
     def _open(self, uri: str):
-        path = Path(uri.removeprefix("file://")).expanduser()
+        path = self._source(uri)
         if not path.is_file():
             raise InputRejected(f"no such file: {path}", "not_found")
         if not os.access(path, os.R_OK):
             raise InputRejected(f"cannot read {path}", "not_found")
         return path.open("rb")
+
+    def place_upload(self, file: str | Path, owner: str | None = None) -> str:
+        """Put a local file among the uploads, as the app's upload would, and return the path a run reads:
+        a hard link where the file system allows (no copy, and the file is never changed), else a copy.
+        A file already among the uploads stays where it is; a missing one gets the path it would have
+        had, so its run ends `not_found` like any missing upload."""
+        import shutil
+        import uuid
+
+        src = Path(file).expanduser().resolve()
+        uploads = self.uploads_dir().resolve()
+        if uploads in src.parents:
+            return str(src)
+        dest = uploads / (owner or "local") / uuid.uuid4().hex / src.name
+        if not src.is_file():
+            return str(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, dest)
+        except OSError:  # another file system, or links not allowed: a copy, written whole before it appears
+            tmp = dest.with_name(dest.name + ".tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
+        return str(dest)
 
     def _path(self, key: str) -> Path:
         root = Path(self.root).resolve()
@@ -113,6 +177,15 @@ class LocalBucket(ObjectStorage):
 
     def get_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
+
+
+def as_upload(storage: ObjectStorage, source: str, owner: str | None = None) -> str:
+    """What a run is given for `source`: with local storage, a local file placed among the uploads (as the
+    app's upload would place it; LocalBucket.place_upload), since a run reads nothing else; otherwise
+    `source` as given (an s3:// URI)."""
+    if not isinstance(storage, LocalBucket) or "://" in source.removeprefix("file://"):
+        return source
+    return storage.place_upload(source.removeprefix("file://"), owner)
 
 
 def _suffix(uri: str) -> str:
@@ -245,6 +318,81 @@ class S3Bucket(ObjectStorage, S3Options):
                          fields=post["fields"], max_bytes=max_bytes)
 
 
+class BucketSetup(BaseModel):
+    """What `vibeinsight storage setup` puts on the bucket (and reads back)."""
+
+    cors_origins: list[str]
+    upload_days: int = Field(ge=0, description="uploads are deleted this many days after they arrive; 0 keeps them")
+    upload_prefixes: list[str]
+
+    def cors_rules(self) -> list[dict]:
+        # Browsers upload with presigned PUT/POST (multipart: PUT parts, then read each part's ETag).
+        return [{"ID": "vibeinsight-uploads", "AllowedOrigins": list(self.cors_origins),
+                 "AllowedMethods": ["GET", "HEAD", "PUT", "POST"], "AllowedHeaders": ["*"],
+                 "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 3600}] if self.cors_origins else []
+
+    def lifecycle_rules(self) -> list[dict]:
+        rules = [{"ID": "abort-incomplete-multipart", "Status": "Enabled", "Filter": {"Prefix": ""},
+                  "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_MULTIPART_DAYS}},
+                 {"ID": "workspace", "Status": "Enabled", "Filter": {"Prefix": WORKSPACE_PREFIX},
+                  "Expiration": {"Days": WORKSPACE_DAYS}}]
+        if self.upload_days:
+            rules += [{"ID": f"uploads-{i}", "Status": "Enabled", "Filter": {"Prefix": prefix},
+                       "Expiration": {"Days": self.upload_days}} for i, prefix in enumerate(self.upload_prefixes)]
+        return rules
+
+
+def setup_bucket(store: S3Bucket, setup: BucketSetup) -> dict:
+    """Create the bucket if missing, then put its CORS and lifecycle rules (each call replaces the
+    whole configuration, so running it again changes nothing). Returns what the bucket then holds."""
+    client, bucket = store.client(), store.bucket_name
+    created = False
+    with _s3_errors(bucket):
+        try:
+            client.head_bucket(Bucket=bucket)
+        except Exception as exc:  # noqa: BLE001 - only "no such bucket" creates it
+            if _status(exc) != 404:
+                raise
+            kwargs = ({"CreateBucketConfiguration": {"LocationConstraint": store.region}}
+                      if store.region and store.region != "us-east-1" else {})
+            client.create_bucket(Bucket=bucket, **kwargs)
+            created = True
+        if rules := setup.cors_rules():
+            client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": rules})
+        else:
+            client.delete_bucket_cors(Bucket=bucket)
+        client.put_bucket_lifecycle_configuration(Bucket=bucket,
+                                                  LifecycleConfiguration={"Rules": setup.lifecycle_rules()})
+    return {"bucket": bucket, "created": created, **bucket_configuration(store)}
+
+
+def bucket_configuration(store: S3Bucket) -> dict:
+    """The bucket's CORS and lifecycle rules as the server reports them (empty lists when none)."""
+    client, bucket = store.client(), store.bucket_name
+    with _s3_errors(bucket):
+        try:
+            cors = client.get_bucket_cors(Bucket=bucket).get("CORSRules", [])
+        except Exception as exc:  # noqa: BLE001 - NoSuchCORSConfiguration: none
+            if _code(exc) != "NoSuchCORSConfiguration":
+                raise
+            cors = []
+        try:
+            lifecycle = client.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
+        except Exception as exc:  # noqa: BLE001 - NoSuchLifecycleConfiguration: none
+            if _code(exc) != "NoSuchLifecycleConfiguration":
+                raise
+            lifecycle = []
+    return {"cors": cors, "lifecycle": lifecycle}
+
+
+def _code(exc: BaseException) -> str | None:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code")
+
+
+def _status(exc: BaseException) -> int | None:
+    return getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
 class FallbackStorage(ObjectStorage):
     """The design's fallback: when the primary fails with a storage error (not a missing or bad
     upload), the same call goes to the fallback (Supabase Storage's S3 endpoint, or any second S3)."""
@@ -308,7 +456,7 @@ class BucketResultStorage(WritableFileSystem):
 
     _block_type_name = "VibeInsight Bucket Result Storage"
 
-    prefix: str = "prefect-results/"
+    prefix: str = WORKSPACE_PREFIX
     _store: ObjectStorage | None = PrivateAttr(None)
 
     def bind(self, store: ObjectStorage) -> BucketResultStorage:

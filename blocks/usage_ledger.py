@@ -332,19 +332,43 @@ class PostgresUsageLedger(SQLUsageLedger):
             return value  # timestamptz: psycopg adapts an aware datetime
         return super()._value(column, value)
 
+    # What a run calls goes through the migrations' functions, as on Supabase: a run's login (a member
+    # of the role vibeinsight_run) may execute them and holds no grant on the table itself.
+
+    def _call(self, sql: str, params: tuple) -> Any:
+        with self._conn() as conn:
+            (value,) = conn.execute(sql, params).fetchone()
+            conn.commit()
+            return value
+
+    def record(self, events: Iterable[UsageEvent | dict]) -> int:
+        rows = [e.model_dump(mode="json") for e in self._events(events)]
+        if not rows:
+            return 0
+        return int(self._call("SELECT public.record_usage_events(%s::jsonb)", (json.dumps(rows, ensure_ascii=False),)))
+
+    def daily_totals(self, start: datetime, end: datetime) -> dict[str, dict[str, float]]:
+        days = self._call("SELECT public.usage_daily_totals(%s, %s, %s, %s)",
+                          (start, end, list(EGRESS_KINDS), list(REALTIME_KINDS)))
+        return {day: {k: float(t.get(k) or 0) for k in DAILY_TOTALS} for day, t in sorted(days.items())}
+
+    def user_egress(self, start: datetime, end: datetime, user_id: str) -> int:
+        return int(self._call("SELECT public.usage_user_egress(%s, %s, %s, %s)",
+                              (start, end, user_id, list(EGRESS_KINDS))) or 0)
+
 
 class SupabaseUsageLedger(UsageLedger, SupabaseOptions):
-    """Supabase through PostgREST with the service role key (server side only): RPC functions of
-    migrations 20261129000400 and 20261129000500 (the provider columns), one request per call."""
+    """Supabase through PostgREST (server side only): RPC functions of migrations 20261129000400 and
+    20261129000500 (the provider columns), one request per call. A run token may record and read the
+    guard's totals; the report's reads and the alerts need the service role key."""
 
     _block_type_name = "VibeInsight Supabase Usage Ledger"
 
     def _rpc(self, function: str, params: dict[str, Any]) -> Any:
         import httpx
 
-        key = self.service_role_key.get_secret_value() if self.service_role_key else ""
         resp = httpx.post(f"{self.url.rstrip('/')}/rest/v1/rpc/{function}", json=params, timeout=max(self.timeout_s, 30.0),
-                          headers={"apikey": key, "Authorization": f"Bearer {key}"})
+                          headers=self.auth_headers())
         resp.raise_for_status()
         return resp.json()
 

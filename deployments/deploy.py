@@ -1,4 +1,5 @@
-"""Create the work pool, its queues and the global concurrency limit, then `prefect deploy --all`.
+"""Configure the bucket, create the work pool, its queues and the global concurrency limit, then
+`prefect deploy --all`.
 
 What `prefect deploy --all` alone does not: a non-interactive deploy fails on a missing pool, and
 the flow's cross-run cap on API calls (`VIBEINSIGHT_API_CONCURRENCY_LIMIT`, a Prefect global
@@ -7,7 +8,8 @@ concurrency limit) is silently no cap when the limit does not exist. Queues get 
 
 Usage: python -m deployments.deploy [--pool NAME] [--type fly-machines|process] [--api-limit N]
 (PREFECT_API_URL must be set). `--type process` makes the same deployments run under local
-process workers (the local stack, tests, the benchmark).
+process workers (the local stack, tests, the benchmark). With object storage configured
+(FLY_S3_ENDPOINT), the bucket is set up first, as `vibeinsight storage setup` does.
 """
 
 from __future__ import annotations
@@ -19,12 +21,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vibeinsight.settings import get_settings
+from vibeinsight.settings import Settings, get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = ROOT / "prefect.yaml"
-DEFAULT_POOL = "vibeinsight-fly"  # the name prefect.yaml gives every deployment
+DEFAULT_POOL = "vibeinsight-fly"  # the name prefect.yaml gives the runs' deployment (one Machine a run)
 DEFAULT_POOL_TYPE = "fly-machines"
+# The operators' flows (reconcile, quota report): process workers on the worker app, which holds the
+# wider keys that run Machines must not (prefect.yaml's `ops_pool`).
+OPS_POOL = "vibeinsight-ops"
+OPS_POOL_TYPE = "process"
 # The pool's `default` queue exists already; `realtime` (user uploads) is created at priority 1,
 # which Prefect puts ahead of it (lower number = served first).
 REALTIME_QUEUE = "realtime"
@@ -61,17 +67,43 @@ def ensure_api_limit(slots: int = API_LIMIT_SLOTS, env: dict[str, str] | None = 
     return name
 
 
+def setup_storage(settings: Settings | None = None) -> dict | None:
+    """Create the bucket if missing and put its CORS and lifecycle rules (blocks.storage.setup_bucket);
+    None when the pipeline keeps its files locally. Idempotent: the deploy runs it every time."""
+    from blocks.registry import build_storage
+    from blocks.storage import BucketSetup, FallbackStorage, S3Bucket, setup_bucket
+
+    s = settings or get_settings()
+    store = build_storage(s)
+    if isinstance(store, FallbackStorage):  # the fallback (Supabase Storage) has no lifecycle API
+        store = store.primary
+    if not isinstance(store, S3Bucket):
+        return None
+    setup = BucketSetup(cors_origins=s.bucket.cors_origins, upload_days=s.bucket.upload_retention_days,
+                        upload_prefixes=s.s3.upload_prefixes)
+    return setup_bucket(store, setup)
+
+
 def deploy_all(pool: str | None = None, names: list[str] | None = None, pool_type: str = DEFAULT_POOL_TYPE,
                api_limit: int = API_LIMIT_SLOTS) -> str:
     """Pool, queues, limit, then every deployment of prefect.yaml (or only `names`); returns Prefect's output."""
     pool = pool or pool_name()
+    setup_storage()
     ensure_pool(pool, pool_type)
+    # Fly: the runs' pool and the operators' pool; anything else (a local stack of process workers,
+    # the tests): one pool runs every deployment.
+    one_pool = (pool, pool_type) != (DEFAULT_POOL, DEFAULT_POOL_TYPE)
+    if not one_pool:
+        ensure_pool(OPS_POOL, OPS_POOL_TYPE)
     ensure_api_limit(api_limit)
     args = ["deploy", "--all"] if not names else ["deploy", *[a for n in names for a in ("--name", n)]]
     with tempfile.TemporaryDirectory() as tmp:
-        if pool != DEFAULT_POOL:  # `prefect deploy --all --pool` ignores --pool: deploy a copy that names it
+        if one_pool:  # `prefect deploy --all --pool` ignores --pool: deploy a copy that names it for every deployment
             spec = Path(tmp) / "prefect.yaml"
-            spec.write_text(PREFECT_YAML.read_text().replace(f"name: {DEFAULT_POOL}\n", f"name: {pool}\n"))
+            text = PREFECT_YAML.read_text()
+            for name in (DEFAULT_POOL, OPS_POOL):
+                text = text.replace(f"name: {name}\n", f"name: {pool}\n")
+            spec.write_text(text)
             args += ["--prefect-file", str(spec)]
         done = _prefect(*args, check=False)
     if done.returncode != 0:

@@ -7,6 +7,12 @@ carry the state type, message and timestamp); this long-running process subscrib
 and writes each transition through the same SQL rule as the hooks, ordered by the state
 timestamp. Hooks stay the fast path for progress; this is the source of truth for states.
 
+An event is not trusted on its own: a terminal state is written only once the Prefect API confirms
+it is the run's state (its time then comes from the API), a timestamp too far ahead of this clock
+is refused by the store, and every write carries the run's attempt, so only the session's current
+run moves its row. Events missed while the observer was down are caught up on each (re)subscription
+by reconciling every open row against Prefect.
+
 Run: `python -m deployments.status_observer` or `vibeinsight status-observer`.
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -27,7 +34,7 @@ from vibeinsight import logs, tracing
 from vibeinsight.params import row_ids
 from vibeinsight.schemas import Status, StatusUpdate
 from vibeinsight.settings import get_settings
-from vibeinsight.status_rule import seq_of, update_for_state
+from vibeinsight.status_rule import STATE_STATUS, attempt_of, seq_of, update_for_state
 
 log = logging.getLogger("vibeinsight.status_observer")
 
@@ -45,13 +52,16 @@ class RunSession(NamedTuple):
     session_id: str
     user_id: str | None
     language: str | None = None  # the run's `language` parameter: the row's sentence is in it
+    attempt: int | None = None  # the session's run request this run is (its idempotency key)
 
 
 class StatusObserver:
     """Consumes flow-run events; de-duplicates by event id; writes with retries."""
 
     def __init__(self, store: StatusStore | None = None, terminal_grace_s: float | None = None,
-                 write_retries: int = 8, backoff_s: float = 0.5, seen_max: int = 10_000) -> None:
+                 write_retries: int = 8, backoff_s: float = 0.5, seen_max: int = 10_000,
+                 read_state: Callable[[str], Awaitable[tuple[str, datetime] | None]] | None = None,
+                 catch_up: bool = True) -> None:
         settings = get_settings()
         self.store = store or registry.status_store(settings)
         # The flow's own completion/failure hooks carry the richer record (the reason code of the
@@ -63,6 +73,9 @@ class StatusObserver:
         self._seen_max = seen_max
         self._runs: OrderedDict[str, RunSession | None] = OrderedDict()
         self._pending: set[asyncio.Task] = set()
+        # (state type, timestamp) of a flow run as the Prefect API has it: confirms a terminal event
+        self.read_state = read_state or _api_state
+        self.catch_up = catch_up
         self.last_occurred: datetime | None = None
         self.writes = 0
         self.skipped = 0
@@ -91,7 +104,10 @@ class StatusObserver:
             log.warning("cannot read flow run %s: %s", flow_run_id, exc)
             return None
         params = run.parameters or {}
-        found = RunSession(*row_ids(params, flow_run_id), params.get("language")) if params.get("session_id") else None
+        found = None
+        if params.get("session_id"):
+            sid, uid = row_ids(params, flow_run_id)
+            found = RunSession(sid, uid, params.get("language"), attempt_of(run.idempotency_key, sid))
         self._runs[flow_run_id] = found
         if len(self._runs) > 5_000:
             self._runs.popitem(last=False)
@@ -109,7 +125,8 @@ class StatusObserver:
         # the row's sentence in the language the run was asked for, as the flow's own hooks write it
         update = session and update_for_state(state_type, session_id=session.session_id, flow_run_id=flow_run_id,
                                               user_id=session.user_id, seq=seq_of(stamp),
-                                              message=labels.get("prefect.state-message"), language=session.language)
+                                              message=labels.get("prefect.state-message"), language=session.language,
+                                              attempt=session.attempt)
         if not update:  # a state the row does not show, or a flow without a session
             self.skipped += 1
             return
@@ -131,7 +148,26 @@ class StatusObserver:
                 tracing.span("status.write", update.session_id, status=update.status.value, source="observer"):
             await self._write_retried(update, deployment)
 
+    async def _confirmed(self, update: StatusUpdate) -> StatusUpdate | None:
+        """A terminal update as the Prefect API confirms it (its time from the API), or None when the
+        run's state there is another one (a forged or outdated event; the newer state's event follows)."""
+        try:
+            found = await AsyncRetrying(stop=stop_after_attempt(self.write_retries + 1), reraise=True,
+                                        wait=wait_exponential(multiplier=self.backoff_s, max=30.0))(
+                self.read_state, update.flow_run_id)
+        except Exception as exc:  # noqa: BLE001 - the API stays down: reconcile-status writes it later
+            log.warning("cannot confirm %s of run %s (%s); not written", update.status.value, update.flow_run_id, exc)
+            return None
+        if found is None or STATE_STATUS.get(found[0]) is not update.status:
+            log.warning("event says %s for run %s, the Prefect API says %s: not written", update.status.value,
+                        update.flow_run_id, found and found[0])
+            return None
+        return update.model_copy(update={"seq": seq_of(found[1])})
+
     async def _write_retried(self, update: StatusUpdate, deployment: str | None) -> None:
+        if update.status.terminal and (update := await self._confirmed(update)) is None:
+            self.skipped += 1
+            return
         retrying = AsyncRetrying(stop=stop_after_attempt(self.write_retries + 1),
                                  wait=wait_exponential(multiplier=self.backoff_s, max=30.0),
                                  before_sleep=lambda rs: log.warning(  # the store is down: back off and retry
@@ -146,6 +182,16 @@ class StatusObserver:
         self.writes += 1
         log.info("%s %s seq=%d %s", update.session_id, update.status.value, update.seq,
                  "applied" if changed else "ignored (older or terminal)")
+
+    async def _catch_up(self) -> None:
+        from flows.reconcile_status import reconcile_once
+
+        try:
+            repaired = await reconcile_once(min_age_s=0, store=self.store)
+        except Exception as exc:  # noqa: BLE001 - the scheduled reconcile-status does it later
+            log.warning("catch-up on open rows failed: %s", exc)
+            return
+        log.info("caught up on %d open row(s) after subscribing", len(repaired))
 
     async def drain(self) -> None:
         """Wait for delayed terminal writes (tests and shutdown)."""
@@ -180,6 +226,10 @@ class StatusObserver:
                 # Replay what happened while we were away; ids already seen are skipped.
                 subscriber._backfill_since = self.last_occurred - timedelta(minutes=1)
             log.info("status observer subscribed")
+            if self.catch_up:  # what happened while nobody listened: every open row against Prefect
+                task = asyncio.create_task(self._catch_up())
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
             iterator = subscriber.__aiter__()
             while not stop.is_set():
                 nxt = asyncio.ensure_future(iterator.__anext__())
@@ -194,6 +244,15 @@ class StatusObserver:
                 except StopAsyncIteration as exc:
                     raise ConnectionError("the event stream ended") from exc
                 await self.handle(event)
+
+
+async def _api_state(flow_run_id: str) -> tuple[str, datetime] | None:
+    """The run's current state type and timestamp from the Prefect API (None: no state)."""
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        run = await client.read_flow_run(UUID(flow_run_id))
+    return (run.state.type.value, run.state.timestamp) if run.state else None
 
 
 def main() -> None:

@@ -78,6 +78,7 @@ def trigger(source: str, session_id: str | None = None, user_id: str | None = No
     session_id = str(uuid.UUID(session_id)) if session_id else str(uuid.uuid4())
     if user_id:
         user_id = str(uuid.UUID(user_id))
+    source = _as_upload(source, user_id)
     if write_pending:
         _write_pending(session_id, user_id, deployment)
     flow_name, _, dep_name = deployment.partition("/")
@@ -90,6 +91,15 @@ def trigger(source: str, session_id: str | None = None, user_id: str | None = No
         "labels": {LABELS_TRACEPARENT_KEY: tracing.traceparent(session_id)},
     }, api_key=api_key)
     return Triggered(session_id, run["id"], dep["id"], (run.get("state") or {}).get("type", "SCHEDULED"))
+
+
+def _as_upload(source: str, user_id: str | None) -> str:
+    """With local storage (a process pool on this host) a run reads only the bucket's uploads: a local
+    file is placed there first, as `vibeinsight process` does."""
+    from blocks import registry
+    from blocks.storage import as_upload
+
+    return as_upload(registry.storage(), source, user_id)
 
 
 def _write_pending(session_id: str, user_id: str | None, deployment: str) -> None:

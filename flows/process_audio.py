@@ -14,6 +14,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
 
+from opentelemetry import trace
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
@@ -23,12 +24,20 @@ from pydantic import BaseModel, Field, ValidationError
 from blocks import registry
 from blocks.transcriber import ChunkJob, ChunkTranscript, Transcriber
 from flows import status_hooks
-from flows.status_hooks import HOOKS, StageReporter
+from flows.status_hooks import HOOKS, StageReporter, run_attempt
 from vibeinsight import logs, tracing
 from vibeinsight.audio import probe as probing
 from vibeinsight.audio import transcode as tc
 from vibeinsight.diarization import Diarization, Diarizer, Turn, assign_speakers
-from vibeinsight.errors import InputRejected, PipelineError, TranscriptionFailed, detail_of, error_code, user_message
+from vibeinsight.errors import (
+    InputRejected,
+    PipelineError,
+    SessionConflict,
+    TranscriptionFailed,
+    detail_of,
+    error_code,
+    user_message,
+)
 from vibeinsight.params import check_ids, check_s3_source, row_ids, workspace_for
 from vibeinsight.quota import compact_settings, current_month, guard_decision, month_bounds, user_share_exceeded
 from vibeinsight.schemas import (
@@ -43,8 +52,8 @@ from vibeinsight.schemas import (
     Transcript,
 )
 from vibeinsight.scoring import weighted_confidence
-from vibeinsight.settings import Settings, get_settings
-from vibeinsight.status_rule import result_key
+from vibeinsight.settings import FlowSettings, Settings, get_settings
+from vibeinsight.status_rule import conflict_with, result_key
 from vibeinsight.usage import ServiceUsage, Usage, build_usage, events_from_document, load_table, provider_of
 
 log = logging.getLogger("vibeinsight.flow")
@@ -73,15 +82,19 @@ TIMEOUT_S = {"ingest": 1800, "transcode": 1800, "transcribe-chunk": 1800, "analy
 class Run:
     """What the tasks of one run share: settings, blocks, workspace, stage reporter, timings."""
 
-    def __init__(self, session_id: str, user_id: str | None, flow_run_id: str | None, settings: Settings):
+    def __init__(self, session_id: str, user_id: str | None, flow_run_id: str, settings: Settings,
+                 attempt: int | None = None):
         self.settings = settings
         self.session_id = session_id
         self.user_id = user_id
-        self.workspace = workspace_for(settings.work_dir, session_id)  # resolved; never outside work_dir
+        self.flow_run_id, self.attempt = flow_run_id, attempt
+        # the flow run's own folder (resolved, never outside work_dir): two runs of a session never share one
+        self.workspace = workspace_for(settings.work_dir, flow_run_id)
         self.storage = registry.storage(settings)
         self.transcriber = registry.transcriber(settings)
         self.analyzer = registry.analyzer(settings)
-        self.reporter = StageReporter(session_id, flow_run_id, user_id)
+        self.reporter = StageReporter(session_id, flow_run_id, user_id, attempt)
+        self.may_publish = False  # until the session's row says this run may write its result
         self.timings: dict[str, float] = {}
         self.served_by = "local"  # which storage served the upload: local, primary or fallback
         self.api_usage: list[ServiceUsage] = []  # one entry per billed chunk or analysis
@@ -151,6 +164,21 @@ def record_usage(document: ResultDocument, settings: Settings | None = None) -> 
     except Exception as exc:  # noqa: BLE001
         log.warning("usage not recorded: %s", exc)
         return 0
+
+
+def check_session(run: Run) -> None:
+    """SessionConflict unless this run may write the session's row and result: the row does not exist
+    yet, or names this run's user and (where request_run() manages it) this run as its current one."""
+    from tenacity import Retrying, stop_after_attempt, wait_exponential
+
+    store = registry.status_store(run.settings)
+    try:  # a brief store outage is ridden out; past it the run fails without writing anything
+        row = Retrying(stop=stop_after_attempt(4), wait=wait_exponential(multiplier=0.5, max=4),
+                       reraise=True)(store.writer, run.session_id)
+    except Exception as exc:
+        raise PipelineError(f"cannot read the session's row to check its owner: {exc}", "internal") from exc
+    if reason := conflict_with(row, run.user_id, run.attempt, run.flow_run_id):
+        raise SessionConflict(f"session {run.session_id}: {reason}; its row and result are left as they are")
 
 
 @task(name="ingest", timeout_seconds=TIMEOUT_S["ingest"], **RETRY)
@@ -258,7 +286,7 @@ def transcribe(compact: TranscodeInfo, language: str, run: Run, vocabulary: list
         lang = run.transcriber.check_language(language)
         by_channel = len(compact.tracks) > 1
         # A mono mix is diarized first: with auto language the turns shape the decoding windows.
-        found = diarize(compact, run, who) if not by_channel and run.settings.diarize.mode != "off" else None
+        found = diarize_in_time(compact, run, who) if not by_channel and run.settings.diarize.mode != "off" else None
         jobs = [ChunkJob(index=c.index, path=run.workspace / c.key, offset=c.start, duration=c.end - c.start,
                          speaker=c.track if by_channel else None, vocabulary=vocabulary or None,
                          turns=found.turns_between(c.start, c.end) if found and lang is None else None)
@@ -297,24 +325,29 @@ def transcribe(compact: TranscodeInfo, language: str, run: Run, vocabulary: list
         return transcript, results
 
 
-def diarize(compact: TranscodeInfo, run: Run, who: SpeakerRequest) -> Diarization | None:
-    """Speaker turns of a mono mix, chunk by chunk (only embeddings are kept: memory stays flat).
+@task(name="diarize", cache_policy=NO_CACHE)  # its timeout is a setting: with_options at the call
+def diarize(compact: TranscodeInfo, run: Run, who: SpeakerRequest) -> Diarization:
+    """Speaker turns of a mono mix, chunk by chunk (only embeddings are kept: memory stays flat)."""
+    cfg = run.settings.diarize
+    if who.speakers == 1:  # nothing to tell apart: one turn over the whole recording
+        end = max((c.end for c in compact.chunks), default=0.0)
+        return Diarization(turns=[Turn(0.0, end, "S1")], speakers=1, speech_s=end, windows=0)
+    from faster_whisper import decode_audio
 
-    In auto mode a failure is a warning and the transcript goes without speakers; with
-    VIBEINSIGHT_DIARIZE=on it fails the run."""
+    d = Diarizer(num_speakers=who.speakers, max_speakers=who.max_speakers or cfg.max_speakers,
+                 threshold=cfg.threshold, threads=cfg.threads or (os.cpu_count() or 1))
+    for c in compact.chunks:
+        d.add(decode_audio(str(run.workspace / c.key), sampling_rate=16000), c.start)
+    return d.finish()
+
+
+def diarize_in_time(compact: TranscodeInfo, run: Run, who: SpeakerRequest) -> Diarization | None:
+    """The diarize task within VIBEINSIGHT_DIARIZE_TIMEOUT_S. In auto mode a failure (a timeout too) is
+    a warning and the transcript goes without speakers; with VIBEINSIGHT_DIARIZE=on it fails the run."""
     t0 = time.perf_counter()
     cfg = run.settings.diarize
     try:
-        if who.speakers == 1:  # nothing to tell apart: one turn over the whole recording
-            end = max((c.end for c in compact.chunks), default=0.0)
-            return Diarization(turns=[Turn(0.0, end, "S1")], speakers=1, speech_s=end, windows=0)
-        from faster_whisper import decode_audio
-
-        d = Diarizer(num_speakers=who.speakers, max_speakers=who.max_speakers or cfg.max_speakers,
-                     threshold=cfg.threshold, threads=cfg.threads or (os.cpu_count() or 1))
-        for c in compact.chunks:
-            d.add(decode_audio(str(run.workspace / c.key), sampling_rate=16000), c.start)
-        return d.finish()
+        return diarize.with_options(timeout_seconds=cfg.timeout_s)(compact, run, who)
     except Exception as exc:
         if cfg.mode == "on":
             raise TranscriptionFailed(f"diarization failed: {exc}", "diarization_failed") from exc
@@ -373,8 +406,9 @@ def analyze(transcript: Transcript, source: SourceInfo, run: Run) -> dict:
             usage = getattr(exc, "usage", None)
             result = run.analyzer.local_metrics(transcript, source.duration_s)
             code = error_code(exc)
-            result["error"] = ErrorInfo(code=code, message=user_message(code, transcript.language), stage="analyze",
-                                        detail=detail_of(exc)).model_dump()
+            operator_detail(exc, "analyze", code)
+            result["error"] = ErrorInfo(code=code, message=user_message(code, transcript.language),
+                                        stage="analyze").model_dump()
         if usage:
             run.api_usage.append(usage)
         return result
@@ -406,7 +440,8 @@ def publish(document: ResultDocument, run: Run) -> ResultDocument:
         return document
 
 
-@flow(name="process-audio", log_prints=False, **HOOKS)
+# The whole run within VIBEINSIGHT_FLOW_TIMEOUT_S (read when a run's process imports this module).
+@flow(name="process-audio", log_prints=False, timeout_seconds=FlowSettings().timeout_s, **HOOKS)
 def process_audio(source: str, session_id: str | None = None, user_id: str | None = None,
                   language: str = "auto", vocabulary: list[str] | None = None, speakers: int | None = None,
                   max_speakers: int | None = None) -> dict:
@@ -418,18 +453,21 @@ def process_audio(source: str, session_id: str | None = None, user_id: str | Non
     # The parameters may come from anyone with the Prefect API: checked here, before anything is
     # touched. A session_id that is not a UUID keys nothing (the run's own id does, as in the hooks).
     sid, uid = row_ids({"session_id": session_id, "user_id": user_id}, flow_run_id)
+    attempt = run_attempt(get_run_context().flow_run, sid)
     with logs.bind(session_id=sid, flow_run_id=flow_run_id):
-        return _process(source, session_id, user_id, sid, uid, flow_run_id, language,
+        return _process(source, session_id, user_id, sid, uid, flow_run_id, attempt, language,
                         dict(vocabulary=vocabulary, speakers=speakers, max_speakers=max_speakers))
 
 
 def _process(source: str, session_id: str | None, user_id: str | None, sid: str, uid: str | None, flow_run_id: str,
-             language: str, engine: dict) -> dict:
+             attempt: int | None, language: str, engine: dict) -> dict:
     """The run's body: `session_id`/`user_id` as given (checked first), `sid`/`uid` the ids that key its rows."""
-    run = Run(sid, uid, flow_run_id, get_settings())
+    run = Run(sid, uid, flow_run_id, get_settings(), attempt)
     doc = ResultDocument(session_id=sid, user_id=uid, flow_run_id=flow_run_id, status=Status.RUNNING)
     try:
         check_ids(session_id, user_id)
+        check_session(run)  # before anything reaches the bucket: not this run's session, nothing is written
+        run.may_publish = True
         vocabulary, who = engine_request(**engine)  # bad values fail before any work
         if run.storage.role() != "local":  # object storage: only this user's uploads in our bucket
             check_s3_source(source, run.settings.s3.bucket_name, run.settings.s3.upload_prefixes, uid)
@@ -447,13 +485,14 @@ def _process(source: str, session_id: str | None, user_id: str | None, sid: str,
             log.warning("analysis degraded to local metrics: %s", doc.analysis["error"]["code"],
                         extra={"error_code": doc.analysis["error"]["code"]})
         doc.status = Status.COMPLETED
+        check_session(run)  # again: a run that is no longer the session's current one keeps its hands off
         return publish(doc, run).model_dump(mode="json")
     except BaseException as exc:
         doc.status = Status.FAILED
         code = error_code(exc)
-        doc.error = ErrorInfo(code=code, message=user_message(code, language), detail=detail_of(exc),
+        doc.error = ErrorInfo(code=code, message=user_message(code, language),
                               stage=next(reversed(run.timings), None) if run.timings else "ingest")
-        log.warning("session %s failed at %s: %s: %s", sid, doc.error.stage, code, doc.error.detail)
+        operator_detail(exc, doc.error.stage, code, failed=True)
         _publish_failure(doc, run)
         raise
     finally:
@@ -493,7 +532,18 @@ def usage_of(doc: ResultDocument, run: Run) -> Usage:
                        table=load_table(run.settings.price_table))
 
 
+def operator_detail(exc: BaseException, stage: str | None, code: str, failed: bool = False) -> None:
+    """What exactly went wrong, for operators only: the run's log line (redacted as every log line is)
+    and its span. The result document and the status row carry the code and its fixed sentence."""
+    detail = detail_of(exc)
+    what = "failed" if failed else "degraded"
+    log.warning("session %s at %s: %s: %s", what, stage, code, detail, extra={"error_code": code})
+    tracing.set_attributes(trace.get_current_span(), error_code=code, error_detail=logs.redact(detail or ""))
+
+
 def _publish_failure(doc: ResultDocument, run: Run) -> None:
+    if not run.may_publish or (doc.error and doc.error.code == "session_conflict"):
+        return  # not this run's session (or not known to be): its result stays as it was
     doc.timings = dict(run.timings)
     doc.usage = usage_of(doc, run)
     try:

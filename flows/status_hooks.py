@@ -18,7 +18,7 @@ from vibeinsight import tracing
 from vibeinsight.params import row_ids
 from vibeinsight.schemas import Status, StatusUpdate
 from vibeinsight.settings import get_settings
-from vibeinsight.status_rule import next_seq, update_for_state
+from vibeinsight.status_rule import attempt_of, next_seq, update_for_state
 from vibeinsight.throttle import CoalescingWriter
 
 log = logging.getLogger("vibeinsight.status")
@@ -92,8 +92,9 @@ class StageReporter:
     # Share of the bar each stage takes, in pipeline order.
     SPANS = {"ingest": (0, 5), "transcode": (5, 20), "transcribe": (20, 90), "analyze": (90, 95), "publish": (95, 99)}
 
-    def __init__(self, session_id: str, flow_run_id: str | None, user_id: str | None) -> None:
-        self.session_id, self.flow_run_id, self.user_id = session_id, flow_run_id, user_id
+    def __init__(self, session_id: str, flow_run_id: str | None, user_id: str | None,
+                 attempt: int | None = None) -> None:
+        self.session_id, self.flow_run_id, self.user_id, self.attempt = session_id, flow_run_id, user_id, attempt
         self._last: tuple[str, int] | None = None
 
     def report(self, stage: str, fraction: float = 0.0) -> None:
@@ -103,13 +104,20 @@ class StageReporter:
             return
         self._last = (stage, progress)
         publish(StatusUpdate(session_id=self.session_id, status=Status.RUNNING, seq=next_seq(),
-                             flow_run_id=self.flow_run_id, user_id=self.user_id, stage=stage, progress=progress))
+                             flow_run_id=self.flow_run_id, user_id=self.user_id, stage=stage, progress=progress,
+                             attempt=self.attempt))
 
 
 # --- Prefect state hooks: hook(flow, flow_run, state), parameter names as Prefect calls them ---
 
 def _ids(flow_run) -> tuple[str, str | None]:
     return row_ids(flow_run.parameters or {}, str(flow_run.id))
+
+
+def run_attempt(flow_run, session_id: str) -> int | None:
+    """The session's run request this flow run is (its idempotency key): the row takes its writes
+    only while it is the current one."""
+    return attempt_of(getattr(flow_run, "idempotency_key", None), session_id)
 
 
 def mirror_state(flow, flow_run, state) -> None:
@@ -121,7 +129,8 @@ def mirror_state(flow, flow_run, state) -> None:
         error = result if isinstance(result, BaseException) else None
     update = update_for_state(state.type.value, session_id=session_id, flow_run_id=str(flow_run.id),
                               user_id=user_id, seq=next_seq(), message=state.message, error=error,
-                              language=(flow_run.parameters or {}).get("language"))
+                              language=(flow_run.parameters or {}).get("language"),
+                              attempt=run_attempt(flow_run, session_id))
     if update is not None:
         publish(update)
 

@@ -12,7 +12,9 @@ sends and parses it (realtime/_async/client.py, channel.py, message.py):
 - each change is `postgres_changes {ids: [id], data: {schema, table, commit_timestamp, type,
   errors, columns, record, old_record}}`, and, as RLS does, only to the row's own user
   (record.user_id = the token's sub); filters `col=eq.value` are applied;
-- `heartbeat` on topic `phoenix` and `phx_leave` get an ok reply; `access_token` replaces the token.
+- `heartbeat` on topic `phoenix` and `phx_leave` get an ok reply; `access_token` replaces the token;
+- `vsn=2.0.0` (supabase-js's realtime-js default) frames each text message as the Phoenix V2 JSON array
+  `[join_ref, ref, topic, event, payload]` (realtime-js lib/serializer.js) instead of an object.
 
 Changes come from PostgreSQL itself: a trigger on processing_status NOTIFYs each inserted or
 updated row, and a listener thread hands them to the websocket loop.
@@ -34,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
 CHANNEL = "vi_realtime_standin"
@@ -74,6 +77,7 @@ class FakeRealtime:
         self.refuse = False  # refuse new sockets (Realtime down) when set
         self._ids = itertools.count(1)
         self._subs: list[dict] = []  # {ws, topic, id, filter, sub}
+        self._sockets: set = set()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Future | None = None
@@ -125,7 +129,7 @@ class FakeRealtime:
             return connection.respond(503, "Service Unavailable\n")
         if parts.path != "/realtime/v1/websocket" or query.get("apikey") != [self.anon_key]:
             return connection.respond(403, "Forbidden\n")
-        if query.get("vsn") != ["1.0.0"]:
+        if query.get("vsn") not in (["1.0.0"], ["2.0.0"]):
             return connection.respond(400, "unsupported vsn\n")
         return None
 
@@ -142,16 +146,29 @@ class FakeRealtime:
                         Headers({"Content-Type": ctype, "Content-Length": str(len(body))}), body)
 
     async def _connection(self, ws: ServerConnection) -> None:
+        self._sockets.add(ws)
         try:
             async for raw in ws:
                 msg = json.loads(raw)
+                if isinstance(msg, list):  # vsn 2.0.0
+                    msg = dict(zip(("join_ref", "ref", "topic", "event", "payload"), msg, strict=False))
                 await self._on_message(ws, msg)
+        except ConnectionClosed:  # the client (or the network between) went away without a close frame
+            pass
         finally:
+            self._sockets.discard(ws)
             self._subs = [s for s in self._subs if s["ws"] is not ws]
 
+    @staticmethod
+    async def _send(ws, msg: dict) -> None:
+        """A message in the socket's protocol version (an object in 1.0.0, an array in 2.0.0)."""
+        if "vsn=2.0.0" in (ws.request.path if ws.request else ""):
+            msg = [msg.get("join_ref"), msg.get("ref"), msg["topic"], msg["event"], msg["payload"]]
+        await ws.send(json.dumps(msg))
+
     async def _reply(self, ws, msg: dict, status: str, response: dict) -> None:
-        await ws.send(json.dumps({"event": "phx_reply", "topic": msg["topic"], "ref": msg.get("ref"),
-                                  "join_ref": msg.get("join_ref"), "payload": {"status": status, "response": response}}))
+        await self._send(ws, {"event": "phx_reply", "topic": msg["topic"], "ref": msg.get("ref"),
+                              "join_ref": msg.get("join_ref"), "payload": {"status": status, "response": response}})
 
     async def _on_message(self, ws, msg: dict) -> None:
         event, topic, payload = msg.get("event"), msg.get("topic"), msg.get("payload") or {}
@@ -168,9 +185,9 @@ class FakeRealtime:
                 bindings.append(binding)
                 self._subs.append({"ws": ws, "topic": topic, "id": binding["id"], "binding": b, "sub": claims["sub"]})
             await self._reply(ws, msg, "ok", {"postgres_changes": bindings})
-            await ws.send(json.dumps({"event": "system", "topic": topic, "ref": None, "payload": {
-                "channel": topic.removeprefix("realtime:"), "extension": "postgres_changes",
-                "message": "Subscribed to PostgreSQL", "status": "ok"}}))
+            await self._send(ws, {"event": "system", "topic": topic, "ref": None, "join_ref": msg.get("join_ref"),
+                                  "payload": {"channel": topic.removeprefix("realtime:"), "extension": "postgres_changes",
+                                              "message": "Subscribed to PostgreSQL", "status": "ok"}})
             return None
         if event == "phx_leave":
             self._subs = [s for s in self._subs if not (s["ws"] is ws and s["topic"] == topic)]
@@ -219,7 +236,7 @@ class FakeRealtime:
                                            "commit_timestamp": stamp, "type": change["type"], "errors": None,
                                            "columns": COLUMNS, "record": record, "old_record": {}}}}
             try:
-                await s["ws"].send(json.dumps(msg))
+                await self._send(s["ws"], msg)
                 self.sent += 1
             except Exception:  # noqa: BLE001 - the client went away
                 pass

@@ -6,12 +6,18 @@ email, app_metadata, user_metadata, created_at) or 401 `{code, error_code: "bad_
 are tests.fake_postgrest.fake_jwt tokens of known users (role `authenticated`, `sub` = the user id),
 so the same token also passes the PostgREST stand-in's RLS. Every other path (`/rest/v1/…`) is
 forwarded to the PostgREST stand-in, so one project URL serves the function as Supabase's does.
+
+Sign-in, as supabase-js's `auth.signInWithPassword` calls it: `POST /auth/v1/token?grant_type=password`
+with `apikey` and `{email, password}` answers a session `{access_token, token_type: "bearer",
+expires_in, expires_at, refresh_token, user}`, or 400 `{code, error_code: "invalid_credentials", msg}`,
+for the accounts given as `passwords` (email: (password, user id)).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -19,9 +25,10 @@ from tests.http_standin import HTTPStandin, QuietHandler
 
 
 class FakeSupabaseAuth(HTTPStandin):
-    def __init__(self, rest_url: str, users: set[str]) -> None:
+    def __init__(self, rest_url: str, users: set[str], passwords: dict[str, tuple[str, str]] | None = None) -> None:
         self.rest_url = rest_url
         self.users = users
+        self.passwords = passwords or {}
         self.calls = 0
         super().__init__(self._handler())
 
@@ -64,6 +71,23 @@ class FakeSupabaseAuth(HTTPStandin):
                                             "user_metadata": {}, "created_at": "2026-11-01T00:00:00Z"}).encode())
 
             def do_POST(self):
-                self._forward()
+                if self.path.split("?")[0] != "/auth/v1/token":
+                    return self._forward()
+                body = json.loads(self.read_body() or b"{}")
+                account = fake.passwords.get(str(body.get("email")))
+                if "grant_type=password" not in self.path or not self.headers.get("apikey") or account is None \
+                        or account[0] != body.get("password"):
+                    return self._send(400, json.dumps({"code": 400, "error_code": "invalid_credentials",
+                                                       "msg": "Invalid login credentials"}).encode())
+                from tests.fake_postgrest import fake_jwt
+
+                user = account[1]
+                now = int(time.time())
+                self._send(200, json.dumps({
+                    "access_token": fake_jwt("authenticated", user), "token_type": "bearer", "expires_in": 3600,
+                    "expires_at": now + 3600, "refresh_token": f"refresh-{user[:8]}",
+                    "user": {"id": user, "aud": "authenticated", "role": "authenticated", "email": body["email"],
+                             "app_metadata": {"provider": "email"}, "user_metadata": {},
+                             "created_at": "2026-11-01T00:00:00Z"}}).encode())
 
         return Handler

@@ -125,11 +125,10 @@ class FlyStack:
 
 
 def pool_template(fly: FlyStandin) -> dict:
-    """The default fly-machines template, edited as an operator would for this machine: the stand-in's
-    URL, the local image, a small shared guest."""
+    """The default fly-machines template, edited as an operator would for this machine: the local
+    image, a small shared guest (the stand-in's URL is the worker's FLY_API_URL, not a variable)."""
     tpl = FlyMachinesWorker.get_default_base_job_template()
-    for key, value in {"api_url": fly.url, "logs_url": fly.url, "image": "local", "cpu_kind": "shared", "cpus": 1,
-                       "memory_mb": 1024}.items():
+    for key, value in {"image": "local", "cpu_kind": "shared", "cpus": 1, "memory_mb": 1024}.items():
         tpl["variables"]["properties"][key]["default"] = value
     return tpl
 
@@ -190,6 +189,7 @@ def fly_stack(tmp: Path, mode: str = "fly", process_workers: int = 2, process_li
             if mode == "fly":
                 (tmp / "worker-home").mkdir()
                 worker_env = {**base_env(tmp / "worker-home", api_url), "FLY_API_TOKEN": fs.fly.token,
+                              "FLY_API_URL": fs.fly.url, "FLY_LOGS_URL": fs.fly.url,
                               "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
                 fs.procs["worker"] = _spawn([str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--name", "fly-1"],
                                             worker_env, logs / "worker.log", cwd=tmp / "worker-home")

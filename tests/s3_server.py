@@ -103,17 +103,37 @@ def _answers(server: S3Server) -> bool:
     return True
 
 
-class WeedS3:
-    """SeaweedFS with S3 auth on: one identity, a random key, everything on 127.0.0.1 free ports,
-    its data in `tmp`. stop() and start() again keep the data, the ports and the key (an outage)."""
+def _new_key() -> tuple[str, str]:
+    return "VI" + uuid.uuid4().hex[:18].upper(), uuid.uuid4().hex
 
-    def __init__(self, tmp: Path) -> None:
+
+def runs_actions(bucket: str, upload_prefixes: list[str]) -> list[str]:
+    """SeaweedFS's per-identity actions for the runs' identity: exactly what blocks.storage.run_prefixes
+    grants (read the uploads and its own output, write and delete only its own output)."""
+    from blocks.storage import run_prefixes
+
+    granted = run_prefixes(upload_prefixes)
+    return ([f"Read:{bucket}/{prefix}*" for prefix in granted["read"]]
+            + [f"Write:{bucket}/{prefix}*" for prefix in granted["write"]])
+
+
+class WeedS3:
+    """SeaweedFS with S3 auth on: an admin identity, a random key, everything on 127.0.0.1 free ports,
+    its data in `tmp`. stop() and start() again keep the data, the ports and the key (an outage).
+
+    `identities` adds more, each {name: SeaweedFS actions} (e.g. "Read:bucket/uploads/*"), with its own
+    random key: `self.identities[name]` is the S3Server that signs as it."""
+
+    def __init__(self, tmp: Path, identities: dict[str, list[str]] | None = None) -> None:
         self.tmp = tmp
         (tmp / "data").mkdir(parents=True, exist_ok=True)
-        key, secret = "VI" + uuid.uuid4().hex[:18].upper(), uuid.uuid4().hex
+        key, secret = _new_key()
+        keys = {name: _new_key() for name in identities or {}}
         (tmp / "s3.json").write_text(json.dumps({"identities": [{
             "name": "vibeinsight-test", "credentials": [{"accessKey": key, "secretKey": secret}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}] + [
+            {"name": name, "credentials": [{"accessKey": keys[name][0], "secretKey": keys[name][1]}],
+             "actions": actions} for name, actions in (identities or {}).items()]}))
         self.s3_port = free_port()
         ports = {name: free_port_with_grpc() for name in ("master", "volume", "filer", "admin")}
         self.cmd = [weed_executable(), "mini", f"-dir={tmp / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
@@ -124,6 +144,7 @@ class WeedS3:
                     f"-debug.port={free_port()}", f"-filer.localSocket={tmp / 'filer.sock'}",
                     f"-s3.localSocket={tmp / 's3.sock'}"]
         self.server = S3Server(f"http://127.0.0.1:{self.s3_port}", key, secret)
+        self.identities = {name: S3Server(self.server.endpoint, *pair) for name, pair in keys.items()}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> S3Server:

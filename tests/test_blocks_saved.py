@@ -7,6 +7,7 @@ import pytest
 from blocks import registry
 from blocks.transcriber import LocalWhisper
 from tests.conftest import SAMPLE
+from tests.uploads import as_upload
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
@@ -73,6 +74,6 @@ def test_a_run_uses_the_saved_transcriber(home, clean_blocks):
     from flows.process_audio import process_audio
 
     LocalWhisper(model="tiny.en").save(registry.BLOCK_NAME)  # saved without a folder: the runner fills in its own
-    doc = process_audio(source=str(SAMPLE), language="auto")
+    doc = process_audio(source=as_upload(SAMPLE), language="auto")
     assert doc["status"] == "COMPLETED"
     assert doc["transcript"]["model"] == "faster-whisper/tiny.en"  # the environment says base

@@ -54,8 +54,10 @@ def test_trigger_runs_to_completed_and_is_idempotent(prefect, audio):
     assert again.flow_run_id == first.flow_run_id  # idempotency_key = session id: no second run
     run = prefect.wait_run(first.flow_run_id)
     assert run["state"]["type"] == "COMPLETED", run["state"]
-    assert run["parameters"] == {"source": str(audio / "hotwords.mp3"), "session_id": sid,
-                                 "user_id": uid, "language": "en"}
+    placed = run["parameters"].pop("source")  # the file, placed among the local bucket's uploads first
+    assert placed.startswith(str((prefect.home / "bucket" / "uploads" / uid).resolve()))
+    assert open(placed, "rb").read() == (audio / "hotwords.mp3").read_bytes()
+    assert run["parameters"] == {"session_id": sid, "user_id": uid, "language": "en"}
     r = row(sid, {"COMPLETED"})
     assert r.progress == 100 and r.flow_run_id == first.flow_run_id
     runs = prefect.post("/flow_runs/filter", {"flow_runs": {"tags": {"all_": ["trigger:cli"]}}, "limit": 200})

@@ -60,6 +60,8 @@ def test_fly_toml():
     assert set(fly["processes"]) == {"worker"}  # one Machine: the fly-machines worker and the observer
     assert "deployments.status_observer" in fly["processes"]["worker"]
     assert "prefect worker start --pool vibeinsight-fly --type fly-machines" in fly["processes"]["worker"]
+    # the operators' flows run here, beside the wider keys, never on a run Machine
+    assert "prefect worker start --pool vibeinsight-ops --type process" in fly["processes"]["worker"]
     for name in SECRETS:  # secrets by name only: never given a value
         assert name not in fly.get("env", {}), name
     raw = (ROOT / "infra/fly/fly.toml").read_text()
@@ -72,8 +74,10 @@ def test_prefect_yaml_and_pool_template():
     assert spec["build"] is None and spec["push"] is None
     deps = {(d["entrypoint"].split(":")[1], d["name"]) for d in spec["deployments"]}
     assert deps == {("process_audio", "api"), ("quota_report", "daily"), ("reconcile_status", "every-5m")}
+    pools = {d["name"]: d["work_pool"]["name"] for d in spec["deployments"]}  # no templating: `prefect deploy --all` needs no env
+    # a run Machine holds run credentials only: the operators' flows (service role key) run on the worker app
+    assert pools == {"api": "vibeinsight-fly", "daily": "vibeinsight-ops", "every-5m": "vibeinsight-ops"}
     for d in spec["deployments"]:
-        assert d["work_pool"]["name"] == "vibeinsight-fly"  # no templating: `prefect deploy --all` needs no env
         path = ROOT / (d["entrypoint"].split(":")[0].replace(".", "/") + ".py")  # module entrypoints
         assert path.is_file(), path
         assert re.search(rf"def {d['entrypoint'].split(':')[1]}\(", path.read_text())

@@ -9,6 +9,7 @@ import pytest
 
 from tests import media
 from tests.conftest import sha256
+from tests.uploads import as_upload
 from vibeinsight.schemas import ResultDocument, Status
 from vibeinsight.scoring import normalize_chars, normalize_text
 
@@ -38,7 +39,7 @@ def cer(reference: str, hypothesis: str) -> float:
 def run(source, **params):
     from flows.process_audio import process_audio
 
-    return process_audio(source=str(source), return_state=True, **params)
+    return process_audio(source=as_upload(source), return_state=True, **params)
 
 
 def stored(home, session_id) -> dict:
@@ -57,7 +58,7 @@ def test_english_recording_end_to_end(home, audio, references):
     state = run(src, session_id="5b0f3c52-3f7e-4c43-9a43-1d2c8c7f0a01", user_id="0e7f1a9e-3d53-4f3c-8d2f-3f0f6c9e2b11")
     assert state.is_completed(), state.message
     doc = ResultDocument.model_validate(state.result())
-    assert doc.status is Status.COMPLETED and doc.schema_version == "1.1"
+    assert doc.status is Status.COMPLETED and doc.schema_version == "1.2"
     w = wer(references["jfk.flac"]["reference"], doc.transcript.text)
     print(f"WER jfk {w:.3f}")
     assert w <= WER_JFK
@@ -76,7 +77,7 @@ def test_english_recording_end_to_end(home, audio, references):
     assert (r.status, r.progress, r.stage, r.error_code) == (Status.COMPLETED, 100, "done", None)
     assert r.user_id == "0e7f1a9e-3d53-4f3c-8d2f-3f0f6c9e2b11" and r.flow_run_id == str(state.state_details.flow_run_id)
     assert sha256(src) == before
-    assert not (home / "work" / doc.session_id).exists()  # workspace cleaned
+    assert not (home / "work" / r.flow_run_id).exists()  # the run's own folder, cleaned
 
 
 def test_japanese_meeting_auto_language(home, audio, references):

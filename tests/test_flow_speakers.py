@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import ffmpeg, sha256
+from tests.operator_log import messages, operator_log
+from tests.uploads import as_upload
 from vibeinsight.schemas import ResultDocument, Status
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -14,7 +16,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness"
 def run(source, **params):
     from flows.process_audio import process_audio
 
-    return process_audio(source=str(source), return_state=True, **params)
+    return process_audio(source=as_upload(source), return_state=True, **params)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def test_mono_recording_gets_speakers_languages_and_words(home, ja_then_en):
     t = doc.transcript
     for s in t.segments:
         print(s.start, s.end, s.speaker, s.language, s.text)
-    assert doc.schema_version == "1.1" and doc.status is Status.COMPLETED
+    assert doc.schema_version == "1.2" and doc.status is Status.COMPLETED
     assert t.diarization.method == "embeddings" and t.diarization.speakers == 2
     assert t.vocabulary == ["Supabase", "ComfyUI"]
     first, second = [s for s in t.segments if s.end <= 11.3], [s for s in t.segments if s.start >= 11.0]
@@ -64,8 +66,10 @@ def test_diarization_off_leaves_speakers_out(home, audio, monkeypatch):
 def test_impossible_speaker_counts_are_rejected_and_the_upload_kept(home, audio):
     src = audio / "jfk.flac"
     before = sha256(src)
-    state = run(src, speakers=3, max_speakers=2)
+    with operator_log() as lines:
+        state = run(src, speakers=3, max_speakers=2)
     assert state.is_failed()
     doc = ResultDocument.model_validate_json((home / "bucket" / "results").glob("*.json").__next__().read_text())
-    assert doc.status is Status.FAILED and doc.error.code == "invalid_parameter" and "max_speakers" in doc.error.detail
+    assert doc.status is Status.FAILED and doc.error.code == "invalid_parameter"
+    assert "max_speakers" in messages(lines)  # what exactly was wrong: for operators, in the log
     assert sha256(src) == before

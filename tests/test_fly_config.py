@@ -13,8 +13,7 @@ from deployments.fly_worker.config import auth_header, exit_code_of, machine_nam
 
 pytestmark = pytest.mark.unit
 
-VARIABLES = {"name", "labels", "env", "command", "app", "image", "region", "cpu_kind", "cpus", "memory_mb",
-             "api_url", "logs_url", "max_runtime_s"}
+VARIABLES = {"name", "labels", "env", "app", "image", "region", "cpu_kind", "cpus", "memory_mb", "max_runtime_s"}
 
 
 def test_default_base_job_template_has_the_documented_variables():
@@ -22,9 +21,9 @@ def test_default_base_job_template_has_the_documented_variables():
     props = tpl["variables"]["properties"]
     assert set(props) == VARIABLES
     assert props["region"]["default"] == "nrt" and props["cpu_kind"]["default"] == "performance"
-    assert props["api_url"]["default"] == "https://api.machines.dev" and props["logs_url"]["default"] == "https://api.fly.io"
-    assert props["command"]["default"] is None  # Prefect's `prefect flow-run execute`
-    assert set(tpl["job_configuration"]) == VARIABLES
+    # the hosts the worker's token goes to are its own settings; the command is always Prefect's
+    assert not {"api_url", "logs_url", "command"} & set(props)
+    assert set(tpl["job_configuration"]) == VARIABLES  # no command: `prefect flow-run execute`
     assert all(v == "{{ " + k + " }}" for k, v in tpl["job_configuration"].items())
     assert FlyMachinesWorker.type == "fly-machines"
 
@@ -55,7 +54,8 @@ def test_machine_request_carries_the_run_and_no_secret():
     assert c["guest"] == {"cpu_kind": "performance", "cpus": 2, "memory_mb": 4096}
     assert c["auto_destroy"] is True and c["restart"] == {"policy": "no"}
     assert c["stop_config"]["signal"] == "SIGTERM"
-    assert c["metadata"] == {"prefect_flow_run_id": run_id, "prefect_work_pool": "vibeinsight-fly"}
+    assert c["metadata"] == {"prefect_flow_run_id": run_id, "prefect_work_pool": "vibeinsight-fly",
+                             "prefect_max_runtime_s": "21600"}  # any worker's sweep reads the limit back
     assert body["region"] == "nrt,hkg" and body["name"].startswith("prefect-brave-otter-")
 
 

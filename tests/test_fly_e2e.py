@@ -131,4 +131,5 @@ def test_prefect_knows_the_worker_type_from_the_entry_point(tmp_path):
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-1000:]
     props = json.loads(out.stdout)["variables"]["properties"]
-    assert {"app", "image", "region", "cpu_kind", "cpus", "memory_mb", "api_url", "env", "command", "max_runtime_s"} <= set(props)
+    assert {"app", "image", "region", "cpu_kind", "cpus", "memory_mb", "env", "max_runtime_s"} <= set(props)
+    assert not {"api_url", "logs_url", "command"} & set(props)  # the worker's own settings, Prefect's command

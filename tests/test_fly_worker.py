@@ -31,16 +31,19 @@ def fly(tmp_path, monkeypatch, prefect_harness):
     with FlyStandin(logs=tmp_path) as f:
         f.add_app(APP, {"APP_SECRET": "from-fly"})
         monkeypatch.setenv("FLY_API_TOKEN", f.token)
+        monkeypatch.setenv("FLY_API_URL", f.url)  # the worker's own hosts, not pool variables
+        monkeypatch.setenv("FLY_LOGS_URL", f.url)
         yield f
 
 
 def template(fly: FlyStandin, **defaults) -> dict:
     tpl = FlyMachinesWorker.get_default_base_job_template()
-    values = {"app": APP, "image": "local", "api_url": fly.url, "logs_url": fly.url, "cpu_kind": "shared", "cpus": 1,
-              "memory_mb": 512,
-              **defaults}
+    values = {"app": APP, "image": "local", "cpu_kind": "shared", "cpus": 1, "memory_mb": 512, **defaults}
     for k, v in values.items():
         tpl["variables"]["properties"][k]["default"] = v
+    # An operator's command variable (not in the default template): the tests' Machines run shell lines.
+    tpl["variables"]["properties"]["command"] = {"type": "string", "default": "true"}
+    tpl["job_configuration"]["command"] = "{{ command }}"
     return tpl
 
 
@@ -148,9 +151,13 @@ def test_kill_infrastructure_of_an_unknown_or_foreign_machine(fly):
     asyncio.run(go())
 
 
-def test_start_up_sweeps_machines_of_finished_runs(fly):
+def test_start_up_sweeps_machines_of_finished_runs(fly, monkeypatch):
     from prefect.client.orchestration import get_client
     from prefect.states import Completed, Running
+
+    from deployments.fly_worker import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "TERMINAL_GRACE_S", 0)  # the run ended just now: no time for its hooks
 
     pool = f"fly-{uuid.uuid4().hex[:8]}"
 

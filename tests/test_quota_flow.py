@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import SAMPLE, sha256
 from tests.quota_helpers import GB, download
+from tests.uploads import as_upload
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -108,7 +109,7 @@ def test_real_runs_feed_the_ledger_and_the_guard_acts(run_home, tmp_path, monkey
     before = sha256(upload)
 
     # 1. A normal run records its usage.
-    doc = process_audio(source=str(upload), language="en")
+    doc = process_audio(source=as_upload(upload), language="en")
     start, end, _ = month_bounds(current_month())
     frame = _ledger().events(start, end)
     mine = frame[frame["session_id"] == doc["session_id"]]
@@ -126,7 +127,7 @@ def test_real_runs_feed_the_ledger_and_the_guard_acts(run_home, tmp_path, monkey
     # 2. This month's egress at the Free limit: new sessions are refused, nothing is lost.
     now = datetime.now(timezone.utc)
     _ledger().record([download(current_month(now), now.day, 5 * GB) | {"at": now}])
-    state = process_audio(source=str(upload), language="en", return_state=True)
+    state = process_audio(source=as_upload(upload), language="en", return_state=True)
     assert state.is_failed()
     exc = state.result(raise_on_failure=False)
     assert isinstance(exc, InputRejected) and exc.code == "quota_exceeded"
@@ -140,7 +141,7 @@ def test_real_runs_feed_the_ledger_and_the_guard_acts(run_home, tmp_path, monkey
     # 3. Enforcement off: the run goes through on the most compact settings.
     monkeypatch.setenv("VIBEINSIGHT_QUOTA_ENFORCE", "false")
     get_settings.cache_clear()
-    doc = process_audio(source=str(upload), language="en")
+    doc = process_audio(source=as_upload(upload), language="en")
     assert doc["status"] == "COMPLETED"
     # compact: one mono mix (the compact Opus bitrate applies to an API engine's upload; unit-tested in
     # compact_settings), and still PCM for the local engine

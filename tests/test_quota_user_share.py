@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import SAMPLE, sha256
 from tests.quota_helpers import GB, download
+from tests.uploads import as_upload
 from vibeinsight.quota import QuotaLimits, current_month, user_share_exceeded
 
 
@@ -62,7 +63,7 @@ def test_the_guard_refuses_the_user_over_their_share_and_runs_the_others(run_hom
     shutil.copy(SAMPLE, upload)
     before = sha256(upload)
 
-    state = process_audio(source=str(upload), user_id=heavy, language="en", return_state=True)
+    state = process_audio(source=as_upload(upload), user_id=heavy, language="en", return_state=True)
     exc = state.result(raise_on_failure=False)
     assert isinstance(exc, InputRejected) and exc.code == "quota_exceeded" and "share" in exc.message
     session = str(state.state_details.flow_run_id)
@@ -70,5 +71,5 @@ def test_the_guard_refuses_the_user_over_their_share_and_runs_the_others(run_hom
     assert json.loads(registry.storage().get_bytes(f"results/{session}.json"))["error"]["code"] == "quota_exceeded"
     assert sha256(upload) == before
 
-    doc = process_audio(source=str(upload), user_id=light, language="en")
+    doc = process_audio(source=as_upload(upload), user_id=light, language="en")
     assert doc["status"] == "COMPLETED"

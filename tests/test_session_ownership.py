@@ -26,8 +26,9 @@ def request_run(conn, sid, user, key, rerun=False, in_flight=3, per_hour=20) -> 
                         (sid, user, key, rerun, in_flight, per_hour)).fetchone()[0]
 
 
-def update(conn, sid, status, seq, user=None, run="run-1") -> bool:
-    return conn.execute("select public.apply_status_update(%s, %s, %s, %s, %s)", (sid, status, seq, user, run)).fetchone()[0]
+def update(conn, sid, status, seq, user=None, run="run-1", attempt=0) -> bool:
+    return conn.execute("select public.apply_status_update(%s, %s, %s, %s, %s, p_attempt => %s)",
+                        (sid, status, seq, user, run, attempt)).fetchone()[0]
 
 
 def owner(conn, sid):
@@ -40,7 +41,7 @@ def test_an_update_naming_another_user_is_ignored_and_the_owner_stays(db):
     assert request_run(conn, sid, a, "uploads/a/1.wav")["outcome"] == "created"
     assert update(conn, sid, "RUNNING", 10, user=b) is False  # the old rule moved the row to b here
     assert owner(conn, sid) == a
-    assert update(conn, sid, "RUNNING", 11) is True  # writers that name no user still apply
+    assert update(conn, sid, "RUNNING", 11) is False  # nor one naming no user (20261204000100)
     assert update(conn, sid, "COMPLETED", 12, user=a) is True
     assert owner(conn, sid) == a
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -58,15 +59,15 @@ def test_request_run_outcomes(db):
     assert request_run(conn, sid, a, "uploads/a/2.wav")["outcome"] == "key_mismatch"
     assert request_run(conn, uuid.uuid4(), a, key)["outcome"] == "upload_taken"
     assert request_run(conn, sid, a, key, rerun=True)["outcome"] == "in_flight"
-    update(conn, sid, "FAILED", 50)
+    assert update(conn, sid, "FAILED", 50, user=a)
     rerun = request_run(conn, sid, a, key, rerun=True)
     assert (rerun["outcome"], rerun["attempt"]) == ("rerun", 1)
-    row = conn.execute("select status, progress, error_code, seq from public.processing_status where session_id = %s",
-                       (sid,)).fetchone()
-    assert row == ("PENDING", 0, None, 50)
-    # the old run's late terminal write (same seq) no longer applies; the new run's first write does
-    assert update(conn, sid, "FAILED", 50) is False
-    assert update(conn, sid, "RUNNING", 60, run="run-2") is True
+    row = conn.execute("select status, progress, error_code, seq, flow_run_id, attempt from public.processing_status "
+                       "where session_id = %s", (sid,)).fetchone()
+    assert row == ("PENDING", 0, None, 50, None, 1)  # the re-run names no run until it has one
+    # the old run's late writes no longer apply, even newer ones (tests/test_current_run.py); the new run's do
+    assert update(conn, sid, "FAILED", 50, user=a) is False
+    assert update(conn, sid, "RUNNING", 60, user=a, run="run-2", attempt=1) is True
 
 
 def test_request_run_limits_count_only_the_callers_runs(db):
@@ -85,7 +86,11 @@ def test_clients_cannot_call_the_rpcs_or_use_the_sequences(pg_url, role):
             for priv in ("USAGE", "SELECT", "UPDATE"):
                 assert conn.execute("select has_sequence_privilege(%s, %s, %s)",
                                     (role, f"public.{seq}", priv)).fetchone()[0] is False, (seq, priv)
-        assert conn.execute("select has_function_privilege(%s, 'public.request_run(uuid, uuid, text, text, boolean, "
-                            "integer, integer)', 'EXECUTE')", (role,)).fetchone()[0] is False
+        for fn in ("request_run(uuid, uuid, text, text, boolean, integer, integer, text)",
+                   "set_current_run(uuid, uuid, integer, text)",
+                   "apply_status_update(uuid, text, bigint, uuid, text, text, text, integer, text, text, text, integer, "
+                   "double precision)"):
+            assert conn.execute("select has_function_privilege(%s, %s, 'EXECUTE')",
+                                (role, f"public.{fn}")).fetchone()[0] is False, fn
         assert conn.execute("select has_table_privilege(%s, 'public.run_requests', 'SELECT')",
                             (role,)).fetchone()[0] is False

@@ -48,16 +48,23 @@ class RecordingStore(SQLiteStatusStore):
         return super().apply(update, deployment)
 
 
-def _observer(tmp_path, runs: dict, **kw) -> tuple[StatusObserver, RecordingStore]:
+def _observer(tmp_path, runs: dict, prefect: dict | None = None, **kw) -> tuple[StatusObserver, RecordingStore]:
+    """`prefect`: each run's (state type, timestamp) as the Prefect API answers the observer's check."""
     store = RecordingStore(path=str(tmp_path / "s.db"))
-    obs = StatusObserver(store=store, backoff_s=0.01, **kw)
+    prefect = {} if prefect is None else prefect
+
+    async def read_state(run_id):
+        return prefect.get(run_id)
+
+    obs = StatusObserver(store=store, backoff_s=0.01, read_state=read_state, **kw)
     obs._runs.update(runs)  # the flow-run parameters the observer would read from the API
     return obs, store
 
 
 def test_transitions_are_written_as_they_arrive_the_latest_state_time_wins_and_replays_are_skipped(tmp_path):
     run, sid = str(uuid.uuid4()), str(uuid.uuid4())
-    obs, store = _observer(tmp_path, {run: RunSession(sid, "u1")}, terminal_grace_s=0)
+    obs, store = _observer(tmp_path, {run: RunSession(sid, "u1")}, {run: ("CRASHED", T0 + timedelta(seconds=9))},
+                           terminal_grace_s=0)
     pending = _event(run, "PENDING", T0)
     running = _event(run, "RUNNING", T0 + timedelta(seconds=1))
     crashed = _event(run, "CRASHED", T0 + timedelta(seconds=9), "Process exited with -9")
@@ -88,7 +95,7 @@ def test_flows_without_a_session_and_passing_states_are_skipped(tmp_path):
 
 def test_completion_waits_out_the_grace_so_the_hooks_record_wins(tmp_path):
     run, sid = str(uuid.uuid4()), str(uuid.uuid4())
-    obs, store = _observer(tmp_path, {run: RunSession(sid, None)}, terminal_grace_s=0.2)
+    obs, store = _observer(tmp_path, {run: RunSession(sid, None)}, {run: ("FAILED", T0)}, terminal_grace_s=0.2)
 
     async def go():
         await obs.handle(_event(run, "FAILED", T0, "Flow run encountered an exception"))
@@ -108,7 +115,7 @@ def test_completion_waits_out_the_grace_so_the_hooks_record_wins(tmp_path):
 
 def test_a_down_store_is_retried_until_it_answers(tmp_path):
     run, sid = str(uuid.uuid4()), str(uuid.uuid4())
-    obs, store = _observer(tmp_path, {run: RunSession(sid, None)}, terminal_grace_s=0)
+    obs, store = _observer(tmp_path, {run: RunSession(sid, None)}, {run: ("COMPLETED", T0)}, terminal_grace_s=0)
     store.__dict__["fail_first"] = 3
     asyncio.run(obs.handle(_event(run, "COMPLETED", T0)))
     assert store.__dict__["fail_first"] == 0 and len(store.sent) == 1  # three refused tries, then the write
@@ -122,7 +129,8 @@ def test_seq_of_matches_the_writers_clock():
 
 def test_the_rows_sentence_is_in_the_runs_language(tmp_path):
     ja_run, en_run, sid_ja, sid_en = (str(uuid.uuid4()) for _ in range(4))
-    obs, store = _observer(tmp_path, {ja_run: RunSession(sid_ja, None, "ja"), en_run: RunSession(sid_en, None, "auto")}, terminal_grace_s=0)
+    obs, store = _observer(tmp_path, {ja_run: RunSession(sid_ja, None, "ja"), en_run: RunSession(sid_en, None, "auto")},
+                           {ja_run: ("CRASHED", T0), en_run: ("CRASHED", T0)}, terminal_grace_s=0)
 
     async def go():
         await obs.handle(_event(ja_run, "CRASHED", T0, "Process exited with -9"))

@@ -44,7 +44,7 @@ def test_rpc_request_is_postgrests_and_the_rule_holds(postgrest_server):
     assert sent["body"] == {
         "p_session_id": sid, "p_status": "RUNNING", "p_seq": 100, "p_user_id": None, "p_flow_run_id": run,
         "p_deployment": "process-audio/default", "p_stage": "ingest", "p_progress": 1, "p_error_code": None,
-        "p_error_message": None, "p_result_key": None}
+        "p_error_message": None, "p_result_key": None, "p_attempt": None, "p_max_ahead_s": None}
     assert all(len(r["path"]) + len(str(r["body"])) < 1024 for r in postgrest_server.requests)
 
     row = store.get(sid)

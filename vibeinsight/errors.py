@@ -43,6 +43,13 @@ class StorageFailed(PipelineError):
     default_code = "storage_failed"
 
 
+class SessionConflict(PipelineError):
+    """The run is not the session's to write: another user's session, or not its current run. The
+    run fails without touching the row or the result (no retry: the session will not change hands)."""
+
+    default_code = "session_conflict"
+
+
 def error_code(exc: BaseException) -> str:
     return exc.code if isinstance(exc, PipelineError) else "internal"
 
@@ -76,6 +83,8 @@ MESSAGES: dict[str, tuple[str, str]] = {  # code: (English, Japanese)
                             "サービスが一時的に利用できません。しばらくしてから再度お試しください。"),
     "crashed": ("Processing stopped unexpectedly. Please try again.", "処理が予期せず停止しました。もう一度お試しください。"),
     "cancelled": ("Processing was cancelled.", "処理はキャンセルされました。"),
+    "session_conflict": ("This processing request does not belong to the session, which was left unchanged.",
+                         "この処理要求はセッションに属していないため、セッションは変更されていません。"),
     "stale_pending": ("Processing could not be started. Please try again.", "処理を開始できませんでした。もう一度お試しください。"),
 }
 GENERIC = ("Processing failed. Please try again later.", "処理に失敗しました。しばらくしてから再度お試しください。")
@@ -88,7 +97,7 @@ def user_message(code: str, language: str | None = None) -> str:
 
 
 def detail_of(exc: BaseException | None) -> str | None:
-    """The error's own text, for the logs and the result document's error.detail (operators only)."""
+    """The error's own text, for operators only: the run's log line and span, never the result document or the row."""
     if exc is None:
         return None
     return getattr(exc, "message", None) or str(exc) or type(exc).__name__

@@ -11,7 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vibeinsight.usage import Usage
 
-SCHEMA_VERSION = "1.1"  # 1.1: words, per-segment language and speaker on mono, languages, diarization
+# 1.1: words, per-segment language and speaker on mono, languages, diarization.
+# 1.2: error.detail removed: users read the code and its fixed sentence; the detail goes to the logs.
+SCHEMA_VERSION = "1.2"
 
 
 class Status(str, Enum):
@@ -101,10 +103,12 @@ class Transcript(BaseModel):
 
 
 class ErrorInfo(BaseModel):
+    """What a user may read about a failure. What exactly went wrong (tool output, provider text,
+    endpoints, paths) is for operators: the run's logs and spans carry it, never this document (1.2)."""
+
     code: str
     message: str = Field(description="the code's fixed sentence, what users read (vibeinsight.errors.user_message)")
     stage: str | None = None
-    detail: str | None = Field(None, description="what went wrong, for operators (tool output, provider text)")
 
 
 class ResultDocument(BaseModel):
@@ -149,6 +153,9 @@ class StatusUpdate(BaseModel):
     error_code: str | None = None
     error_message: str | None = Field(None, description=f"at most {MAX_MESSAGE_BYTES} UTF-8 bytes; longer is clipped")
     result_key: str | None = None
+    # the session's run request this write comes from (vibeinsight.status_rule.attempt_of); None: a
+    # run request_run() did not start, which may write only rows no request_run() manages
+    attempt: int | None = Field(None, ge=0)
 
     @field_validator("error_message")
     @classmethod
@@ -167,7 +174,16 @@ class StatusRow(BaseModel):
     error_message: str | None = None
     result_key: str | None = None
     seq: int = 0
+    attempt: int | None = None  # the current run request (None: a row request_run() does not manage)
     updated_at: datetime
+
+
+class SessionWriter(BaseModel):
+    """Who may write a session: its row's owner, current attempt and current run (status_rule.conflict_with)."""
+
+    user_id: str | None = None
+    attempt: int | None = None
+    flow_run_id: str | None = None
 
 
 def result_json_schema() -> str:

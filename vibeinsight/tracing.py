@@ -24,7 +24,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
-from vibeinsight.logs import trace_id_hex
+from vibeinsight.logs import redact, trace_id_hex
 
 TRACER = "vibeinsight"
 # A proxy until a provider is installed, then it hands out the provider's tracer: safe to keep.
@@ -82,9 +82,14 @@ def span(name: str, session_id: str | None = None, **attributes: Any) -> Iterato
         try:
             yield s
         except BaseException as exc:
+            # the error's text is operator detail: spans carry it masked as log lines are
+            import traceback
+
+            text = redact(str(exc))
             s.set_attribute("error.code", error_code(exc))
-            s.record_exception(exc)
-            s.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+            s.record_exception(exc, attributes={"exception.message": text, "exception.stacktrace":
+                                                redact("".join(traceback.format_exception(exc)))})
+            s.set_status(Status(StatusCode.ERROR, text[:200]))
             raise
 
 

@@ -86,11 +86,13 @@ class FlyMachinesClient:
     """One per worker (the buckets are shared by its runs); `async with` opens the HTTP pool."""
 
     def __init__(self, api_url: str, token: str | None = None, timeout_s: float = 30.0, attempts: int = 8,
-                 retry_sleep: Sleep = asyncio.sleep) -> None:
+                 logs_url: str | None = None, retry_sleep: Sleep = asyncio.sleep) -> None:
+        """`api_url` and `logs_url` are the only hosts the token goes to: the worker's own settings."""
         token = token if token is not None else os.environ.get("FLY_API_TOKEN", "")
         if not token:
             raise FlyAPIError(401, "FLY_API_TOKEN is not set in the worker's environment")
         self.api_url = api_url.rstrip("/")
+        self.logs_url = (logs_url or self.api_url).rstrip("/")
         self._headers = {"Authorization": auth_header(token)}
         self.timeout_s, self.attempts = timeout_s, attempts
         self._retry_sleep = retry_sleep  # the wait between tries (Retry-After or back-off); tests record it
@@ -228,11 +230,11 @@ class FlyMachinesClient:
         await self._call("delete", machine_id, "DELETE", f"/apps/{app}/machines/{machine_id}",
                          params={"force": "true"} if force else None)
 
-    async def recent_logs(self, logs_url: str, app: str, machine_id: str) -> list[dict[str, Any]]:
+    async def recent_logs(self, app: str, machine_id: str) -> list[dict[str, Any]]:
         """The Machine's latest log entries (at most 100, oldest first) from Fly's logs API, which flyctl
         reads for `fly logs -i`: `{data: [{id, attributes: {timestamp, message, level, instance, region}}],
         meta: {next_token}}` (fly-go resource_logs.go). One try: the lines only add context to a failure."""
-        resp = await self._send("logs", app, "GET", f"{logs_url.rstrip('/')}/api/v1/apps/{app}/logs",  # absolute:
+        resp = await self._send("logs", app, "GET", f"{self.logs_url}/api/v1/apps/{app}/logs",  # absolute:
                                 params={"instance": machine_id, "next_token": ""})  # not under the Machines API
         return [d.get("attributes") or {} for d in (resp.json().get("data") or [])]
 

@@ -6,8 +6,14 @@ Machine stops, then read the exit code from its newest `exit` event. Non-zero (1
 memory, or the Machine killed) makes Prefect mark the run Crashed. A run past `max_runtime_s`
 is stopped like kill_infrastructure stops one: SIGTERM, then a forced delete.
 
-On start the worker sweeps Machines left by a worker that died: any Machine of the pool's app
-tagged with a flow run that is already terminal (or gone) is stopped and deleted.
+A run whose job variables ask for what only the operator may set (another API host, app, command,
+an image outside the runs app's registry, secrets in env: config.refusal) is failed before any
+Machine exists. The Machines API and logs hosts are the worker's own settings (FLY_API_URL,
+FLY_LOGS_URL), the only places its FLY_API_TOKEN goes.
+
+On start, then every VIBEINSIGHT_FLY_SWEEP_INTERVAL_S, the worker sweeps the pool's Machines,
+whichever worker created them: one whose flow run is over (or gone), or which is older than the
+max_runtime_s written in its own metadata, is stopped and deleted.
 """
 
 from __future__ import annotations
@@ -15,25 +21,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
 import anyio
 import anyio.abc
 from prefect.exceptions import InfrastructureNotAvailable, InfrastructureNotFound, ObjectNotFound
+from prefect.states import Crashed, Failed
+from prefect.utilities.engine import propose_state
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 
 from deployments.fly_worker.client import FlyMachinesClient, MachineNotFound
 from deployments.fly_worker.config import (
-    DEFAULT_API_URL,
     DEFAULT_APP,
+    DEFAULT_MAX_RUNTIME_S,
     FLOW_RUN_KEY,
+    MAX_RUNTIME_KEY,
     POOL_KEY,
     FlyMachinesJobConfiguration,
     FlyMachinesVariables,
+    RunRefused,
     exit_code_of,
 )
 from deployments.machine_usage import book_machine_run
+from vibeinsight.settings import FlyWorkerSettings
 
 GONE = ("destroyed", "destroying")
 DONE = ("stopped", "failed", *GONE)
@@ -59,36 +71,55 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._fly_clients: dict[str, FlyMachinesClient] = {}
+        self.fly_settings = FlyWorkerSettings()  # read once, from the worker's own environment
+        self._fly_client: FlyMachinesClient | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
-    async def _fly(self, api_url: str) -> FlyMachinesClient:
-        """One client per API URL for the worker's lifetime, so all runs share its pacing."""
-        if api_url not in self._fly_clients:
-            self._fly_clients[api_url] = await FlyMachinesClient(api_url).__aenter__()
-        return self._fly_clients[api_url]
+    async def _fly(self) -> FlyMachinesClient:
+        """One client for the worker's lifetime (all runs share its pacing), on the worker's own hosts."""
+        if self._fly_client is None:
+            self._fly_client = await FlyMachinesClient(self.fly_settings.api_url,
+                                                       logs_url=self.fly_settings.logs_url).__aenter__()
+        return self._fly_client
 
     async def __aenter__(self) -> FlyMachinesWorker:
         await super().__aenter__()
-        try:
-            await self.sweep()
-        except Exception as exc:  # noqa: BLE001 - a failed sweep must not keep the worker from serving runs
-            self._logger.warning("sweep of leftover Machines failed: %s", exc)
+        await self._sweep_once()
+        self._sweeper = asyncio.create_task(self._sweep_loop())
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
         try:
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+                await asyncio.gather(self._sweeper, return_exceptions=True)
+                self._sweeper = None
             await super().__aexit__(*exc_info)
         finally:
-            for client in self._fly_clients.values():
-                await client.__aexit__(None, None, None)
-            self._fly_clients.clear()
+            if self._fly_client is not None:
+                await self._fly_client.__aexit__(None, None, None)
+                self._fly_client = None
+
+    async def _sweep_once(self) -> None:
+        try:
+            await self.sweep()
+        except Exception as exc:  # noqa: BLE001 - a failed sweep must not keep the worker from serving runs
+            self._logger.warning("sweep of the pool's Machines failed: %s", exc)
+
+    async def _sweep_loop(self) -> None:
+        """Max runtime is enforced by every worker, not only the one that created a Machine (it may be gone)."""
+        while True:
+            await asyncio.sleep(self.fly_settings.sweep_interval_s)
+            await self._sweep_once()
 
     # -- one run --
 
     async def run(self, flow_run: Any, configuration: FlyMachinesJobConfiguration,
                   task_status: anyio.abc.TaskStatus[str] | None = None) -> FlyMachinesWorkerResult:
         logger = self.get_flow_run_logger(flow_run)
-        client = await self._fly(configuration.api_url)
+        if configuration.refused:
+            await self._refuse(flow_run, configuration.refused, logger)
+        client = await self._fly()
         app = configuration.app
         body = configuration.machine_request(str(flow_run.id), self._work_pool_name)
         started = time.monotonic()
@@ -100,12 +131,25 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
         code = await self._watch(client, app, machine, configuration.max_runtime_s, logger, flow_run.id)
         if code not in (0, MAX_RUNTIME_EXIT) and not await self._run_started(flow_run.id):
             # Boot, pull or import failures happen before Prefect's engine logs anything: only Fly has them.
-            await self._forward_machine_logs(client, configuration.logs_url, app, machine["id"], code, logger)
+            await self._forward_machine_logs(client, app, machine["id"], code, logger)
         # Fly bills the Machine from its create to its exit: its seconds, size and price go to the
         # usage ledger (a thread: the ledger is blocking I/O; booking never fails the run).
         await anyio.to_thread.run_sync(book_machine_run, flow_run, body["config"]["guest"], time.monotonic() - started,
                                        machine.get("region") or configuration.region, machine["id"])
         return FlyMachinesWorkerResult(identifier=identifier, status_code=code)
+
+    async def _refuse(self, flow_run: Any, reason: str, logger: logging.Logger | logging.LoggerAdapter) -> None:
+        """Fail the run (Failed: a refusal is final, not a crash of infrastructure) and raise, so no Machine is made.
+
+        Prefect's worker then logs the submission failure and proposes Crashed, which the server turns
+        down for a run already Failed."""
+        message = f"Flow run refused by the fly-machines worker: {reason}. No Machine was created."
+        logger.error(message)
+        try:
+            await propose_state(self.client, Failed(message=message), flow_run_id=flow_run.id)
+        except Exception as exc:  # noqa: BLE001 - the raise below still keeps the Machine from being made
+            logger.warning("could not mark the refused run Failed: %s", exc)
+        raise RunRefused(reason)
 
     async def _watch(self, client: FlyMachinesClient, app: str, machine: dict[str, Any], max_runtime_s: int,
                      logger: logging.Logger | logging.LoggerAdapter, flow_run_id: UUID | None = None) -> int:
@@ -162,11 +206,11 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
         run = await self._read_run(flow_run_id)
         return run is None or run.start_time is not None
 
-    async def _forward_machine_logs(self, client: FlyMachinesClient, logs_url: str, app: str, machine_id: str,
+    async def _forward_machine_logs(self, client: FlyMachinesClient, app: str, machine_id: str,
                                     code: int, logger: logging.Logger | logging.LoggerAdapter) -> None:
         """The Machine's last lines into the flow run's logs, as prefect-aws does with CloudWatch for ECS."""
         try:
-            entries = await client.recent_logs(logs_url, app, machine_id)
+            entries = await client.recent_logs(app, machine_id)
         except Exception as exc:  # noqa: BLE001 - context for a failure, never a failure of its own
             logger.warning("Machine %s exited with code %d before the flow run started; its logs could not be "
                            "read (%s): fly logs -a %s -i %s", machine_id, code, exc, app, machine_id)
@@ -186,7 +230,7 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
         app, _, machine_id = infrastructure_pid.partition(":")
         if not machine_id or app != configuration.app:
             raise InfrastructureNotAvailable(f"{infrastructure_pid!r} is not a Machine of app {configuration.app!r}")
-        client = await self._fly(configuration.api_url)
+        client = await self._fly()
         try:
             await client.get_machine(app, machine_id)
         except MachineNotFound as exc:
@@ -194,7 +238,8 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
         await self._stop_and_delete(client, app, machine_id, grace_seconds)
 
     async def _stop_and_delete(self, client: FlyMachinesClient, app: str, machine_id: str, grace_seconds: int) -> None:
-        """SIGTERM (Prefect's command hands the run back), up to grace_seconds, then a forced delete."""
+        """SIGTERM (Prefect's command hands the run back), up to grace_seconds, then a forced delete, always:
+        a Machine stopped but not destroyed (auto_destroy off, or a stuck destroy) still costs its rootfs."""
         try:
             current = await client.get_machine(app, machine_id)
             if current.get("state") in GONE:
@@ -203,7 +248,7 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
             # `stopped` is waited for by instance: the one just asked to stop
             await client.wait(app, machine_id, "stopped", current.get("instance_id"), timeout_s=max(1, grace_seconds))
         except MachineNotFound:
-            return
+            pass  # gone already (auto_destroy after the stop): the delete below is a no-op
         except Exception as exc:  # noqa: BLE001 - the delete below forces it anyway
             self._logger.warning("stop of Machine %s failed (%s); deleting with force", machine_id, exc)
         try:
@@ -216,22 +261,70 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
         return {k: v.get("default") for k, v in (variables.get("properties") or {}).items()}
 
     async def sweep(self) -> list[str]:
-        """Stop and delete the pool's Machines whose flow run is terminal or gone; returns their ids."""
+        """Stop and delete the pool's Machines whose flow run is over (or gone), or which are older than
+        their own max_runtime_s, whoever created them; returns their ids."""
         defaults = self._pool_defaults()
-        app, api_url = defaults.get("app") or DEFAULT_APP, defaults.get("api_url") or DEFAULT_API_URL
-        client = await self._fly(api_url)
+        app = defaults.get("app") or DEFAULT_APP
+        pool_max_s = int(defaults.get("max_runtime_s") or DEFAULT_MAX_RUNTIME_S)
+        client = await self._fly()
         swept = []
         for machine in await client.list_machines(app, {POOL_KEY: self._work_pool_name}):
-            run_id = (machine.get("config", {}).get("metadata") or {}).get(FLOW_RUN_KEY)
-            if machine.get("state") in GONE or not run_id:
+            metadata = machine.get("config", {}).get("metadata") or {}
+            run_id = _uuid(metadata.get(FLOW_RUN_KEY))
+            if machine.get("state") in GONE or run_id is None:
                 continue
-            try:
-                run = await self.client.read_flow_run(UUID(run_id))
-                state = run.state.type.value if run.state else None
-            except ObjectNotFound:
-                state = "DELETED"
-            if state in TERMINAL_RUN_STATES or state == "DELETED":
-                self._logger.info("sweeping Machine %s of flow run %s (%s)", machine["id"], run_id, state)
-                await self._stop_and_delete(client, app, machine["id"], grace_seconds=10)
-                swept.append(machine["id"])
+            reason = await self._sweep_reason(machine, run_id, _int(metadata.get(MAX_RUNTIME_KEY)) or pool_max_s)
+            if reason is None:
+                continue
+            self._logger.warning("sweeping Machine %s of flow run %s: %s", machine["id"], run_id, reason)
+            await self._stop_and_delete(client, app, machine["id"], grace_seconds=10)
+            swept.append(machine["id"])
+            if reason.startswith("older"):  # a run still open whose Machine we killed: say why it ended
+                await self._crash_run(run_id, f"Fly Machine {machine['id']} {reason}; stopped and deleted")
         return swept
+
+    async def _sweep_reason(self, machine: dict[str, Any], run_id: UUID, max_runtime_s: int) -> str | None:
+        """Why a Machine goes: its run ended TERMINAL_GRACE_S ago or more (its hooks had their time), its
+        run no longer exists, or it is older than its max_runtime_s; None keeps it."""
+        try:
+            run = await self.client.read_flow_run(run_id)
+        except ObjectNotFound:
+            return "its flow run no longer exists"
+        state = run.state
+        if state is not None and state.type.value in TERMINAL_RUN_STATES:
+            ended = state.timestamp.timestamp() if state.timestamp else 0.0
+            if time.time() - ended >= TERMINAL_GRACE_S:
+                return f"its flow run is {state.type.value}"
+        created = _parse_time(machine.get("created_at"))
+        if created is not None and time.time() - created > max_runtime_s:
+            return f"older than its max_runtime_s={max_runtime_s}"
+        return None
+
+    async def _crash_run(self, run_id: UUID, message: str) -> None:
+        try:
+            await propose_state(self.client, Crashed(message=message), flow_run_id=run_id)
+        except Exception as exc:  # noqa: BLE001 - already final (Abort), or the API away: reconcile-status repairs it
+            self._logger.info("flow run %s not marked Crashed: %s", run_id, exc)
+
+
+def _uuid(value: Any) -> UUID | None:
+    try:
+        return UUID(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _parse_time(value: Any) -> float | None:
+    """Fly's created_at (RFC 3339, `2023-11-08T01:52:30Z`) as a POSIX time; None when absent or unreadable."""
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()

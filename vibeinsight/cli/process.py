@@ -86,6 +86,7 @@ def split_vocabulary(values: list[str] | None) -> list[str] | None:
 
 def _run(source, session_id, user_id, options: dict, as_json, server, started) -> int:
     from blocks import registry
+    from blocks.storage import as_upload
     from flows import status_hooks
     from flows.process_audio import process_audio
     from vibeinsight import logs, tracing
@@ -96,6 +97,8 @@ def _run(source, session_id, user_id, options: dict, as_json, server, started) -
     # The model is first needed at transcribe: load it in a thread, on the CPU the
     # server's start-up and the first stages leave idle.
     threading.Thread(target=_background, args=(registry.transcriber().warm_up,), daemon=True).start()
+    # with local storage a run reads only the bucket's uploads: like the app, place the file there first
+    source = as_upload(registry.storage(), source, user_id)
     if server:
         server.wait_ready()
         if os.environ.get("PREFECT_SERVER_DATABASE_MIGRATE_ON_START") != "false":
@@ -131,8 +134,10 @@ def _run(source, session_id, user_id, options: dict, as_json, server, started) -
     exc = state.result(raise_on_failure=False)
     doc = _failure_document(session_id, exc, state)
     code, err = doc["error"]["code"], doc["error"]
-    # the terminal's user runs the pipeline: the fixed sentence, then what exactly went wrong
-    logs.cli_error(code, err["message"] + (f" ({err['detail']})" if err.get("detail") else ""))
+    # the terminal's user runs the pipeline (an operator): the fixed sentence, then what exactly went
+    # wrong, from the run's own error (the document carries no detail)
+    detail = _detail(exc, state)
+    logs.cli_error(code, err["message"] + (f" ({detail})" if detail else ""))
     if as_json:
         print(json.dumps(doc, ensure_ascii=False))
     return EXIT_REJECTED if isinstance(exc, InputRejected) else EXIT_FAILED
@@ -146,14 +151,19 @@ def _failure_document(session_id: str, exc, state) -> dict:
     try:
         return json.loads(registry.storage().get_bytes(result_key(session_id)))
     except Exception:  # noqa: BLE001 - the run died before it could publish: say what we know
-        from vibeinsight.errors import detail_of, user_message
+        from vibeinsight.errors import user_message
         from vibeinsight.schemas import ErrorInfo, ResultDocument, Status
 
         status = Status.CRASHED if state.is_crashed() else Status.CANCELLED if state.is_cancelled() else Status.FAILED
         code = error_code(exc) if isinstance(exc, BaseException) else status.value.lower()
-        detail = detail_of(exc) if isinstance(exc, BaseException) else state.message
         return ResultDocument(session_id=session_id, status=status,
-                              error=ErrorInfo(code=code, message=user_message(code), detail=detail)).model_dump(mode="json")
+                              error=ErrorInfo(code=code, message=user_message(code))).model_dump(mode="json")
+
+
+def _detail(exc, state) -> str | None:
+    from vibeinsight.errors import detail_of
+
+    return detail_of(exc) if isinstance(exc, BaseException) else state.message
 
 
 def _print_summary(doc: dict) -> None:

@@ -1,5 +1,5 @@
 // The function's configuration: the same environment as on Supabase, and the limits it shares
-// with the Python flow (../_shared/limits.json, read by vibeinsight/settings.py too).
+// with the Python flow (../_shared/limits.json; the Python package ships an identical copy, vibeinsight/data/limits.json).
 import limitsFile from "../_shared/limits.json" with { type: "json" };
 
 export interface Limits {
@@ -14,6 +14,8 @@ export interface Limits {
   extensions: string[];
   max_runs_in_flight_per_user: number;
   max_runs_per_hour_per_user: number;
+  max_uploads_per_hour_per_user: number;
+  max_upload_bytes_per_day_per_user: number;
 }
 
 export interface Config {
@@ -31,6 +33,7 @@ export interface Config {
     pathStyle: boolean;
   };
   allowedOrigin: string; // "*" or comma-separated origins
+  allowAnonymous: boolean; // Supabase's anonymous sign-ins may upload and start runs
   timeoutMs: number; // each outbound call
   limits: Limits;
 }
@@ -51,6 +54,12 @@ export function configFrom(get: (name: string) => string | undefined): Config {
     if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer`);
     return n;
   };
+  const flag = (name: string, fallback: boolean) => {
+    const v = (get(name) ?? "").trim().toLowerCase();
+    if (v === "") return fallback;
+    if (v === "true" || v === "false") return v === "true";
+    throw new Error(`${name} must be true or false`);
+  };
   return {
     supabaseUrl: need("SUPABASE_URL").replace(/\/$/, ""),
     serviceRoleKey: need("SUPABASE_SERVICE_ROLE_KEY"),
@@ -66,11 +75,16 @@ export function configFrom(get: (name: string) => string | undefined): Config {
       pathStyle: get("VIBEINSIGHT_S3_ADDRESSING_STYLE") !== "virtual",
     },
     allowedOrigin: get("VIBEINSIGHT_ALLOWED_ORIGIN") || "*",
+    allowAnonymous: flag("VIBEINSIGHT_ALLOW_ANONYMOUS", false),
     timeoutMs: int("VIBEINSIGHT_EDGE_TIMEOUT_MS", 8000),
     limits: {
       ...LIMITS,
       max_runs_in_flight_per_user: int("VIBEINSIGHT_MAX_RUNS_IN_FLIGHT_PER_USER", LIMITS.max_runs_in_flight_per_user),
       max_runs_per_hour_per_user: int("VIBEINSIGHT_MAX_RUNS_PER_HOUR_PER_USER", LIMITS.max_runs_per_hour_per_user),
+      max_uploads_per_hour_per_user: int("VIBEINSIGHT_MAX_UPLOADS_PER_HOUR_PER_USER",
+        LIMITS.max_uploads_per_hour_per_user),
+      max_upload_bytes_per_day_per_user: int("VIBEINSIGHT_MAX_UPLOAD_BYTES_PER_DAY_PER_USER",
+        LIMITS.max_upload_bytes_per_day_per_user),
     },
   };
 }

@@ -153,9 +153,13 @@ async function rest(path: string, init: RequestInit = {}) {
   return await res.json();
 }
 const row = async (sid: string) => (await rest(`/rest/v1/processing_status?session_id=eq.${sid}`))[0];
-const setStatus = (sid: string, status: string, seq: number, flowRunId: string) =>
-  rest("/rest/v1/rpc/apply_status_update", { method: "POST",
-    body: JSON.stringify({ p_session_id: sid, p_status: status, p_seq: seq, p_flow_run_id: flowRunId }) });
+// as the session's current run writes it: its owner and attempt (20261204000100, 20261204000200)
+const setStatus = async (sid: string, status: string, seq: number, flowRunId: string) => {
+  const r = await row(sid);
+  return await rest("/rest/v1/rpc/apply_status_update", { method: "POST",
+    body: JSON.stringify({ p_session_id: sid, p_status: status, p_seq: seq, p_flow_run_id: flowRunId,
+      p_user_id: r.user_id, p_attempt: r.attempt }) });
+};
 
 function bytesOf(n: number, seed: number): Uint8Array<ArrayBuffer> {
   const b = new Uint8Array(n);

@@ -29,18 +29,24 @@ export async function verifyUser(req: Request, cfg: Config): Promise<string> {
     await res.body?.cancel();
     throw new HttpError(401, "unauthorized");
   }
-  let user: { id?: unknown; role?: unknown };
+  let user: { id?: unknown; role?: unknown; is_anonymous?: unknown };
   try {
     user = await res.json();
   } catch {
     throw new HttpError(502, "auth_unavailable");
   }
   if (typeof user?.id !== "string") throw new HttpError(401, "unauthorized");
+  let id: string;
   try {
-    return v.sessionId(user.id); // a UUID, lower-cased like every id here
+    id = v.sessionId(user.id); // a UUID, lower-cased like every id here
   } catch {
     throw new HttpError(401, "unauthorized");
   }
+  // Anyone can make an anonymous user (signInAnonymously): limits per user would not hold them back
+  if ((user.is_anonymous === true || user.role === "anon") && !cfg.allowAnonymous) {
+    throw new HttpError(403, "anonymous_not_allowed");
+  }
+  return id;
 }
 
 /** POST /uploads {filename, content_type, bytes}: a key and a presigned PUT, or a multipart upload. */
@@ -49,6 +55,7 @@ export async function createUpload(body: v.Body, ctx: Ctx): Promise<Response> {
   const { contentType, ext } = v.uploadKind(body, limits);
   const bytes = v.uploadBytes(body, limits);
   const key = v.newKey(ctx.userId, ext);
+  await decideUpload(ctx, key, bytes);
   const expires = limits.upload_url_expires_s;
   if (bytes <= limits.single_put_max_bytes) {
     const headers = { "content-type": contentType, "content-length": String(bytes) };
@@ -58,6 +65,22 @@ export async function createUpload(body: v.Body, ctx: Ctx): Promise<Response> {
   const uploadId = await ctx.s3.createMultipart(key, contentType);
   return json(200, { key, method: "MULTIPART", upload_id: uploadId, expires_in: expires,
     parts: await partUrls(ctx, key, uploadId, v.partPlan(bytes, limits), new Set()) });
+}
+
+const UPLOAD_REFUSED = new Set(["too_many_uploads_per_hour", "too_many_upload_bytes"]); // outcome = error code
+
+/** The caller's upload limits (URLs per hour, declared bytes per day), decided and recorded atomically in SQL. */
+async function decideUpload(ctx: Ctx, key: string, bytes: number): Promise<void> {
+  const { cfg } = ctx;
+  const decision = await callJson<{ outcome?: string }>(`${cfg.supabaseUrl}/rest/v1/rpc/request_upload`, {
+    method: "POST", headers: service(cfg),
+    body: JSON.stringify({ p_user_id: ctx.userId, p_upload_key: key, p_bytes: bytes,
+      p_max_per_hour: cfg.limits.max_uploads_per_hour_per_user,
+      p_max_bytes_per_day: cfg.limits.max_upload_bytes_per_day_per_user }),
+  }, { timeoutMs: cfg.timeoutMs, unavailable: "status_unavailable" });
+  const outcome = decision?.outcome ?? "";
+  if (UPLOAD_REFUSED.has(outcome)) throw new HttpError(429, outcome);
+  if (outcome !== "created") throw new HttpError(502, "status_unavailable"); // an answer the RPC never gives
 }
 
 async function partUrls(ctx: Ctx, key: string, uploadId: string, plan: number[], done: Set<number>) {
@@ -123,12 +146,13 @@ export async function startRun(body: v.Body, ctx: Ctx): Promise<Response> {
   if (size === null) throw new HttpError(409, "upload_missing");
   if (size > cfg.limits.max_bytes) throw new HttpError(413, "too_large");
 
-  // ownership, one session per upload and the caller's limits, decided atomically in SQL
+  // ownership, one session per upload and the caller's limits, decided atomically in SQL; the request id
+  // makes call()'s retry of a committed call (its answer lost) get the same decision, not `in_flight`
   const decision = await callJson<RunDecision>(`${cfg.supabaseUrl}/rest/v1/rpc/request_run`, {
     method: "POST", headers: service(cfg),
     body: JSON.stringify({ p_session_id: sid, p_user_id: ctx.userId, p_upload_key: key, p_deployment: cfg.deployment,
       p_rerun: rerun, p_max_in_flight: cfg.limits.max_runs_in_flight_per_user,
-      p_max_per_hour: cfg.limits.max_runs_per_hour_per_user }),
+      p_max_per_hour: cfg.limits.max_runs_per_hour_per_user, p_request_id: crypto.randomUUID() }),
   }, { timeoutMs: cfg.timeoutMs, unavailable: "status_unavailable" });
   const refused = REFUSED[decision?.outcome];
   if (refused) throw new HttpError(refused[0], refused[1]);
@@ -136,7 +160,8 @@ export async function startRun(body: v.Body, ctx: Ctx): Promise<Response> {
     throw new HttpError(502, "status_unavailable"); // an answer the RPC never gives
   }
 
-  // Prefect's idempotency key: the session for its first run, one more key per re-run
+  // Prefect's idempotency key: the session for its first run, one more key per re-run. The flow and
+  // the status writers read the attempt back from it (vibeinsight/status_rule.py attempt_of).
   const idempotencyKey = decision.attempt === 0 ? sid : `${sid}:rerun:${decision.attempt}`;
   const prefect: Record<string, string> = { "Content-Type": "application/json" };
   if (cfg.prefectApiKey) prefect.Authorization = `Bearer ${cfg.prefectApiKey}`;
@@ -157,8 +182,23 @@ export async function startRun(body: v.Body, ctx: Ctx): Promise<Response> {
       labels: { __OTEL_TRACEPARENT: traceparent(sid) } }),
   }, opt);
   if (typeof run?.id !== "string") throw new HttpError(502, "prefect_unavailable");
+  await setCurrentRun(cfg, sid, ctx.userId, decision.attempt, run.id);
   return json(202, { session_id: sid, flow_run_id: run.id, status: decision.status ?? "PENDING",
     rerun: decision.outcome === "rerun" });
+}
+
+/** The row names its current run as soon as Prefect answers (with the attempt: a stale answer cannot win).
+ * Best effort: the run is created; if this write is lost, the run's first status write or reconcile-status
+ * (by the run's idempotency key) names it. */
+async function setCurrentRun(cfg: Config, sid: string, userId: string, attempt: number, flowRunId: string) {
+  try {
+    await callJson<boolean>(`${cfg.supabaseUrl}/rest/v1/rpc/set_current_run`, {
+      method: "POST", headers: service(cfg),
+      body: JSON.stringify({ p_session_id: sid, p_user_id: userId, p_attempt: attempt, p_flow_run_id: flowRunId }),
+    }, { timeoutMs: cfg.timeoutMs, unavailable: "status_unavailable" });
+  } catch (e) {
+    console.warn(`session ${sid}: run ${flowRunId} not written onto the row (${e instanceof HttpError ? e.code : e})`);
+  }
 }
 
 /** The W3C traceparent of a session's implicit root span (the same as vibeinsight.tracing.traceparent). */
