@@ -24,6 +24,74 @@ pytest_plugins = ["tests.pg", "tests.s3_server"]
 def pytest_configure(config):
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    _start_clock_shift(config)
+
+
+# --- the clock moved (issue 18): `VIBEINSIGHT_TEST_CLOCK_SHIFT=+1month bin/test -m unit` (or --clock-shift)
+# runs the session with this process's wall clock moved ahead and ticking (time-machine), so a test that
+# reads today's date against a fixed month fails here instead of on the 1st. Only this process travels:
+# subprocesses, PostgreSQL and monotonic clocks keep the real time; so does botocore's request signing,
+# since the S3 server (SeaweedFS, a subprocess) refuses a SigV4 signature stamped a month off its own clock.
+CLOCK_SHIFT_ENV = "VIBEINSIGHT_TEST_CLOCK_SHIFT"
+_traveller = None
+
+
+def pytest_addoption(parser):
+    parser.addoption("--clock-shift", default=os.environ.get(CLOCK_SHIFT_ENV, ""),
+                     help=f"move the wall clock ahead for the whole session: +1month, +1year, +40days (env {CLOCK_SHIFT_ENV})")
+
+
+def shifted(now, shift: str):
+    """`now` moved by `shift` ("+1month", "+2years", "+40days"); a day past the month's end is clipped."""
+    import calendar
+    import re
+    from datetime import timedelta
+
+    m = re.fullmatch(r"\+?(\d+)\s*(day|month|year)s?", shift.strip().lower())
+    if not m:
+        raise pytest.UsageError(f"clock shift {shift!r}: expected +N day(s), +N month(s) or +N year(s)")
+    n, unit = int(m[1]), m[2]
+    if unit == "day":
+        return now + timedelta(days=n)
+    months = now.month - 1 + n * (12 if unit == "year" else 1)
+    year, month = now.year + months // 12, months % 12 + 1
+    return now.replace(year=year, month=month, day=min(now.day, calendar.monthrange(year, month)[1]))
+
+
+def _start_clock_shift(config) -> None:
+    global _traveller
+    shift = config.getoption("--clock-shift", default="")
+    if not shift:
+        return
+    from datetime import datetime, timezone
+
+    import time_machine
+
+    to = shifted(datetime.now(timezone.utc), shift)
+    _traveller = time_machine.travel(to, tick=True)
+    _traveller.start()
+    import botocore.auth
+
+    def signing_time(remove_tzinfo: bool = True) -> datetime:
+        now = time_machine.escape_hatch.datetime.datetime.now(timezone.utc)
+        return now.replace(tzinfo=None) if remove_tzinfo else now
+
+    botocore.auth.get_current_datetime = signing_time
+    config.stash[_shift_key] = f"clock shifted {shift}: tests run at {to.isoformat(timespec='seconds')}"
+
+
+_shift_key = pytest.StashKey[str]()
+
+
+def pytest_report_header(config):
+    return config.stash.get(_shift_key, None)
+
+
+def pytest_unconfigure(config):
+    global _traveller
+    if _traveller is not None:
+        _traveller.stop()
+        _traveller = None
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -55,7 +55,8 @@ class FakeGemini(FakeServer):
         return 404, {}, {"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}}
 
 
-def quota_exhausted(delay: str = "0s") -> tuple[int, dict, dict]:
+def quota_exhausted(delay: str) -> tuple[int, dict, dict]:
+    """A 429 whose only wait hint is google.rpc.RetryInfo's retryDelay in the body ("2s"), as Gemini sends it."""
     return 429, {}, {"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).",
                                "status": "RESOURCE_EXHAUSTED", "details": [
                                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}]}}

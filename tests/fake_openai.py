@@ -33,6 +33,7 @@ class FakeServer(HTTPStandin):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self):
+                arrived = time.monotonic()
                 body = self.read_body()
                 with outer.lock:
                     outer.in_flight += 1
@@ -40,7 +41,7 @@ class FakeServer(HTTPStandin):
                 try:
                     if outer.delay_s:
                         time.sleep(outer.delay_s)  # a slow API on purpose: requests overlap
-                    status, headers, payload = outer.answer(self.command, self.path, dict(self.headers), body)
+                    status, headers, payload = outer.answer(self.command, self.path, dict(self.headers), body, arrived)
                 finally:
                     with outer.lock:
                         outer.in_flight -= 1
@@ -48,8 +49,9 @@ class FakeServer(HTTPStandin):
 
         super().__init__(Handler)
 
-    def answer(self, method, path, headers, body) -> tuple[int, dict, dict]:
+    def answer(self, method, path, headers, body, arrived: float) -> tuple[int, dict, dict]:
         record = self.record(method, path, headers, body)
+        record["at"] = arrived  # when the request came in (monotonic): tests measure a client's wait with it
         with self.lock:
             self.requests.append(record)
             canned = self.plan.pop(0) if self.plan else None
@@ -143,7 +145,8 @@ def error(message: str, type_: str, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
 
-def rate_limited(retry_after: str = "0") -> tuple[int, dict, dict]:
+def rate_limited(retry_after: str) -> tuple[int, dict, dict]:
+    """A 429 with OpenAI's Retry-After header (seconds); "0" where the wait is not what a test is about."""
     return 429, {"retry-after": retry_after}, error(
         "Rate limit reached for whisper-1 in organization org-x on requests per min (RPM): Limit 50, Used 50, "
         "Requested 1. Please try again in 1.2s.", "requests", "rate_limit_exceeded")

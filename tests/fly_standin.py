@@ -8,7 +8,9 @@ What it models:
   stopped → destroyed when `auto_destroy` (and restart policy "no": any other policy restarts a
   non-zero exit, up to max_retries, as Fly's default on-failure does);
 - rate limits per action and scope (app for create and list, Machine for the rest): 1 request/s,
-  burst 3; get 5/s, burst 10; past it 429 `{"error": "rate limit exceeded"}`; waits are not limited;
+  burst 3; get 5/s, burst 10; past it 429 `{"error": "rate limit exceeded"}` with `Retry-After`: the
+  whole seconds until the bucket has a token again (HTTP's delta-seconds; Fly's docs name no header,
+  so this is the standard one a client must honour); waits are not limited;
 - events newest first: launch, start, exit (`request.exit_event.exit_code`, `oom_killed`,
   `requested_stop`, `signal`), destroy; a destroyed Machine still answers GET;
 - `GET …/wait?state=&timeout=&instance_id=`: 200 `{ok, state}` once reached, 408 after timeout
@@ -16,7 +18,12 @@ What it models:
 - stop (signal, then SIGKILL after the timeout), signal, delete (`force=true` needed while running,
   else 412), list with `metadata.{key}=value` filters and `include_deleted`;
 - faults a test asks for: `ambiguous_creates` (the Machine is made, then the answer is a 504),
-  `fail_creates` (503 before anything is made), `kill(machine_id)` (the host dies: SIGKILL, exit 137).
+  `fail_creates` (503 before anything is made), `kill(machine_id)` (the host dies: SIGKILL, exit 137),
+  `wedged_stops` (a wedged Machine: stop answers 200 but nothing reaches the process; only a forced
+  delete ends it).
+
+Every answer is logged in `requests` (time, method, path, query, status, headers sent) for tests to
+assert what a client asked, not what the stand-in did about it.
 
 A Machine "runs" `init.cmd` as a local process group with only config.env + the app's secrets +
 the image's env (PATH), an empty HOME of its own, and as cwd the image's workdir. The image "local"
@@ -31,6 +38,7 @@ the project are shared, not copied), metadata endpoints, `processes`, `files`, n
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import secrets
 import shutil
@@ -44,7 +52,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import uvicorn
 from starlette.applications import Starlette
@@ -85,6 +93,21 @@ class Bucket:
             self.tokens -= 1
             return True
         return False
+
+    def retry_after(self) -> int:
+        """Whole seconds until a token is there again (at least 1)."""
+        return max(1, math.ceil((1 - self.tokens) / self.rate))
+
+
+class Call(NamedTuple):
+    """One request as the stand-in answered it."""
+
+    at: float  # time.monotonic() of the answer
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int
+    headers: dict[str, str]  # the answer's extra headers (Retry-After)
 
 
 @dataclass
@@ -131,9 +154,10 @@ class FlyStandin:
         self.secrets: dict[str, dict[str, str]] = {}  # app -> Fly secrets (injected into every Machine)
         self.machines: dict[str, Machine] = {}
         self.buckets: dict[tuple[str, str], Bucket] = {}
-        self.requests: list[tuple[float, str, str, int]] = []  # (time, method, path, status)
+        self.requests: list[Call] = []
         self.ambiguous_creates = 0
         self.fail_creates = 0
+        self.wedged_stops = False
         self.rate_limits = True
         self.lock = threading.RLock()
         self._closed = False
@@ -192,11 +216,16 @@ class FlyStandin:
             return [m for m in self.machines.values()
                     if (m.config.get("metadata") or {}).get("prefect_flow_run_id") == flow_run_id]
 
+    def calls(self, method: str, path_part: str, status: int | None = None) -> list[Call]:
+        with self.lock:
+            return [c for c in self.requests
+                    if c.method == method and path_part in c.path and (status is None or c.status == status)]
+
     def count(self, method: str, path_part: str, status: int | None = None) -> int:
-        return sum(1 for _, m, p, s in self.requests if m == method and path_part in p and (status is None or s == status))
+        return len(self.calls(method, path_part, status))
 
     def create_times(self) -> list[float]:
-        return [t for t, m, p, s in self.requests if m == "POST" and p.endswith("/machines") and s == 200]
+        return [c.at for c in self.calls("POST", "/machines", 200) if c.path.endswith("/machines")]
 
     def kill(self, machine_id: str, oom: bool = False) -> None:
         """The Machine's host kills it (or the kernel's OOM killer): SIGKILL, exit 137."""
@@ -288,22 +317,24 @@ class FlyStandin:
 
     # -- HTTP --
 
-    def _limited(self, action: str, scope: str) -> bool:
+    def _limited(self, action: str, scope: str) -> int | None:
+        """None when the request may go on, else the seconds to send as Retry-After."""
         if not self.rate_limits:
-            return False
+            return None
         with self.lock:
             bucket = self.buckets.get((action, scope))
             if bucket is None:
                 bucket = self.buckets[(action, scope)] = Bucket(*RATES.get(action, DEFAULT_RATE))
-            return not bucket.take()
+            return None if bucket.take() else bucket.retry_after()
 
     def _app(self) -> Starlette:
         fly = self
 
-        def answer(request: Request, status: int, body: Any) -> JSONResponse:
+        def answer(request: Request, status: int, body: Any, headers: dict[str, str] | None = None) -> JSONResponse:
             with fly.lock:
-                fly.requests.append((time.monotonic(), request.method, request.url.path, status))
-            return JSONResponse(body, status_code=status)
+                fly.requests.append(Call(time.monotonic(), request.method, request.url.path,
+                                         dict(request.query_params), status, dict(headers or {})))
+            return JSONResponse(body, status_code=status, headers=headers)
 
         def guard(request: Request, action: str) -> JSONResponse | None:
             auth = request.headers.get("authorization", "")
@@ -313,8 +344,8 @@ class FlyStandin:
             if app not in fly.secrets:
                 return answer(request, 404, {"error": f"app {app} not found"})
             scope = app if action in APP_SCOPED else request.path_params.get("id", app)
-            if fly._limited(action, scope):
-                return answer(request, 429, {"error": "rate limit exceeded"})
+            if (wait_s := fly._limited(action, scope)) is not None:
+                return answer(request, 429, {"error": "rate limit exceeded"}, {"Retry-After": str(wait_s)})
             return None
 
         def machine_or_404(request: Request) -> Machine | JSONResponse:
@@ -399,6 +430,8 @@ class FlyStandin:
             timeout_s = float(str(body.get("timeout") or "5s").rstrip("s"))
             with fly.lock:
                 m.stop_requested = True
+                if fly.wedged_stops:  # accepted, but the host never delivers it
+                    return answer(request, 200, {"ok": True})
             if fly._signal(m, sig):
                 def escalate() -> None:  # Fly kills what is still running after the stop timeout
                     if m.proc is not None:

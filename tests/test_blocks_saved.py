@@ -44,8 +44,30 @@ def test_a_saved_document_wins_over_the_environment(home, clean_blocks, monkeypa
     chosen = registry.transcriber()
     assert chosen.beam_size == 2
     assert chosen.model_cache == str(home / "models")
-    # a saved secret stays a secret (SecretStr round trip), and the status store is saved too
+    # the status store is saved too
     assert registry.status_store().path.endswith("status.db")
+
+
+def test_a_saved_secret_round_trips_as_a_secret(home, clean_blocks, monkeypatch):
+    """A key saved from the environment (SecretStr) is hidden in the API's document and comes back whole."""
+    from prefect.client.orchestration import get_client
+    from pydantic import SecretStr
+
+    from blocks.transcriber import OpenAITranscriber
+    from vibeinsight.settings import get_settings
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-saved-0123")
+    get_settings.cache_clear()
+    assert registry.save_all()["transcriber"] == OpenAITranscriber.get_block_type_slug()
+    with get_client(sync_client=True) as client:
+        shown = client.read_block_document_by_name(registry.BLOCK_NAME, OpenAITranscriber.get_block_type_slug(),
+                                                   include_secrets=False)
+    assert shown.data["api_key"] != "sk-saved-0123" and "sk-saved-0123" not in str(shown.data)  # obfuscated
+    monkeypatch.delenv("OPENAI_API_KEY")  # from here on only the saved document knows the key
+    get_settings.cache_clear()
+    chosen = OpenAITranscriber.load(registry.BLOCK_NAME)
+    assert isinstance(chosen.api_key, SecretStr) and chosen.api_key.get_secret_value() == "sk-saved-0123"
+    assert "sk-saved-0123" not in repr(chosen)
 
 
 def test_a_run_uses_the_saved_transcriber(home, clean_blocks):

@@ -77,9 +77,13 @@ def test_gpt4o_transcribe_asks_json_with_logprobs(openai_fake, chunk):
 
 
 def test_429_is_retried_honoring_retry_after_and_counted(openai_fake, chunk):
-    openai_fake.plan = [rate_limited("0"), (503, {}, error("The server is overloaded", "server_error"))]
+    openai_fake.plan = [rate_limited("2"), (503, {}, error("The server is overloaded", "server_error"))]
     out = whisper(openai_fake).transcribe(ChunkJob(index=0, path=chunk, offset=0, duration=10.6), "ja")
     assert len(openai_fake.requests) == 3 and out.usage.calls == 3 and out.usage.retries == 2
+    # the header read off the SDK's response: 2 s between the 429 and the next try (the fallback
+    # back-off of a first retry is at most 0.5 s, so ignoring the header shows here)
+    first, second, _ = (r["at"] for r in openai_fake.requests)
+    assert second - first >= 2.0
     assert out.usage.bytes_sent == 3 * chunk.stat().st_size  # each attempt sent the file again
     assert out.segments
 
@@ -106,7 +110,7 @@ def test_401_and_insufficient_quota_fail_fast(openai_fake, chunk):
 
 
 def test_rate_limit_that_never_clears_ends_with_a_code(openai_fake, chunk):
-    openai_fake.plan = [rate_limited("0")] * 3
+    openai_fake.plan = [rate_limited("0")] * 3  # the wait is measured above; here only the tries count
     with pytest.raises(TranscriptionFailed) as e:
         whisper(openai_fake, attempts=3).transcribe(ChunkJob(index=0, path=chunk, offset=0, duration=10.6), None)
     assert e.value.code == "api_rate_limited" and len(openai_fake.requests) == 3
@@ -163,10 +167,14 @@ def test_gemini_invalid_json_is_retried_once(gemini_fake):
 
 
 def test_gemini_429_retried_with_retry_info(gemini_fake):
-    gemini_fake.plan = [quota_exhausted("0s"), (500, {}, {"error": {"code": 500, "message": "internal",
+    gemini_fake.plan = [quota_exhausted("2s"), (500, {}, {"error": {"code": 500, "message": "internal",
                                                                   "status": "INTERNAL"}})]
     doc, usage = gemini(gemini_fake).analyze_metered(transcript(), 15.0)
     assert usage.retries == 2 and usage.calls == 4 and doc["topics"] == INSIGHT["topics"]
+    # RetryInfo's retryDelay, read from the error body (no Retry-After header): 2 s before the next try
+    # (a first fallback back-off is at most 0.5 s)
+    first, second = (r["at"] for r in gemini_fake.requests[:2])
+    assert second - first >= 2.0
 
 
 def test_gemini_long_transcript_is_split_and_merged(gemini_fake):

@@ -115,13 +115,18 @@ def test_prefect_concurrency_limit_caps_api_calls_across_the_pool(cloud, recordi
         client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(
             name=get_settings().api_concurrency_limit, limit=1))
     oa.delay_s = 0.5
-    oa.plan = [rate_limited("0")]
+    oa.plan = [rate_limited("2")]
     store.upload_file(recording, f"uploads/{U1}/limited.wav", "audio/wav")
     state = run_flow(f"s3://vibeinsight-audio/uploads/{U1}/limited.wav", str(uuid.uuid4()))
     assert state.is_completed(), state.message
     doc = state.result()
     assert oa.max_in_flight == 1  # 4 chunk threads, 1 slot
     assert doc["usage"]["retries"]["openai"] == 1
+    # the retry waits out Retry-After inside its slot: the next request is the same chunk, arriving no
+    # sooner than the 429's answer (delay_s) plus the 2 s it asked for (without the header: at most 0.5 s)
+    throttled, retried = oa.requests[:2]
+    assert retried["form"]["file"]["data"] == throttled["form"]["file"]["data"]
+    assert retried["at"] - throttled["at"] >= oa.delay_s + 2.0
     assert doc["usage"]["api_calls"]["openai"] == len(doc["transcode"]["chunks"]) + 1
 
 

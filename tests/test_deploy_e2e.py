@@ -34,12 +34,9 @@ def test_deploy_all_creates_the_three_deployments(prefect):
                                                                   "vocabulary", "speakers", "max_speakers"}
     assert api["parameter_openapi_schema"]["required"] == ["source"]
     assert api["pull_steps"] == []
-    if (ROOT / "flows/quota_report.py").exists():
-        daily = deps["daily"]
-        sched = daily["schedules"][0]["schedule"]
-        assert sched["cron"] == "0 9 * * *" and sched["timezone"] == "Asia/Tokyo"
-    if (ROOT / "flows/reconcile_status.py").exists():
-        assert deps["every-5m"]["schedules"][0]["schedule"]["interval"] == 300
+    sched = deps["daily"]["schedules"][0]["schedule"]
+    assert sched["cron"] == "0 9 * * *" and sched["timezone"] == "Asia/Tokyo"
+    assert deps["every-5m"]["schedules"][0]["schedule"]["interval"] == 300
     queues = {q["name"]: q["priority"] for q in prefect.post("/work_pools/vibeinsight-fly/queues/filter", {})}
     assert queues["realtime"] < queues["default"]  # uploads before reports
     assert prefect.get("/work_pools/vibeinsight-fly")["type"] == "process"  # the local stand-in for fly-machines

@@ -79,8 +79,8 @@ def test_prefect_yaml_and_pool_template():
     assert pools == {"api": "vibeinsight-fly", "daily": "vibeinsight-ops", "every-5m": "vibeinsight-ops"}
     for d in spec["deployments"]:
         path = ROOT / (d["entrypoint"].split(":")[0].replace(".", "/") + ".py")  # module entrypoints
-        if path.exists():
-            assert re.search(rf"def {d['entrypoint'].split(':')[1]}\(", path.read_text())
+        assert path.is_file(), path
+        assert re.search(rf"def {d['entrypoint'].split(':')[1]}\(", path.read_text())
     daily = next(d for d in spec["deployments"] if d["name"] == "daily")
     assert daily["schedules"][0]["timezone"] == "Asia/Tokyo"
     assert spec["pull"] == []  # nothing only a process worker or only a Machine could satisfy

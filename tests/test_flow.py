@@ -118,7 +118,10 @@ def test_video_and_telephone_inputs(home, tmp_path, audio, references, kind):
     w = wer(references["jfk.flac"]["reference"], doc.transcript.text)
     print(f"WER {kind} {w:.3f}")
     assert w <= (WER_JFK if kind == "video" else WER_TELEPHONE)
-    assert doc.source.sample_rate == (8000 if kind == "telephone" else doc.source.sample_rate)
+    # what tests/media.py made: the audio stream of an MP4 (H.264 video beside it), or 8 kHz mono mu-law in WAV
+    expected = {"video": ("mov", "aac", 44100), "telephone": ("wav", "pcm_mulaw", 8000)}[kind]
+    assert (doc.source.container, doc.source.codec, doc.source.sample_rate) == expected
+    assert doc.source.channels == (1 if kind == "telephone" else 2)  # jfk.flac is stereo; the phone line mono
 
 
 def test_local_engine_caps_chunk_length(home, tmp_path, audio, monkeypatch):
@@ -134,14 +137,31 @@ def test_local_engine_caps_chunk_length(home, tmp_path, audio, monkeypatch):
 
 
 def test_long_recording_chunks_concurrently_with_absolute_times(home, tmp_path, audio, references, monkeypatch):
+    import threading
+
+    from blocks.transcriber import LocalWhisper
     from vibeinsight.settings import get_settings
 
     monkeypatch.setenv("VIBEINSIGHT_TRANSCODE_MAX_CHUNK_S", "20")
     monkeypatch.setenv("VIBEINSIGHT_TRANSCODE_MIN_CHUNK_S", "5")
     monkeypatch.setenv("VIBEINSIGHT_WHISPER_CONCURRENCY", "2")
     get_settings.cache_clear()
+    # Concurrency by event order, not by timing: the first two chunks each wait until the other has
+    # started; one chunk at a time would leave the first waiting alone (BrokenBarrierError).
+    both_started = threading.Barrier(2, timeout=120)
+    entered: list[int] = []
+    decode = LocalWhisper.transcribe
+
+    def transcribe(self, job, language, on_progress=None):
+        entered.append(job.index)
+        if len(entered) <= 2:
+            both_started.wait()
+        return decode(self, job, language, on_progress)
+
+    monkeypatch.setattr(LocalWhisper, "transcribe", transcribe)
     src = media.with_gaps(tmp_path / "long.wav", audio / "jfk.flac", repeats=4, gap_s=3.0)
     doc = ResultDocument.model_validate(run(src).result())
+    assert sorted(entered) == [c.index for c in doc.transcode.chunks]  # each chunk once, the first two together
     assert len(doc.transcode.chunks) >= 3
     lengths = [c.end - c.start for c in doc.transcode.chunks]
     assert max(lengths) <= 20

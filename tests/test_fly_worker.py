@@ -101,19 +101,41 @@ def test_exit_zero_is_success(fly):
     assert result.status_code == 0 and result
 
 
-def test_a_run_past_max_runtime_is_stopped_and_deleted(fly):
+def _stops(fly: FlyStandin, machine_id: str) -> list:
+    return fly.calls("POST", f"/machines/{machine_id}/stop", 200)
+
+
+def _deletes(fly: FlyStandin, machine_id: str) -> list:
+    return [c for c in fly.calls("DELETE", f"/machines/{machine_id}", 200) if c.path.endswith(machine_id)]
+
+
+def test_a_run_past_max_runtime_is_stopped(fly):
     result, run, _ = asyncio.run(_run(fly, "sleep 60", max_runtime_s=2))
     assert result.status_code == -1
     (m,) = fly.by_run(str(run.id))
-    assert m.state == "destroyed"
+    assert len(_stops(fly, m.id)) == 1  # the worker asked Fly to stop it (auto_destroy then removes it)
     assert next(e for e in m.events if e["type"] == "exit")["request"]["exit_event"]["requested_stop"] is True
+    assert m.state == "destroyed"
 
 
-def test_kill_infrastructure_stops_then_deletes(fly):
+def test_kill_infrastructure_stops_with_sigterm(fly):
     result, run, identifier = asyncio.run(_run(fly, "sleep 60", kill_after=1.5))
     (m,) = fly.by_run(str(run.id))
     assert identifier == f"{APP}:{m.id}" and m.state == "destroyed"
+    assert len(_stops(fly, m.id)) == 1
     assert result.status_code == 128 + 15  # SIGTERM first: Prefect's command can hand the run back
+
+
+def test_kill_infrastructure_deletes_with_force_a_machine_that_does_not_stop(fly):
+    """A wedged Machine: Fly takes the stop but nothing happens; after the grace the worker's forced
+    DELETE (counted in the stand-in's request log) is what ends it."""
+    fly.wedged_stops = True
+    result, run, _ = asyncio.run(_run(fly, "sleep 60", kill_after=1.5))
+    (m,) = fly.by_run(str(run.id))
+    (stop,) = _stops(fly, m.id)
+    (delete,) = _deletes(fly, m.id)
+    assert delete.query == {"force": "true"} and delete.at > stop.at  # stop first, the forced delete after
+    assert m.state == "destroyed" and result.status_code == 128 + 9  # the delete killed it
 
 
 def test_kill_infrastructure_of_an_unknown_or_foreign_machine(fly):

@@ -92,16 +92,22 @@ def test_postgres_rls_keeps_quota_alerts_and_others_usage_private(pg_url):
         assert conn.execute("select count(*) from public.quota_alerts").fetchone()[0] == 1
 
 
-def test_cli_quota_report_json(tmp_path):
+def test_cli_quota_report_json(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from vibeinsight.cli import app
+    from vibeinsight.quota import current_month
+
     home = tmp_path / "home"
     led = SQLiteUsageLedger(path=str(home / "usage.db"))
-    now = datetime.now(timezone.utc)
-    month = now.strftime("%Y-%m")
+    # this month's report (with its guard) runs in this process: on the same clock as the events booked,
+    # moved or not (a subprocess keeps the real time)
+    month = current_month(datetime.now(timezone.utc))
     led.record([download(month, 1, 2 * GB), download(month, 1, 2 * GB)])
-    env = {**os.environ, "VIBEINSIGHT_HOME": str(home)}
-    out = subprocess.run([sys.executable, "-m", "vibeinsight", "quota", "report", "--plan", "free", "--json"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
+    monkeypatch.setenv("VIBEINSIGHT_HOME", str(home))
+    env = {**os.environ}
+    out = CliRunner().invoke(app, ["quota", "report", "--plan", "free", "--json"])
+    assert out.exit_code == 0, out.output
     s = json.loads(out.stdout)
     for key in ("egress_bytes", "egress_limit_bytes", "egress_pct", "forecast_bytes", "files_processed",
                 "avg_file_bytes", "files_remaining", "cost_usd", "realtime", "api_calls", "retries", "audio_minutes",

@@ -43,14 +43,19 @@ def test_writes_are_spaced_by_the_interval_even_when_the_store_is_slow(monkeypat
     run = SimpleNamespace(id=uuid.uuid4(), parameters={"session_id": sid})
     status.mirror_state(None, run, Running())
     reporter = status.StageReporter(sid, str(run.id), None)
-    for i in range(300):  # 1.5 s of progress calls at 200 a second
+    began = time.monotonic()
+    for i in range(300):  # 1.5 s of progress calls at 200 a second (longer on a loaded machine)
         reporter.report("transcribe", i / 300)
         time.sleep(0.005)  # the pace of the calls is what is under test
+    calls_s = time.monotonic() - began
     status.mirror_state(None, run, Completed())
 
     gaps = [b - a for a, b in pairwise(store.starts)]
     assert min(gaps) >= 0.19, gaps  # a write started right behind a timed flush would show ~0.05
-    assert 4 <= len(store.updates) <= 12  # coalesced: 300 calls became a handful of writes
+    # coalesced: at most one write per interval while the calls lasted (measured, so a slow machine only
+    # loosens it), plus RUNNING and the final; progress reached the store in between
+    assert len(store.updates) <= calls_s / 0.2 + 3 < 300
+    assert any(u.status is Status.RUNNING and u.progress for u in store.updates[1:-1])
     assert store.updates[-1].status is Status.COMPLETED and store.updates[-1].progress == 100
     seqs = [u.seq for u in store.updates]
     assert seqs == sorted(seqs)

@@ -61,7 +61,7 @@ def _observer(tmp_path, runs: dict, prefect: dict | None = None, **kw) -> tuple[
     return obs, store
 
 
-def test_transitions_are_written_in_state_time_order_and_duplicates_skipped(tmp_path):
+def test_transitions_are_written_as_they_arrive_the_latest_state_time_wins_and_replays_are_skipped(tmp_path):
     run, sid = str(uuid.uuid4()), str(uuid.uuid4())
     obs, store = _observer(tmp_path, {run: RunSession(sid, "u1")}, {run: ("CRASHED", T0 + timedelta(seconds=9))},
                            terminal_grace_s=0)
@@ -74,8 +74,12 @@ def test_transitions_are_written_in_state_time_order_and_duplicates_skipped(tmp_
             await obs.handle(ev)
 
     asyncio.run(go())
-    assert [u.status for u, _ in store.sent] == [Status.PENDING, Status.CRASHED, Status.RUNNING]
+    # each distinct event written once, in arrival order, its seq from the state's own time…
+    assert [(u.status, u.seq) for u, _ in store.sent] == [
+        (Status.PENDING, seq_of(T0)), (Status.CRASHED, seq_of(T0 + timedelta(seconds=9))),
+        (Status.RUNNING, seq_of(T0 + timedelta(seconds=1)))]
     assert all(d == "process-audio/prod" for _, d in store.sent)
+    # …so the late RUNNING (an earlier state time) does not replace the CRASHED row
     row = store.get(sid)
     assert row.status is Status.CRASHED and row.seq == seq_of(T0 + timedelta(seconds=9))
     assert row.error_code == "crashed" and row.error_message == user_message("crashed") and row.user_id == "u1"
@@ -102,8 +106,11 @@ def test_completion_waits_out_the_grace_so_the_hooks_record_wins(tmp_path):
         await obs.drain()
 
     asyncio.run(go())
+    # after drain() the observer's delayed FAILED was sent (second, after the hook's)…
+    assert [(u.status, u.seq, u.error_code) for u, _ in store.sent] == [
+        (Status.FAILED, seq_of(T0) + 500, "corrupt"), (Status.FAILED, seq_of(T0), "failed")]
     row = store.get(sid)
-    assert row.error_code == "corrupt"  # the observer's write came later and was ignored
+    assert row.error_code == "corrupt" and row.seq == seq_of(T0) + 500  # …and lost to the hook's later record
 
 
 def test_a_down_store_is_retried_until_it_answers(tmp_path):
@@ -111,6 +118,7 @@ def test_a_down_store_is_retried_until_it_answers(tmp_path):
     obs, store = _observer(tmp_path, {run: RunSession(sid, None)}, {run: ("COMPLETED", T0)}, terminal_grace_s=0)
     store.__dict__["fail_first"] = 3
     asyncio.run(obs.handle(_event(run, "COMPLETED", T0)))
+    assert store.__dict__["fail_first"] == 0 and len(store.sent) == 1  # three refused tries, then the write
     row = store.get(sid)
     assert row.status is Status.COMPLETED and row.progress == 100 and row.result_key == f"results/{sid}.json"
 

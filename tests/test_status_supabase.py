@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import postgrest
@@ -9,7 +10,9 @@ import pytest
 
 from blocks.status_store import SupabaseStatusStore
 from tests.fake_postgrest import FakePostgrest
+from tests.waiting import wait_for
 from vibeinsight.schemas import Status, StatusUpdate
+from vibeinsight.throttle import CoalescingWriter
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +72,26 @@ def test_anon_key_cannot_call_the_function(postgrest_server):
 
 
 def test_gateway_down_surfaces_as_an_error_the_writer_retries(postgrest_server):
+    """The store raises on a 503 (never reports success), and the run's writer (CoalescingWriter, as
+    flows/status_hooks.py wires it) retries the terminal update until the gateway is back."""
     store = _store(postgrest_server)
+    sid = str(uuid.uuid4())
     postgrest_server.down = True
     with pytest.raises(postgrest.APIError):
-        store.apply(StatusUpdate(session_id=str(uuid.uuid4()), status=Status.RUNNING, seq=1))
+        store.apply(StatusUpdate(session_id=sid, status=Status.RUNNING, seq=1))
+
+    writer = CoalescingWriter(store.apply, min_interval=0.01, backoff=0.01, max_backoff=0.05)
+    refused = lambda: sum(r["path"].endswith("/apply_status_update") for r in postgrest_server.requests)  # noqa: E731
+    before = refused()
+    done = StatusUpdate(session_id=sid, status=Status.COMPLETED, seq=2, progress=100, result_key=f"results/{sid}.json")
+
+    def bring_back():  # by event order: once the writer has been refused twice more, the gateway returns
+        wait_for(lambda: refused() >= before + 2, 30, 0.01, "two refused writes")
+        postgrest_server.down = False
+
+    back = threading.Thread(target=bring_back)
+    back.start()
+    assert writer.final(done, wait_s=60) is True
+    back.join()
+    assert writer.failures >= 2 and writer.writes == 1
+    assert store.get(sid).status is Status.COMPLETED

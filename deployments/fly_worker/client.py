@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,11 +46,15 @@ class AmbiguousCreate(Transient):
     """The create request went out but no answer says whether a Machine was made."""
 
 
-class TokenBucket:
-    """`rate` tokens a second, at most `burst` saved; `acquire` waits for one."""
+Sleep = Callable[[float], Awaitable[None]]
 
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate, self.burst, self.clock = rate, burst, clock
+
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved; `acquire` waits for one (clock and sleep: tests)."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic,
+                 sleep: Sleep = asyncio.sleep) -> None:
+        self.rate, self.burst, self.clock, self.sleep = rate, burst, clock, sleep
         self.tokens = float(burst)
         self.stamp = clock()
         self._lock = asyncio.Lock()
@@ -64,7 +68,7 @@ class TokenBucket:
                 if self.tokens >= 1:
                     self.tokens -= 1
                     return
-                await asyncio.sleep((1 - self.tokens) / self.rate)
+                await self.sleep((1 - self.tokens) / self.rate)
 
 
 @dataclass
@@ -82,7 +86,7 @@ class FlyMachinesClient:
     """One per worker (the buckets are shared by its runs); `async with` opens the HTTP pool."""
 
     def __init__(self, api_url: str, token: str | None = None, timeout_s: float = 30.0, attempts: int = 8,
-                 logs_url: str | None = None) -> None:
+                 logs_url: str | None = None, retry_sleep: Sleep = asyncio.sleep) -> None:
         """`api_url` and `logs_url` are the only hosts the token goes to: the worker's own settings."""
         token = token if token is not None else os.environ.get("FLY_API_TOKEN", "")
         if not token:
@@ -91,6 +95,7 @@ class FlyMachinesClient:
         self.logs_url = (logs_url or self.api_url).rstrip("/")
         self._headers = {"Authorization": auth_header(token)}
         self.timeout_s, self.attempts = timeout_s, attempts
+        self._retry_sleep = retry_sleep  # the wait between tries (Retry-After or back-off); tests record it
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self._http: httpx.AsyncClient | None = None
         self.stats = Stats()
@@ -140,7 +145,8 @@ class FlyMachinesClient:
             self.stats.retries += 1
 
         return AsyncRetrying(stop=stop_after_attempt(self.attempts), retry=retry_if_exception_type(Transient),
-                             wait=wait_retry_after(backoff(0.5, 10.0)), reraise=True, before_sleep=count)
+                             wait=wait_retry_after(backoff(0.5, 10.0)), reraise=True, before_sleep=count,
+                             sleep=self._retry_sleep)
 
     async def _call(self, action: str, scope: str, method: str, path: str, **kwargs: Any) -> Any:
         resp = await self._retrying()(self._send, action, scope, method, path, **kwargs)

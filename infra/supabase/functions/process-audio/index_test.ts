@@ -32,24 +32,36 @@ const MB = 1024 * 1024;
 
 // --- stand-ins of Auth and Prefect (one server, paths do not overlap) ---
 
+/** One create_flow_run request as Prefect received it. The stand-in makes a new run for each: honouring
+ * the idempotency key is Prefect's job (tests/test_deploy_e2e.py checks it on a real server), so these
+ * tests assert the key the function sends, never the stand-in's reaction to it. */
+interface CreateRun {
+  id: string;
+  idempotency_key: string;
+  parameters: Record<string, unknown>;
+  labels?: Record<string, string>;
+}
+
 interface Standins {
   base: string;
-  runs: Map<string, { id: string; parameters: Record<string, unknown>; labels?: Record<string, string> }>; // by idempotency key
-  calls: { path: string; at: number }[];
+  runs: CreateRun[]; // every create_flow_run request, in order
+  calls: { path: string; at: number; authorization: string | null }[];
   mode: { prefect500: boolean; authHang: boolean };
   close: () => Promise<void>;
 }
 
+const PREFECT_KEY = "pnu_test";
+
 function standins(): Standins {
-  const runs = new Map<string, { id: string; parameters: Record<string, unknown>; labels?: Record<string, string> }>();
-  const calls: { path: string; at: number }[] = [];
+  const runs: CreateRun[] = [];
+  const calls: { path: string; at: number; authorization: string | null }[] = [];
   const mode = { prefect500: false, authHang: false };
   let release = () => {};
   const released = new Promise<void>((r) => release = r); // a hanging Auth answers only at close
   const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, async (req) => {
     const url = new URL(req.url);
     const text = await req.text();
-    calls.push({ path: url.pathname, at: Date.now() });
+    calls.push({ path: url.pathname, at: Date.now(), authorization: req.headers.get("Authorization") });
     if (url.pathname === "/auth/v1/user") {
       if (mode.authHang) await released;
       const token = (req.headers.get("Authorization") ?? "").replace(/^Bearer /, "");
@@ -59,6 +71,9 @@ function standins(): Standins {
       }
       return Response.json({ id: JWT[token], aud: "authenticated", role: "authenticated", email: "u@example.com",
         app_metadata: { provider: "email" }, user_metadata: {}, created_at: "2026-11-01T00:00:00Z" });
+    }
+    if (url.pathname.startsWith("/api/") && req.headers.get("Authorization") !== `Bearer ${PREFECT_KEY}`) {
+      return Response.json({ detail: "Unauthorized" }, { status: 401 }); // Prefect Cloud without the API key
     }
     if (mode.prefect500) {
       // what a Prefect server says when its database is gone: nothing of it may reach the client
@@ -71,10 +86,9 @@ function standins(): Standins {
     }
     if (url.pathname === `/api/deployments/${DEP_ID}/create_flow_run`) {
       const body = JSON.parse(text);
-      // Prefect's idempotency: the same key (exactly, case and all) gets the same run
-      const run = runs.get(body.idempotency_key) ??
-        { id: crypto.randomUUID(), parameters: body.parameters, labels: body.labels };
-      runs.set(body.idempotency_key, run);
+      const run = { id: crypto.randomUUID(), idempotency_key: body.idempotency_key, parameters: body.parameters,
+        labels: body.labels };
+      runs.push(run);
       return Response.json({ id: run.id, name: "ultraviolet-chimpanzee", deployment_id: DEP_ID, parameters: run.parameters,
         idempotency_key: body.idempotency_key, state: { type: "SCHEDULED", name: "Scheduled" } }, { status: 201 });
     }
@@ -89,7 +103,7 @@ function standins(): Standins {
 function config(s: Standins, env: Record<string, string> = {}): Config {
   const all: Record<string, string> = {
     SUPABASE_URL: s.base, SUPABASE_SERVICE_ROLE_KEY: SERVICE_KEY, PREFECT_API_URL: `${s.base}/api`,
-    PREFECT_API_KEY: "pnu_test", FLY_S3_ENDPOINT: need("EDGE_TEST_S3_ENDPOINT"),
+    PREFECT_API_KEY: PREFECT_KEY, FLY_S3_ENDPOINT: need("EDGE_TEST_S3_ENDPOINT"),
     FLY_S3_ACCESS_KEY_ID: need("EDGE_TEST_S3_KEY"), FLY_S3_SECRET_ACCESS_KEY: need("EDGE_TEST_S3_SECRET"),
     FLY_S3_BUCKET_NAME: need("EDGE_TEST_S3_BUCKET"), FLY_S3_REGION: "nrt", VIBEINSIGHT_S3_ADDRESSING_STYLE: "path",
     VIBEINSIGHT_EDGE_TIMEOUT_MS: "1000", VIBEINSIGHT_ALLOWED_ORIGIN: "https://app.example.com",
@@ -265,20 +279,27 @@ Deno.test("process: PENDING row and run; repeats and upper-case ids reach the sa
     assertEquals(first.session_id, sid);
     const r = await row(sid);
     assertEquals([r.status, r.user_id, r.stage, r.seq], ["PENDING", USER_A, "queued", 1]);
-    const run = s.runs.get(sid)!;
+    const [run] = s.runs;
     assertEquals(first.flow_run_id, run.id);
+    assertEquals(run.idempotency_key, sid); // Prefect's idempotency key: the session id, exactly
+    // every Prefect call (the deployment lookup, the create) carries the API key
+    const prefectCalls = s.calls.filter((c) => c.path.startsWith("/api/"));
+    assertEquals(prefectCalls.map((c) => c.authorization), prefectCalls.map(() => `Bearer ${PREFECT_KEY}`));
+    assertEquals(prefectCalls.length, 2);
     assertEquals(run.parameters, { source: `s3://${need("EDGE_TEST_S3_BUCKET")}/${key}`, session_id: sid, user_id: USER_A,
       language: "ja", vocabulary: ["Tigris", "ふりがな"] });
     // Prefect's flow and task spans join the session's trace: the traceparent Python's trigger sets
     const hex = sid.replaceAll("-", "");
     assertEquals(run.labels, { __OTEL_TRACEPARENT: `00-${hex}-${hex.slice(16)}-01` });
-    // the same session again, and in upper case: the same run, no second one
+    // the same session again, and in upper case: Prefect is asked with the same key (it answers the same
+    // run), never a key of a second run
     for (const id of [sid, sid.toUpperCase()]) {
       const again = await call("POST", "/process", { key, session_id: id });
       assertEquals(again.status, 202);
-      assertEquals((await again.json()).flow_run_id, first.flow_run_id);
+      assertEquals((await again.json()).session_id, sid);
     }
-    assertEquals(s.runs.size, 1);
+    assertEquals(s.runs.map((x) => x.idempotency_key), [sid, sid, sid]);
+    const asked = s.runs.length;
     // another user naming that session: 409, nothing about the run, the row untouched
     for (const id of [sid, sid.toUpperCase()]) {
       const theirKey = await smallUpload(call, "jwt-b");
@@ -288,12 +309,12 @@ Deno.test("process: PENDING row and run; repeats and upper-case ids reach the sa
       assert(!text.includes(first.flow_run_id), "the run id leaked");
       assertEquals(JSON.parse(text).error, "session_conflict");
     }
-    assertEquals(s.runs.size, 1);
+    assertEquals(s.runs.length, asked); // Prefect never asked
     assertEquals((await row(sid)).user_id, USER_A);
     // another user's key: 403 without starting anything
     const res = await call("POST", "/process", { key }, "jwt-b");
     assertEquals(res.status, 403);
-    assertEquals(s.runs.size, 1);
+    assertEquals(s.runs.length, asked);
   });
 });
 
@@ -310,9 +331,10 @@ Deno.test("process: one session per upload; a re-run of one's own finished sessi
     const rerun = await call("POST", "/process", { key, session_id: sid, rerun: true });
     assertEquals(rerun.status, 202);
     const out = await rerun.json();
-    assert(out.flow_run_id !== first.flow_run_id, "a re-run is a new run");
     assertEquals(out.rerun, true);
-    assertEquals(s.runs.size, 2);
+    // a re-run is a new run: Prefect is asked with a key of its own, never the first run's
+    assertEquals(s.runs.map((x) => x.idempotency_key), [sid, `${sid}:rerun:1`]);
+    assertEquals(out.flow_run_id, s.runs[1].id);
     assertEquals((await row(sid)).status, "PENDING");
     // the other user cannot re-run it either
     const theirs = await call("POST", "/process", { key, session_id: sid, rerun: true }, "jwt-b");
@@ -321,7 +343,7 @@ Deno.test("process: one session per upload; a re-run of one's own finished sessi
 });
 
 Deno.test("process: per-user limits on runs in flight and per hour, the other users unaffected", async () => {
-  await withFunction(async ({ call }) => {
+  await withFunction(async ({ call, s }) => {
     const started = [];
     for (let i = 0; i < 2; i++) {
       const res = await call("POST", "/process", { key: await smallUpload(call, "jwt-c") }, "jwt-c");
@@ -338,6 +360,14 @@ Deno.test("process: per-user limits on runs in flight and per hour, the other us
     await setStatus(started[1].session_id, "FAILED", Date.now() * 1000, started[1].flow_run_id);
     const fifth = await call("POST", "/process", { key: await smallUpload(call, "jwt-c") }, "jwt-c");
     assertEquals([fifth.status, (await fifth.json()).error], [429, "too_many_per_hour"]);
+    // C is at both limits; B, under the same limits, still starts runs (up to its own in-flight limit)
+    const created = s.runs.length;
+    for (let i = 0; i < 2; i++) {
+      const other = await call("POST", "/process", { key: await smallUpload(call, "jwt-b") }, "jwt-b");
+      assertEquals(other.status, 202, `user B's run ${i + 1}`);
+      assertEquals((await other.json()).flow_run_id, s.runs[created + i].id);
+      assertEquals(s.runs[created + i].parameters.user_id, USER_B);
+    }
   }, { VIBEINSIGHT_MAX_RUNS_IN_FLIGHT_PER_USER: "2", VIBEINSIGHT_MAX_RUNS_PER_HOUR_PER_USER: "3" });
 });
 
@@ -347,7 +377,7 @@ Deno.test("process: a missing upload is refused before any row is written", asyn
     const res = await call("POST", "/process", { key: `uploads/${USER_A}/${crypto.randomUUID()}.wav`, session_id: sid });
     assertEquals([res.status, (await res.json()).error], [409, "upload_missing"]);
     assertEquals(await row(sid), undefined);
-    assertEquals(s.runs.size, 0);
+    assertEquals(s.runs.length, 0);
   });
 });
 
@@ -371,7 +401,7 @@ Deno.test("malformed bodies and keys are 400 with a fixed body, never 500", asyn
     }
     const bad = await call("POST", "/uploads/complete", { key, upload_id: "x", parts: [{ part_number: 2, etag: "e" }] });
     assertEquals(bad.status, 400);
-    assertEquals(s.runs.size, 0);
+    assertEquals(s.runs.length, 0);
   });
 });
 
