@@ -15,6 +15,7 @@ import pytest
 
 from tests.fake_openai import FakeOpenAI, error
 from tests.operator_log import messages, operator_log
+from tests.uploads import as_upload
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +43,7 @@ def test_an_upstream_error_leaves_its_detail_in_the_logs_only(home, audio, monke
         logs.secrets.cache_clear()  # the run's key, set above, is one of the secrets to mask
         sid = str(uuid.uuid4())
         with operator_log() as lines:
-            state = process_audio(source=str(audio / "jfk.flac"), session_id=sid, language="en", return_state=True)
+            state = process_audio(source=as_upload(audio / "jfk.flac"), session_id=sid, language="en", return_state=True)
         assert oa.requests, "the transcription API was never called"
     assert state.is_failed()
 

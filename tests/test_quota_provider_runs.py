@@ -16,6 +16,7 @@ from tests.fake_gemini import FakeGemini
 from tests.fake_openai import FakeOpenAI
 from tests.quota_helpers import MB, download
 from tests.s3_server import free_port
+from tests.uploads import as_upload
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +76,7 @@ def _run(source: str, user_id: str | None = None):
 def test_a_local_run_bills_only_the_apis(apis, audio, tmp_path):
     upload = tmp_path / "jfk.flac"
     shutil.copy(audio / "jfk.flac", upload)
-    sid, doc = _run(str(upload))
+    sid, doc = _run(as_upload(upload))  # local storage reads only its uploads folder
     rows = _rows(sid)
     assert set(rows) == {("storage_download", "local"), ("storage_upload", "local"), ("api_call", "openai"),
                          ("api_call", "gemini"), ("status_write", "local")}  # SQLite status store: not Supabase
