@@ -192,3 +192,20 @@ def local_prefect(tmp: Path, db_url: str | None = None, *, here: dict[str, str] 
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
         get_settings.cache_clear()
+
+
+def deployment_ready(name: str) -> bool:
+    """Whether the Prefect API (this process's PREFECT_API_URL) knows the deployment `flow/name` yet."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def read():
+        async with get_client() as client:
+            try:
+                await client.read_deployment_by_name(name)
+                return True
+            except Exception:  # noqa: BLE001
+                return False
+
+    return asyncio.run(read())

@@ -22,7 +22,7 @@ from blocks.status_store import PostgresStatusStore
 from deployments import stack as procs
 from tests import media
 from tests.pg import create_database, drop_database
-from tests.prefect_server import ROOT, LocalPrefect, local_prefect
+from tests.prefect_server import ROOT, LocalPrefect, deployment_ready, local_prefect
 from tests.waiting import wait_for
 from vibeinsight.schemas import Status
 from vibeinsight.status_rule import idempotency_key, next_seq, update_for_state
@@ -68,25 +68,12 @@ def stack(tmp_path_factory):
 
             with temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: False}):
                 for name in ("process-audio/owner", "status-probe/probe", "status-probe/mute"):
-                    wait_for(lambda n=name: _deployment_ready(n), 180, 0.5, f"the served deployment {name}")
+                    wait_for(lambda n=name: deployment_ready(n), 180, 0.5, f"the served deployment {name}")
                 yield Stack(prefect=lp, pg_url=pg_url, store=PostgresStatusStore(url=pg_url, pg_role="service_role"),
                             bucket=lp.home / "bucket")
     finally:
         drop_database(pg_url)
 
-
-def _deployment_ready(name: str) -> bool:
-    from prefect.client.orchestration import get_client
-
-    async def read():
-        async with get_client() as client:
-            try:
-                await client.read_deployment_by_name(name)
-                return True
-            except Exception:  # noqa: BLE001
-                return False
-
-    return asyncio.run(read())
 
 
 def _run(deployment: str, parameters: dict, key: str | None = None, later: bool = False) -> str:

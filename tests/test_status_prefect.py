@@ -21,7 +21,7 @@ import pytest
 
 from blocks.status_store import PostgresStatusStore
 from tests.pg import create_database, drop_database
-from tests.prefect_server import ROOT, LocalPrefect, local_prefect
+from tests.prefect_server import ROOT, LocalPrefect, deployment_ready, local_prefect
 from tests.s3_server import free_port
 from tests.waiting import wait_for
 from vibeinsight.errors import user_message
@@ -133,25 +133,12 @@ def stack(tmp_path_factory):
 
             # in-process flow runs (reconcile) log locally only
             with temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: False}):
-                wait_for(lambda: _deployment_ready("status-probe/probe"), 120, 0.5, "the served deployment")
+                wait_for(lambda: deployment_ready("status-probe/probe"), 120, 0.5, "the served deployment")
                 yield st
     finally:
         proxy.close()
         drop_database(pg_url)
 
-
-def _deployment_ready(name: str) -> bool:
-    from prefect.client.orchestration import get_client
-
-    async def read():
-        async with get_client() as client:
-            try:
-                await client.read_deployment_by_name(name)
-                return True
-            except Exception:  # noqa: BLE001
-                return False
-
-    return asyncio.run(read())
 
 
 def _start(deployment: str, **params):
@@ -257,7 +244,7 @@ def test_sigkill_of_engine_and_supervisor_is_repaired_by_reconcile(stack):
     from flows.reconcile_status import reconcile_once
 
     supervisor = stack.serve("probe-doomed")
-    wait_for(lambda: _deployment_ready("status-probe/probe-doomed"), 120, 0.5, "the second deployment")
+    wait_for(lambda: deployment_ready("status-probe/probe-doomed"), 120, 0.5, "the second deployment")
     sid, run_id = _start("status-probe/probe-doomed", seconds=120.0, pid_dir=str(stack.pid_dir))
     pid = _engine_pid(stack, sid)
     wait_for(lambda: (r := _row(stack, sid)) and r.status is Status.RUNNING, 90, what="a running row")

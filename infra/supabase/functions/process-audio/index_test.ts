@@ -6,20 +6,7 @@
 import { type Config, configFrom, LIMITS } from "./config.ts";
 import { handle } from "./index.ts";
 import { S3 } from "./s3.ts";
-
-function need(name: string): string {
-  const v = Deno.env.get(name);
-  if (!v) throw new Error(`${name} is not set: run these tests through tests/test_edge_function.py`);
-  return v;
-}
-
-function assertEquals(a: unknown, b: unknown, msg = "") {
-  const [x, y] = [JSON.stringify(a), JSON.stringify(b)];
-  if (x !== y) throw new Error(`${msg} expected ${y}, got ${x}`);
-}
-function assert(cond: unknown, msg: string) {
-  if (!cond) throw new Error(msg);
-}
+import { assert, assertEquals, need } from "./test_support.ts";
 
 const USER_A = need("EDGE_TEST_USER_A");
 const USER_B = need("EDGE_TEST_USER_B");
