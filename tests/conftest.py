@@ -44,26 +44,17 @@ def pytest_collection_modifyitems(config, items):
     if wrong:
         raise pytest.UsageError("every test needs exactly one of the markers unit, integration, e2e:\n  "
                                 + "\n  ".join(wrong))
-    if config.getoption("dist", "no") == "loadgroup" or getattr(config.option, "loadgroup", False):
-        _one_worker_per_module(items)
+    if hasattr(config, "workerinput"):  # an xdist worker (.ci/run): hand out the longest modules first
+        rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the file order otherwise
 
 
-# The modules that take longest (minutes each, stacks of processes): with xdist they start first, so
-# that no one of them is left running alone at the end while the other workers sit idle.
+# The modules that take longest (minutes each, stacks of processes). Under `-n N --dist loadfile` a
+# module stays on one worker (its module-scoped servers start once) and modules are handed out in
+# collection order: these start first, so that none is left running alone at the end.
 LONGEST_FIRST = ("test_load_faults.py", "test_fly_e2e.py", "test_flow.py", "test_deploy_e2e.py",
                  "test_upload_client_e2e.py", "test_cloud_flow.py", "test_observability_worker.py", "test_cli.py",
                  "test_deploy_stack.py", "test_status_prefect.py", "test_observability_cli.py", "test_deploy_ui.py")
-
-
-def _one_worker_per_module(items) -> None:
-    """Under `-n N --dist loadgroup` (.ci/run): a module's tests stay on one worker, so a module-scoped
-    server starts once (an explicit xdist_group mark puts tests of several modules together), and the
-    longest modules are handed out first."""
-    for item in items:
-        if not any(item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order otherwise kept
 
 
 @pytest.hookimpl(wrapper=True)
