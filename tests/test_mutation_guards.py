@@ -60,6 +60,7 @@ def test_each_refused_key_says_why(key, says):
 def test_s3_uris_and_bare_keys_split_as_written():
     assert split_s3_uri("s3://b/Xray.wav", "d") == ("b", "Xray.wav")  # only slashes are stripped
     assert split_s3_uri("/uploads/x.wav", "d") == ("d", "uploads/x.wav")
+    assert split_s3_uri("Xray.wav", "d") == ("d", "Xray.wav")
     assert split_s3_uri("uploads/x.wav/", "d") == ("d", "uploads/x.wav/")
     assert "is not s3://bucket/key" in _refused(split_s3_uri, "s3://b", "d")
     assert "only s3:// sources" in _refused(split_s3_uri, "https://b/uploads/x.wav", "d")
@@ -82,7 +83,8 @@ def test_a_session_id_leaving_the_work_folder_is_clipped_in_the_message(tmp_path
 
 
 def test_an_s3_source_is_refused_with_its_reason(tmp_path):
-    assert "user_id is required" in _refused(check_s3_source, "s3://bucket/uploads/x/a.wav", "bucket", ["uploads/"], None)
+    assert _refused(check_s3_source, "s3://bucket/uploads/x/a.wav", "bucket", ["uploads/"], None) == (
+        "source_not_allowed: user_id is required to read an upload from object storage")
     other = _refused(check_s3_source, f"s3://elsewhere/uploads/{USER}/a.wav", "bucket", ["uploads/"], USER)
     assert "'elsewhere' is not the configured bucket" in other
     long = f"s3://bucket/uploads/{'n' * 190}/END.wav"
@@ -271,6 +273,9 @@ def test_limit_pct_is_the_share_of_the_limit_that_refuses():
     # 2.4 GB used (48 %) in 12 sessions of 0.2 GB: the next one would cross 50 %
     next_one = guard_decision(day(supabase_egress_bytes=int(2.4 * GB), sessions=12), free(), AS_OF, limit_pct=50)
     assert next_one.mode == "refuse"
+    # exactly at the share, with no session booked yet (nothing per session): refused all the same
+    at_share = guard_decision(day(supabase_egress_bytes=int(2.5 * GB)), free(), AS_OF, limit_pct=50)
+    assert at_share.mode == "refuse"
 
 
 def test_the_budget_counts_paid_overage_and_reports_the_cost():
