@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,12 @@ pytest_plugins = ["tests.pg", "tests.s3_server"]
 def pytest_configure(config):
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # Each pytest process (each xdist worker) and every process it starts gets its own Prefect home
+    # (profiles, local result storage, an ephemeral server's SQLite): workers side by side share none.
+    # Set before any test module imports prefect, which reads its settings at import.
+    home = tempfile.mkdtemp(prefix=f"vi-prefect-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
+    config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
+    os.environ["PREFECT_HOME"] = home
     _start_clock_shift(config)
 
 
@@ -105,6 +112,29 @@ def pytest_collection_modifyitems(config, items):
     if wrong:
         raise pytest.UsageError("every test needs exactly one of the markers unit, integration, e2e:\n  "
                                 + "\n  ".join(wrong))
+    if hasattr(config, "workerinput"):  # an xdist worker (.ci/run): hand out the longest modules first
+        rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the file order otherwise
+
+
+# The modules that take longest (minutes each, stacks of processes). Under `-n N --dist loadfile` a
+# module stays on one worker (its module-scoped servers start once) and modules are handed out in
+# collection order: these start first, so that none is left running alone at the end.
+LONGEST_FIRST = ("test_load_faults.py", "test_fly_e2e.py", "test_flow.py", "test_deploy_e2e.py",
+                 "test_upload_client_e2e.py", "test_cloud_flow.py", "test_observability_worker.py", "test_cli.py",
+                 "test_deploy_stack.py", "test_status_prefect.py", "test_observability_cli.py", "test_deploy_ui.py")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skipped test fails the run: a skip hides an untested path (a missing browser, server or
+    tool is a setup error that bin/bootstrap fixes, and the failure says so)."""
+    report = yield
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and a skip fails this suite (fix the setup, or delete the test): {reason}"
+    return report
 
 
 def pytest_collection_finish(session):
@@ -167,6 +197,18 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+        _drain_prefect_services(timeout_s=60)
+
+
+def _drain_prefect_services(timeout_s: float) -> None:
+    """Drain Prefect's log and event senders with a bound. The harness drains them after this without
+    one, and a sender still retrying a server that a test already stopped hung a worker's teardown for
+    10 minutes; drained (and so removed) here, nothing is left for it to wait on."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        service.drain_all(timeout=timeout_s)
 
 
 def ffmpeg(*args: str) -> None:

@@ -87,15 +87,16 @@ class PrivatePostgres:
         and these users in auth.users."""
         import psycopg
 
+        name = f"status_{uuid.uuid4().hex[:12]}"  # unique even were the cluster ever shared
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE status")
-        with psycopg.connect(self.url("status"), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        with psycopg.connect(self.url(name), autocommit=True) as conn:
             conn.execute(SUPABASE_STANDINS)
             for path in migration_files():
                 conn.execute(path.read_text())
             for user in users:
                 conn.execute("INSERT INTO auth.users (id) VALUES (%s)", (user,))
-        return self.url("status")
+        return self.url(name)
 
 
 # --- processes ---------------------------------------------------------------------------------
