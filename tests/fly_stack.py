@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deployments import stack
-from deployments.deploy import ensure_api_limit
+from deployments.deploy import OPS_POOL, OPS_POOL_TYPE, ensure_api_limit
 from deployments.fly_worker import FlyMachinesWorker
 from tests.fake_openai import FakeOpenAI
 from tests.fly_s3 import S3, seaweed_s3
@@ -179,6 +179,8 @@ def fly_stack(tmp: Path, mode: str = "fly", process_workers: int = 2, process_li
                          str(tmp / "pool.json"), env=env)
             else:
                 _prefect("work-pool", "create", POOL, "--type", "process", env=env)
+            # The operators' flows' pool (reconcile, quota report: process workers on the worker app).
+            _prefect("work-pool", "create", OPS_POOL, "--type", OPS_POOL_TYPE, env=env)
             # Prefect's own command, from the project root, with nothing exported but the API URL.
             _prefect("deploy", "--all", env=env)
             ensure_api_limit(env=env)

@@ -54,7 +54,10 @@ def test_custom_run_from_the_ui_completes(chromium, prefect_pg, audio, tmp_path)
 
     base = prefect_pg.api_url.removesuffix("/api")
     dep = prefect_pg.get("/deployments/name/process-audio/api")
-    source = str(audio / "hotwords.mp3")
+    from blocks.storage import LocalBucket
+
+    # the workers' local bucket reads only its uploads: the file is placed there first, as the app's upload would
+    source = LocalBucket(root=str(prefect_pg.home / "bucket")).place_upload(str(audio / "hotwords.mp3"))
     sid = str(uuid.uuid4())
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=ARGS, headless=True)

@@ -41,8 +41,11 @@ def test_worker_run_is_in_the_sessions_trace_and_logs_json(tmp_path, audio):
             # a trace of Prefect's own, while our stage, chunk and call spans are in the session's.
             other = str(uuid.uuid4())
             dep = lp.get("/deployments/name/process-audio/api")
+            from blocks.storage import LocalBucket
+
+            placed = LocalBucket(root=str(lp.home / "bucket")).place_upload(str(audio / "hotwords.mp3"))
             raw = lp.post(f"/deployments/{dep['id']}/create_flow_run", {"parameters": {
-                "source": str(audio / "hotwords.mp3"), "session_id": other, "language": "en"}})
+                "source": placed, "session_id": other, "language": "en"}})
             assert lp.wait_run(raw["id"])["state"]["type"] == "COMPLETED"
             other_hex = uuid.UUID(other).hex
             wait_for(lambda: any(s["name"] == "stage.publish" and s["trace_id"] == other_hex for s in rx.spans)
