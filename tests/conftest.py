@@ -120,12 +120,9 @@ def pytest_collection_modifyitems(config, items):
 # The modules that take longest (minutes each, stacks of processes). Under `-n N --dist loadfile` a
 # module stays on one worker (its module-scoped servers start once) and modules are handed out in
 # collection order: these start first, so that none is left running alone at the end.
-LONGEST_FIRST = ("test_load_faults.py", "test_self_heal_e2e.py", "test_fly_e2e.py", "test_deploy_stack.py",
-                 "test_current_run_e2e.py", "test_flow.py", "test_deploy_e2e.py", "test_web_e2e.py",
-                 "test_upload_client_e2e.py", "test_package.py", "test_cloud_flow.py", "test_observability_worker.py",
-                 "test_cli.py", "test_status_prefect.py", "test_fly_sweep.py", "test_fly_worker_privilege.py",
-                 "test_outage_retry.py", "test_crash_rerun.py", "test_runs_role.py", "test_observability_cli.py",
-                 "test_deploy_ui.py")
+LONGEST_FIRST = ("test_load_faults.py", "test_fly_e2e.py", "test_flow.py", "test_deploy_e2e.py",
+                 "test_upload_client_e2e.py", "test_cloud_flow.py", "test_observability_worker.py", "test_cli.py",
+                 "test_deploy_stack.py", "test_status_prefect.py", "test_observability_cli.py", "test_deploy_ui.py")
 
 
 @pytest.hookimpl(wrapper=True)
