@@ -234,6 +234,9 @@ def _cancel(parts: list[PartRun], client) -> None:
         if p.flow_run_id is None:
             continue
         try:
+            state = client.read_flow_run(p.flow_run_id).state
+            if state is not None and state.is_final():  # a part that failed keeps its own end
+                continue
             client.set_flow_run_state(p.flow_run_id, Cancelling(message="the session's run ended"), force=True)
         except Exception as exc:  # noqa: BLE001
             log.warning("part %d run %s not cancelled: %s", p.request.part, p.flow_run_id, exc)

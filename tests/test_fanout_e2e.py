@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 import psycopg
 import pytest
 
+from tests.fake_openai import error
 from tests.fly_stack import RUNS_APP, FlyStack, fly_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -123,13 +124,24 @@ def runs(fly: FlyStack, mix):
     - fanned: fanned out, its row recorded throughout;
     - killed: fanned out, one chunk in flight per part (VIBEINSIGHT_OPENAI_CONCURRENCY=1); a part's
       Machine is killed once its first chunk is done and before its last is sent;
-    - cancelled: fanned out, the parent cancelled once its parts have their Machines.
+    - cancelled: fanned out, the parent cancelled once its parts have their Machines;
+    - failed: fanned out, every transcription request of its refused (OpenAI quota exhausted).
     The stand-in answers each request after 3 s, so the parts are caught mid-run."""
     fly.openai.delay_s = 3
+    answer = fly.openai.handle
+
+    def out_of_quota(rec: dict):  # the "failed" session's account has no quota left: OpenAI's 429
+        if "tagfailed" in str(rec["form"].get("prompt") or ""):
+            return 429, {}, error("You exceeded your current quota, please check your plan and billing details.",
+                                  "insufficient_quota", "insufficient_quota")
+        return answer(rec)
+
+    fly.openai.handle = out_of_quota
     out: dict = {}
     try:
         for name, env in (("single", {"VIBEINSIGHT_FANOUT": "off"}), ("fanned", FANNED),
-                          ("killed", {**FANNED, "VIBEINSIGHT_OPENAI_CONCURRENCY": "1"}), ("cancelled", FANNED)):
+                          ("killed", {**FANNED, "VIBEINSIGHT_OPENAI_CONCURRENCY": "1"}), ("cancelled", FANNED),
+                          ("failed", FANNED)):
             out[name] = start(fly, mix.path, env, f"tag{name}")
         history = RowHistory(fly, out["fanned"][0])
         history.start()
@@ -158,7 +170,8 @@ def runs(fly: FlyStack, mix):
                             {"state": {"type": "CANCELLING"}, "force": True})
                     cancelled = True
             time.sleep(0.05)
-        out["states"] = fly.wait_runs([out[n][1] for n in ("single", "fanned", "killed", "cancelled")], timeout_s=400)
+        out["states"] = fly.wait_runs([out[n][1] for n in ("single", "fanned", "killed", "cancelled", "failed")],
+                                      timeout_s=400)
         out["kill"] = kill
         fly.row(out["fanned"][0], {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
         time.sleep(0.3)
@@ -168,6 +181,7 @@ def runs(fly: FlyStack, mix):
         out["cancelled_parts"] = fly.wait_runs([p["id"] for p in parts_of(fly, cancelled_run)], timeout_s=120)
     finally:
         fly.openai.delay_s = 0
+        fly.openai.handle = answer
     return out
 
 
@@ -258,4 +272,20 @@ def test_cancelling_the_parent_cancels_its_parts_and_leaves_no_machine(fly: FlyS
     assert runs["states"][run_id][0] == "CANCELLED"
     assert {s for s, _ in runs["cancelled_parts"].values()} == {"CANCELLED"} and len(runs["cancelled_parts"]) >= 2
     assert fly.row(sid, {"CANCELLED"}).status.value == "CANCELLED"
+    assert wait_gone(fly) == []
+
+
+def test_a_part_that_fails_twice_fails_the_session_with_its_code(fly: FlyStack, runs):
+    sid, run_id = runs["failed"]
+    assert runs["states"][run_id][0] == "FAILED"
+    parts = parts_of(fly, run_id)
+    by_part: dict = {}
+    for p in parts:
+        by_part.setdefault(p["parameters"]["part"]["part"], []).append(state(p))
+    assert ["FAILED", "FAILED"] in by_part.values(), by_part  # run again once, then the session fails
+    assert all(len(states) <= 2 for states in by_part.values())
+    row = fly.row(sid, {"FAILED"})
+    assert row.error_code == "api_quota_exhausted"  # the part's own code, not a generic one
+    doc = result(fly, sid)
+    assert doc["status"] == "FAILED" and doc["error"]["code"] == "api_quota_exhausted"
     assert wait_gone(fly) == []
