@@ -130,6 +130,7 @@ def test_local_engine_caps_chunk_length(home, tmp_path, audio, monkeypatch):
 
     monkeypatch.setenv("VIBEINSIGHT_WHISPER_MAX_CHUNK_S", "15")
     monkeypatch.setenv("VIBEINSIGHT_TRANSCODE_MIN_CHUNK_S", "5")
+    monkeypatch.setenv("VIBEINSIGHT_WHISPER_MODEL", "tiny.en")  # the chunk plan is under test, not the words
     get_settings.cache_clear()
     src = media.with_gaps(tmp_path / "long.wav", audio / "jfk.flac", repeats=3, gap_s=3.0)
     doc = ResultDocument.model_validate(run(src).result())
