@@ -31,6 +31,7 @@ from tenacity import AsyncRetrying, RetryError, stop_after_attempt, stop_never, 
 from blocks import registry
 from blocks.status_store import StatusStore
 from vibeinsight import logs, tracing
+from vibeinsight.fanout import PART_FLOW
 from vibeinsight.params import row_ids
 from vibeinsight.schemas import Status, StatusUpdate
 from vibeinsight.settings import get_settings
@@ -118,6 +119,9 @@ class StatusObserver:
             return
         self.last_occurred = max(self.last_occurred or event.occurred, event.occurred)
         labels = event.resource
+        if _related_name(event, "flow") == PART_FLOW:  # a fanned-out part: its parent alone writes the row
+            self.skipped += 1
+            return
         flow_run_id = labels.id.removeprefix("prefect.flow-run.")
         state_type = labels.get("prefect.state-type", "")
         session = await self._session_of(flow_run_id) if state_type else None

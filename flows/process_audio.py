@@ -10,19 +10,19 @@ import json
 import logging
 import shutil
 import time
-from contextlib import contextmanager, nullcontext
-from datetime import datetime, timedelta, timezone
+from contextlib import contextmanager
+from datetime import datetime, timezone
 
 from opentelemetry import trace
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
-from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field, ValidationError
 
 from blocks import registry
-from blocks.transcriber import ChunkJob, ChunkTranscript, Transcriber
-from flows import status_hooks
+from blocks.transcriber import ChunkJob, ChunkTranscript
+from flows import fan_out, status_hooks
+from flows.chunks import CHUNK_TIMEOUT_S, _transient, run_chunks
 from flows.status_hooks import HOOKS, StageReporter, run_attempt
 from vibeinsight import logs, tracing
 from vibeinsight.audio import probe as probing
@@ -44,6 +44,7 @@ from vibeinsight.schemas import (
     ChunkInfo,
     DiarizationInfo,
     ErrorInfo,
+    PartInfo,
     ResultDocument,
     Segment,
     SourceInfo,
@@ -62,21 +63,10 @@ log = logging.getLogger("vibeinsight.flow")
 tracing.setup()
 
 
-def _transient(task, task_run, state) -> bool:
-    """Retry what may pass (I/O, a busy machine), never a rejected or broken input."""
-    try:
-        state.result()
-    except PipelineError as exc:
-        return exc.code in {"storage_failed", "transcription_failed", "internal"}
-    except Exception:  # noqa: BLE001 - an unknown error may pass on a retry
-        return True
-    return False
-
-
 RETRY = dict(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient, cache_policy=NO_CACHE)
 # Every task has a timeout (seconds), a backstop behind the ffmpeg, storage and API timeouts inside
 # them: a 2 GiB download, a 4-hour transcode or an API's retries fit well within these.
-TIMEOUT_S = {"ingest": 1800, "transcode": 1800, "transcribe-chunk": 1800, "analyze": 1800, "publish": 300}
+TIMEOUT_S = {"ingest": 1800, "transcode": 1800, "transcribe-chunk": CHUNK_TIMEOUT_S, "analyze": 1800, "publish": 300}
 
 
 class Run:
@@ -100,6 +90,7 @@ class Run:
         self.api_usage: list[ServiceUsage] = []  # one entry per billed chunk or analysis
         self.source_sha256 = ""
         self.warnings: list[str] = []
+        self.parts: list[PartInfo] | None = None  # the part runs, when the transcription fanned out
 
     def content_id(self) -> str:
         """The audio the chunks come from: the upload's hash and how it was transcoded."""
@@ -222,53 +213,6 @@ def transcode(source: SourceInfo, run: Run) -> TranscodeInfo:
                              speech_s=round(out.speech_s, 3))
 
 
-def chunk_cache_key(context, parameters: dict) -> str:
-    """A chunk's transcript is reused when the session, the chunk's content and the settings match.
-
-    The content is named by the upload's sha256, the chunk's span and track and the transcode
-    settings: Ogg gives every encode a random stream serial, so the chunk file's own bytes differ
-    from run to run even when the audio in it does not.
-    """
-    job: ChunkJob = parameters["job"]
-    transcriber: Transcriber = parameters["transcriber"]
-    spec = json.dumps([parameters["session_id"], parameters["content_id"], job.offset, job.duration, job.speaker,
-                       job.vocabulary, job.turns, parameters["language"], transcriber.model_name, transcriber.cache_fields()],
-                      sort_keys=True, default=str)
-    return "chunk-" + hashlib.sha256(spec.encode()).hexdigest()
-
-
-# Cached results persist so a retried or re-run session never pays for a finished chunk twice;
-# with a remote bucket they persist there (transcribe() sets result_storage), because a Fly Machine's
-# disk does not outlive its run.
-CHUNK = dict(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient,
-             cache_key_fn=chunk_cache_key, cache_expiration=timedelta(days=7), persist_result=True)
-
-
-@task(name="transcribe-chunk", timeout_seconds=TIMEOUT_S["transcribe-chunk"], **CHUNK)
-def transcribe_chunk(job: ChunkJob, language: str | None, transcriber: Transcriber, progress, spent,
-                     session_id: str, content_id: str, api_limit: str) -> ChunkTranscript:
-    """One chunk; `spent(usage)` hears what it was billed, failed or not (a cache hit never runs this)."""
-    # A Prefect global concurrency limit shared by every run of the pool keeps one busy hour from
-    # becoming a 429 storm (create it with `prefect gcl create NAME --limit N`; absent, no cap).
-    from prefect.concurrency.sync import concurrency
-
-    slot = concurrency(api_limit, occupy=1, strict=False) if transcriber.api_service() else nullcontext()
-    with tracing.span("chunk", session_id, chunk=job.index, offset_s=job.offset, duration_s=round(job.duration, 3),
-                      bytes=job.path.stat().st_size, speaker=job.speaker):
-        try:
-            with slot:
-                result = transcriber.transcribe(job, language, on_progress=lambda s: progress(job.index, s))
-        except Exception as exc:
-            if (usage := getattr(exc, "usage", None)) is not None:  # billed though it failed
-                spent(usage)
-            if isinstance(exc, PipelineError):
-                raise
-            raise TranscriptionFailed(f"chunk {job.index}: {exc}") from exc
-        if result.usage:
-            spent(result.usage)
-        return result
-
-
 class SpeakerRequest(BaseModel):
     """What the caller said about the speakers: an exact count, an upper bound, or neither."""
 
@@ -282,34 +226,11 @@ def transcribe(compact: TranscodeInfo, language: str, run: Run, vocabulary: list
     with run.stage("transcribe"):
         lang = run.transcriber.check_language(language)
         by_channel = len(compact.tracks) > 1
-        # A mono mix is diarized first: with auto language the turns shape the decoding windows.
-        found = diarize_in_time(compact, run, who) if not by_channel and run.settings.diarize.mode != "off" else None
-        jobs = [ChunkJob(index=c.index, path=run.workspace / c.key, offset=c.start, duration=c.end - c.start,
-                         speaker=c.track if by_channel else None, vocabulary=vocabulary or None,
-                         turns=found.turns_between(c.start, c.end) if found and lang is None else None)
-                for c in compact.chunks]
-        total = sum(j.duration for j in jobs) or 1.0
-        done = {j.index: 0.0 for j in jobs}
-
-        def progress(index: int, seconds: float) -> None:
-            done[index] = seconds
-            run.reporter.report("transcribe", sum(done.values()) / total)
-
-        # Chunks in parallel up to the transcriber's own limit (threads: the work is I/O or native code).
-        chunk_task = transcribe_chunk
-        if (results_in_bucket := registry.result_storage(run.storage)) is not None:
-            chunk_task = transcribe_chunk.with_options(result_storage=results_in_bucket)
-        with ThreadPoolTaskRunner(max_workers=run.transcriber.parallel_chunks()) as runner:
-            futures = [runner.submit(chunk_task, dict(
-                job=job, language=lang, transcriber=run.transcriber, progress=progress, spent=run.api_usage.append,
-                session_id=run.session_id, content_id=run.content_id(), api_limit=run.settings.api_concurrency_limit))
-                for job in jobs]
-            for f in futures:  # every chunk runs to its end: a failed one leaves the others' (paid) work counted
-                f.wait()
-        failed = next((f for f in futures if not f.state.is_completed()), None)
-        if failed is not None:
-            failed.result()  # raises the chunk's own error
-        results = [f.result() for f in futures]
+        speakers = not by_channel and run.settings.diarize.mode != "off"
+        if fan_out.pays(compact, run):  # a long recording on the pool: parts in their own Machines
+            results, found = fan_out.transcribe_parts(compact, language, run, vocabulary, who, speakers)
+        else:
+            results, found = _transcribe_here(compact, lang, run, vocabulary, who, speakers)
         transcript = merge_chunks(results, run.transcriber.model_name, lang)
         transcript.vocabulary = vocabulary or None
         if by_channel:
@@ -320,6 +241,29 @@ def transcribe(compact: TranscodeInfo, language: str, run: Run, vocabulary: list
                                                      requested_speakers=who.speakers,
                                                      max_speakers=who.max_speakers or run.settings.diarize.max_speakers)
         return transcript, results
+
+
+def _transcribe_here(compact: TranscodeInfo, lang: str | None, run: Run, vocabulary: list[str] | None,
+                     who: SpeakerRequest, speakers: bool) -> tuple[list[ChunkTranscript], Diarization | None]:
+    """Every chunk in this run's own process."""
+    # A mono mix is diarized first: with auto language the turns shape the decoding windows.
+    found = diarize_in_time(compact, run, who) if speakers else None
+    by_channel = len(compact.tracks) > 1
+    jobs = [ChunkJob(index=c.index, path=run.workspace / c.key, offset=c.start, duration=c.end - c.start,
+                     speaker=c.track if by_channel else None, vocabulary=vocabulary or None,
+                     turns=found.turns_between(c.start, c.end) if found and lang is None else None)
+            for c in compact.chunks]
+    total = sum(j.duration for j in jobs) or 1.0
+    done = {j.index: 0.0 for j in jobs}
+
+    def progress(index: int, seconds: float) -> None:
+        done[index] = seconds
+        run.reporter.report("transcribe", sum(done.values()) / total)
+
+    results = run_chunks(jobs, lang, run.transcriber, run.storage, progress, run.api_usage.append,
+                         session_id=run.session_id, content_id=run.content_id(),
+                         api_limit=run.settings.api_concurrency_limit)
+    return results, found
 
 
 @task(name="diarize", cache_policy=NO_CACHE)  # its timeout is a setting: with_options at the call
@@ -472,6 +416,7 @@ def _process(source: str, session_id: str | None, user_id: str | None, sid: str,
         doc.source = ingest(source, run)
         doc.transcode = transcode(doc.source, run)
         doc.transcript, chunk_results = transcribe(doc.transcode, language, run, vocabulary, who)
+        doc.parts = run.parts
         doc.analysis = analyze(doc.transcript, doc.source, run)
         doc.usage = usage_of(doc, run)
         doc.warnings += run.warnings

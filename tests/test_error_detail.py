@@ -48,7 +48,7 @@ def test_an_upstream_error_leaves_its_detail_in_the_logs_only(home, audio, monke
     assert state.is_failed()
 
     doc = json.loads((home / "bucket" / "results" / f"{sid}.json").read_text())
-    assert doc["schema_version"] == "1.2" and doc["status"] == "FAILED"
+    assert doc["schema_version"] == "1.3" and doc["status"] == "FAILED"
     assert doc["error"] == {"code": "api_unavailable", "message": user_message("api_unavailable", "en"),
                             "stage": "transcribe"}
     published = json.dumps(doc)

@@ -58,7 +58,7 @@ def test_english_recording_end_to_end(home, audio, references):
     state = run(src, session_id="5b0f3c52-3f7e-4c43-9a43-1d2c8c7f0a01", user_id="0e7f1a9e-3d53-4f3c-8d2f-3f0f6c9e2b11")
     assert state.is_completed(), state.message
     doc = ResultDocument.model_validate(state.result())
-    assert doc.status is Status.COMPLETED and doc.schema_version == "1.2"
+    assert doc.status is Status.COMPLETED and doc.schema_version == "1.3"
     w = wer(references["jfk.flac"]["reference"], doc.transcript.text)
     print(f"WER jfk {w:.3f}")
     assert w <= WER_JFK

@@ -37,7 +37,7 @@ def test_mono_recording_gets_speakers_languages_and_words(home, ja_then_en):
     t = doc.transcript
     for s in t.segments:
         print(s.start, s.end, s.speaker, s.language, s.text)
-    assert doc.schema_version == "1.2" and doc.status is Status.COMPLETED
+    assert doc.schema_version == "1.3" and doc.status is Status.COMPLETED
     assert t.diarization.method == "embeddings" and t.diarization.speakers == 2
     assert t.vocabulary == ["Supabase", "ComfyUI"]
     first, second = [s for s in t.segments if s.end <= 11.3], [s for s in t.segments if s.start >= 11.0]

@@ -110,6 +110,7 @@ GROUPS = {
     "status": "Status mirror, observer and reconcile",
     "retry": "Riding out outages and crashes (storage, status database, crashed runs)",
     "flow": "The process-audio flow",
+    "fanout": "Fan-out of a long recording over part runs",
     "web": "The reference web page (`vibeinsight web`)",
     "quota": "Quotas, guard and reports",
 }

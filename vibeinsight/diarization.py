@@ -9,6 +9,8 @@ clusters folded into their nearest neighbour. No torch and nothing downloaded at
 
 Audio comes in blocks (the transcription chunks): `Diarizer.add` keeps only the embeddings of a
 block (768 bytes per 0.75 s of speech), `Diarizer.finish` clusters them all, so memory stays flat.
+A fanned-out run splits the two: each part embeds its blocks (`windows`), the parent `extend`s one
+Diarizer with every part's windows and clusters them together, so a speaker keeps one label.
 """
 
 from __future__ import annotations
@@ -248,8 +250,24 @@ class Diarizer:
             self._centres += [offset + (s + e) / 2 / SAMPLE_RATE for s, e in windows]
             self._embeddings.append(emb)
 
+    def windows(self) -> tuple[list[tuple[float, float]], list[float], np.ndarray]:
+        """What `add` kept so far (speech spans, window centres, their embeddings): the half of the pass
+        a fanned-out part does, for the parent to `extend` one Diarizer with and cluster all together."""
+        with self._lock:
+            emb = np.concatenate(self._embeddings) if self._embeddings else np.zeros((0, 192), np.float32)
+            return list(self._spans), list(self._centres), emb
+
+    def extend(self, spans: list[tuple[float, float]], centres: list[float], embeddings: np.ndarray) -> None:
+        """Windows embedded elsewhere (another part's `windows()`), in the recording's own time."""
+        if len(centres) != len(embeddings):
+            raise ValueError(f"{len(centres)} window centres for {len(embeddings)} embeddings")
+        with self._lock:
+            self._spans += [(float(s), float(e)) for s, e in spans]
+            self._centres += [float(c) for c in centres]
+            self._embeddings.append(np.asarray(embeddings, np.float32).reshape(-1, 192))
+
     def finish(self) -> Diarization:
-        emb = np.concatenate(self._embeddings) if self._embeddings else np.zeros((0, 192), np.float32)
+        _, _, emb = self.windows()
         order = np.argsort(self._centres) if self._centres else np.zeros(0, int)
         centres, emb = np.asarray(self._centres)[order], emb[order]
         labels = cluster(emb, self.num_speakers, self.max_speakers, self.threshold)

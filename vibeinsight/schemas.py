@@ -13,7 +13,8 @@ from vibeinsight.usage import Usage
 
 # 1.1: words, per-segment language and speaker on mono, languages, diarization.
 # 1.2: error.detail removed: users read the code and its fixed sentence; the detail goes to the logs.
-SCHEMA_VERSION = "1.2"
+# 1.3: parts, the part runs a long recording's transcription was fanned out over.
+SCHEMA_VERSION = "1.3"
 
 
 class Status(str, Enum):
@@ -111,6 +112,16 @@ class ErrorInfo(BaseModel):
     stage: str | None = None
 
 
+class PartInfo(BaseModel):
+    """One part run of a fanned-out transcription (1.3)."""
+
+    flow_run_id: str = Field(description="the transcribe-part flow run that delivered the part")
+    chunks: list[int] = Field(description="indices of the part's chunks (transcode.chunks)")
+    audio_s: float = Field(description="seconds of audio in the part")
+    wall_s: float | None = Field(None, description="the part run's own run time, seconds")
+    attempts: int = Field(1, description="runs it took: 2 when the first one crashed or failed")
+
+
 class ResultDocument(BaseModel):
     model_config = ConfigDict(title="VibeInsight result document")
 
@@ -123,6 +134,8 @@ class ResultDocument(BaseModel):
     source: SourceInfo | dict[str, Any] | None = None
     transcode: TranscodeInfo | None = None
     transcript: Transcript | None = None
+    parts: list[PartInfo] | None = Field(None, description="the part runs the transcription was fanned out "
+                                                           "over, in order; None: one run did it all (1.3)")
     analysis: dict[str, Any] | None = Field(None, description="engine plus its metrics")
     usage: Usage = Field(default_factory=Usage)
     timings: dict[str, float] = Field(default_factory=dict)

@@ -295,6 +295,21 @@ class FlowSettings(BaseSettings):
     timeout_s: float = Field(5 * 3600, gt=0, description="longest run of one recording, all stages")
 
 
+class FanoutSettings(BaseSettings):
+    """A long recording's chunks transcribed by several `transcribe-part` runs at once (vibeinsight.fanout)."""
+
+    model_config = SettingsConfigDict(env_prefix="VIBEINSIGHT_FANOUT_", extra="ignore", populate_by_name=True)
+
+    # Only a deployment's run with the chunks in the S3 bucket fans out; `vibeinsight process` never does.
+    mode: Literal["auto", "off"] = Field("auto", validation_alias=AliasChoices("VIBEINSIGHT_FANOUT", "mode"),
+                                         description="auto: fan out a long recording over part runs; off: one run")
+    # Below this much speech one Machine is sooner: a part pays a Machine start and a model load.
+    min_s: float = Field(600.0, ge=0, description="speech (seconds) from which a recording fans out")
+    part_s: float = Field(300.0, gt=0, description="audio (seconds) of one part, cut at chunk boundaries")
+    max_parts: int = Field(16, ge=1, le=100, description="most parts of one recording (parts grow to fit)")
+    poll_s: float = Field(1.0, gt=0, description="how often the parent reads its parts' progress")
+
+
 class FlyWorkerSettings(BaseSettings):
     """The fly-machines worker's own configuration (its environment, never a pool or run variable):
     the only hosts its FLY_API_TOKEN is sent to, and how often it checks the pool's Machines."""
@@ -470,6 +485,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     diarize: DiarizeSettings = Field(default_factory=DiarizeSettings)
     flow: FlowSettings = Field(default_factory=FlowSettings)
+    fanout: FanoutSettings = Field(default_factory=FanoutSettings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
     web: WebSettings = Field(default_factory=WebSettings)
 
