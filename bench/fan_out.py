@@ -192,6 +192,8 @@ class Figures:
     dispatch_s: float  # run created to its Machine's create (the worker's poll and the create call)
     exit_s: float  # flow ended to the Machine's process exit (billed too)
     model_load_s: float  # faster-whisper import + base model load, one core
+    part_overhead_s: float  # a part's Running to its end beyond its compute: model load, chunks in, result out
+    run_overhead_s: float  # a parent's Running to its end beyond its stages (Prefect's own work, status writes)
     compute_per_audio_s: float  # core-seconds of transcription + speaker embeddings per audio second
     ingest_per_audio_s: float  # the parent's download of the upload (here a 16 kHz FLAC)
     transcode_per_audio_s: float
@@ -220,6 +222,11 @@ def figures(m: dict) -> Figures:
         dispatch_s=statistics.median(r["launch"] - r["run_created"] for r in rows),
         exit_s=statistics.median(r["exit"] - r["end"] for r in rows if r["exit"]),
         model_load_s=load,
+        part_overhead_s=statistics.median(
+            (r["end"] - r["running"]) - (t["transcribe"] - load) / duration * p["audio_s"]
+            for r in parts for p in fan["doc"]["parts"] if p["flow_run_id"] == r["flow_run_id"]),
+        run_overhead_s=(m["single"]["machines"][0]["end"] - m["single"]["machines"][0]["running"])
+        - sum(v for k, v in t.items() if k != "diarize"),  # diarize is timed inside transcribe
         compute_per_audio_s=(t["transcribe"] - load) / duration,
         ingest_per_audio_s=t.get("ingest", 0.0) / duration,
         transcode_per_audio_s=t.get("transcode", 0.0) / duration,
@@ -246,13 +253,13 @@ def model(f: Figures, audio_s: float, part_s: float | None, cpus: int = 2, fly_s
     boot = fly_start_s + f.prefect_start_s  # billed from the create on
     head = (f.ingest_per_audio_s + f.transcode_per_audio_s) * audio_s
     if part_s is None or part_s >= audio_s:
-        work = head + f.model_load_s + f.compute_per_audio_s * audio_s / speed + f.finalize_s
+        work = f.run_overhead_s + head + f.model_load_s + f.compute_per_audio_s * audio_s / speed + f.finalize_s
         return {"parts": 0, "time_s": work, "machine_s": boot + work + f.exit_s}
     n = max(1, round(audio_s / part_s))
     each = audio_s / n
     mb = f.compact_bytes_per_s * each / 1e6
-    split = head + mb * n / f.put_mb_s
-    part_work = f.model_load_s + mb / f.get_mb_s + f.compute_per_audio_s * each / speed
+    split = f.run_overhead_s + head + mb * n / f.put_mb_s
+    part_work = f.part_overhead_s + f.compute_per_audio_s * each / speed
     remote = n - 1 if parent_takes_part else n
     ends = [split + dispatch + max(0, i - CREATE_BURST + 1) * CREATE_EVERY_S + boot + part_work for i in range(remote)]
     if parent_takes_part:  # its chunks are on its disk already
@@ -334,6 +341,8 @@ def report(m: dict) -> None:
     print(f"  Prefect start (process start to flow Running):    {f.prefect_start_s:.2f} s")
     print(f"  dispatch (run created to Machine create):         {f.dispatch_s:.2f} s (the worker polls every 1 s)")
     print(f"  flow end to Machine exit:                         {f.exit_s:.2f} s")
+    print(f"  part overhead (Running to end beyond compute): {f.part_overhead_s:.2f} s; parent's beyond its "
+          f"stages: {f.run_overhead_s:.2f} s")
     print(f"  model load (import {m['import_s']:.2f} s + load {m['load_s']:.2f} s, one core): {f.model_load_s:.2f} s")
     mb = f.compact_bytes_per_s * m["part_s"] / 1e6
     print(f"  part transfer ({mb:.1f} MB of 16 kHz PCM chunks): put {f.put_mb_s:.0f} MB/s ({mb / f.put_mb_s:.2f} s), "
