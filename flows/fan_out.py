@@ -126,10 +126,13 @@ def _start(part: PartRun, run: Run, client) -> None:
     from prefect.deployments import run_deployment
 
     part.attempts += 1
+    # a part's Machine is its parent's: the same size and non-secret settings (the run's job variables)
+    job_variables = getattr(get_run_context().flow_run, "job_variables", None) or None
     flow_run = run_deployment(PART_DEPLOYMENT, client=client, timeout=0, as_subflow=True,
                               parameters={"session_id": run.session_id, "part": part.request.model_dump(mode="json")},
                               idempotency_key=f"{run.flow_run_id}:part-{part.request.part}:{part.attempts}",
-                              flow_run_name=f"{run.session_id[:8]}-part-{part.request.part}-{part.attempts}")
+                              flow_run_name=f"{run.session_id[:8]}-part-{part.request.part}-{part.attempts}",
+                              job_variables=job_variables)
     part.flow_run_id = flow_run.id
 
 

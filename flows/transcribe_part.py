@@ -102,7 +102,7 @@ def transcribe_part(session_id: str, part: dict) -> str:
 def _download(storage, req: PartRequest, workspace) -> dict:
     """The part's chunks from the bucket into the run's workspace: {chunk index: path}."""
     def one(c):
-        path = workspace / f"{c.index:05d}-{PurePosixPath(c.key).name}"
+        path = workspace / PurePosixPath(c.key).name  # the parent's name: the chunk's index comes first
         path.write_bytes(storage.get_bytes(c.key))
         return c.index, path
 

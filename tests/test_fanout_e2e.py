@@ -1,0 +1,251 @@
+"""Fan-out end to end on the fly-machines pool (issue 21): a real Prefect server with the deployments of
+prefect.yaml, the Fly worker and its Machines stand-in, SeaweedFS, PostgreSQL for the status rows, the
+status observer, the OpenAI stand-in (tests/fly_stack.py). A two-voice mono mix of ~35 s is fanned out
+with low thresholds (the run's job variables: VIBEINSIGHT_FANOUT_MIN_S / _PART_S), so it splits into
+parts of a few 12 s chunks; the same mix with VIBEINSIGHT_FANOUT=off is the single-run reference."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import datetime, timezone
+
+import psycopg
+import pytest
+
+from tests.fly_stack import RUNS_APP, TERMINAL, FlyStack, fly_stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+FANNED = {"VIBEINSIGHT_FANOUT_MIN_S": "10", "VIBEINSIGHT_FANOUT_PART_S": "15"}
+
+
+@pytest.fixture(scope="module")
+def fly(tmp_path_factory):
+    # Prefect's server cancels a cancelled run's subflow runs in its clean-up loop (20 s by default)
+    saved = os.environ.get("PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS")
+    os.environ["PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS"] = "2"
+    try:
+        with fly_stack(tmp_path_factory.mktemp("fanout-e2e"), mode="fly") as fs:
+            # 8 s chunks: the ~35 s mix becomes several, so parts of ~15 s hold two or more
+            fs.secrets["VIBEINSIGHT_OPENAI_CHUNK_S"] = "8"
+            fs.fly.add_app(RUNS_APP, fs.secrets)
+            yield fs
+    finally:
+        if saved is None:
+            os.environ.pop("PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS", None)
+        else:
+            os.environ["PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS"] = saved
+
+
+@pytest.fixture(scope="module")
+def mix(tmp_path_factory):
+    from tests.speaker_mixes import build, turns_plan
+
+    return build(tmp_path_factory.mktemp("fanout-mix"), "two-voices", turns_plan(["jfk", "ja"], 10, seed=21))
+
+
+def start(fly: FlyStack, audio, env: dict[str, str]) -> tuple[str, str]:
+    """A session as the Edge Function starts it, with these non-secret settings on its Machine: (sid, run)."""
+    from deployments.trigger import _write_pending
+
+    user, sid = str(uuid.uuid4()), str(uuid.uuid4())
+    with psycopg.connect(fly.status_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO auth.users (id) VALUES (%s)", (user,))
+    source = fly.upload(f"uploads/{user}/call.wav", audio)
+    _write_pending(sid, user, "process-audio/api")
+    dep = fly.api("GET", "/deployments/name/process-audio/api")
+    run = fly.api("POST", f"/deployments/{dep['id']}/create_flow_run", {
+        "parameters": {"source": source, "session_id": sid, "user_id": user, "language": "en"},
+        "idempotency_key": sid, "job_variables": {"env": env}})
+    return sid, run["id"]
+
+
+class RowHistory(threading.Thread):
+    """Every (status, progress) the session's row shows, read every 50 ms."""
+
+    def __init__(self, fly: FlyStack, sid: str):
+        super().__init__(daemon=True)
+        from blocks.status_store import PostgresStatusStore
+
+        self.store, self.sid, self.seen, self.stop = PostgresStatusStore(url=fly.status_url), sid, [], False
+
+    def run(self):
+        while not self.stop:
+            if (r := self.store.get(self.sid)) is not None and (not self.seen or self.seen[-1] != (r.status.value, r.progress)):
+                self.seen.append((r.status.value, r.progress))
+            time.sleep(0.05)
+
+
+def parts_of(fly: FlyStack, run_id: str) -> list[dict]:
+    """The transcribe-part runs linked to this parent (as subflow runs of its run_deployment tasks)."""
+    tasks = fly.api("POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
+    linked = {t["id"] for t in tasks if "run_deployment" in (t.get("task_key") or "")}
+    runs = fly.api("POST", "/flow_runs/filter", {"flows": {"name": {"any_": ["transcribe-part"]}}, "limit": 200})
+    return sorted((r for r in runs if r["parent_task_run_id"] in linked), key=lambda r: r["created"])
+
+
+def result(fly: FlyStack, sid: str) -> dict:
+    import json
+
+    return json.loads(fly.s3.block().get_bytes(f"results/{sid}.json"))
+
+
+def wait_gone(fly: FlyStack, timeout_s: float = 90) -> list:
+    deadline = time.monotonic() + timeout_s
+    while fly.fly.live(RUNS_APP) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return fly.fly.live(RUNS_APP)
+
+
+def transcription_requests(fly: FlyStack) -> int:
+    return len(requested_files(fly))
+
+
+def requested_files(fly: FlyStack, since: int = 0) -> list[str]:
+    """The chunk file of each transcription request the OpenAI stand-in received, in arrival order."""
+    return [(r["form"].get("file") or {}).get("filename", "") for r in list(fly.openai.requests)
+            if r["path"] == "/v1/audio/transcriptions"][since:]
+
+
+def state(run: dict) -> str | None:
+    return (run.get("state") or {}).get("type")
+
+
+@pytest.fixture(scope="module")
+def runs(fly: FlyStack, mix):
+    """The same mix once with fan-out off and once fanned out, side by side; the row of the fanned one
+    recorded throughout."""
+    before = transcription_requests(fly)
+    single = start(fly, mix.path, {"VIBEINSIGHT_FANOUT": "off"})
+    fanned = start(fly, mix.path, FANNED)
+    history = RowHistory(fly, fanned[0])
+    history.start()
+    try:
+        states = fly.wait_runs([single[1], fanned[1]], timeout_s=400)
+        fly.row(fanned[0], {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+        time.sleep(0.3)
+    finally:
+        history.stop = True
+        history.join()
+    return dict(single=single, fanned=fanned, states=states, history=history.seen,
+                requests=transcription_requests(fly) - before)
+
+
+def test_a_long_recording_runs_as_one_parent_and_parts_each_in_its_own_machine(fly: FlyStack, runs):
+    (single_sid, single_run), (sid, run_id) = runs["single"], runs["fanned"]
+    assert {s for s, _ in runs["states"].values()} == {"COMPLETED"}, runs["states"]
+    parts = parts_of(fly, run_id)
+    assert 2 <= len(parts) <= 3 and {state(p) for p in parts} == {"COMPLETED"}
+    assert parts_of(fly, single_run) == []  # VIBEINSIGHT_FANOUT=off: one run did it all
+    doc, ref = result(fly, sid), result(fly, single_sid)
+    assert doc["schema_version"] == "1.3" and ref["parts"] is None
+    assert [p["flow_run_id"] for p in doc["parts"]] == [p["id"] for p in parts]
+    chunks = [c["index"] for c in doc["transcode"]["chunks"]]
+    assert [i for p in doc["parts"] for i in p["chunks"]] == chunks and len(chunks) >= len(parts)
+    assert sum(p["audio_s"] for p in doc["parts"]) == pytest.approx(doc["transcode"]["chunks"][-1]["end"], abs=0.01)
+    assert all(p["wall_s"] > 0 and p["attempts"] == 1 for p in doc["parts"])
+    # each run in its own Machine, all destroyed at the end
+    for r in [run_id, *(p["id"] for p in parts)]:
+        (machine,) = fly.fly.by_run(r)
+        assert machine.env["PREFECT__FLOW_RUN_ID"] == r
+    assert wait_gone(fly) == []
+    # every chunk transcribed exactly once per session (no cache shared between sessions)
+    assert runs["requests"] == 2 * len(chunks)
+    # each part's Machine time is booked under the session, as the parent's is
+    from blocks.usage_ledger import SQLiteUsageLedger
+    from vibeinsight.quota import current_month, month_bounds
+
+    (db,) = (fly.tmp / "worker-home").rglob("usage.db")
+    frame = SQLiteUsageLedger(path=str(db)).events(*month_bounds(current_month(datetime.now(timezone.utc)))[:2])
+    booked = frame[(frame["kind"] == "machine_run") & (frame["session_id"] == sid)]
+    assert len(booked) == 1 + len(parts)
+
+
+def test_the_fanned_transcript_and_speakers_equal_the_single_runs(fly: FlyStack, runs):
+    doc, ref = result(fly, runs["fanned"][0]), result(fly, runs["single"][0])
+    got, want = doc["transcript"], ref["transcript"]
+    assert got["text"] == want["text"]
+    assert [(s["start"], s["end"], s["text"]) for s in got["segments"]] == \
+        [(s["start"], s["end"], s["text"]) for s in want["segments"]]
+    # two voices, one clustering over all parts: the same labels as the single run, across parts
+    assert got["diarization"] == want["diarization"] and got["diarization"]["speakers"] == 2
+    assert [s["speaker"] for s in got["segments"]] == [s["speaker"] for s in want["segments"]]
+    by_part = [{s["speaker"] for s in got["segments"] if p["chunks"][0] <= _chunk_of(doc, s) <= p["chunks"][-1]}
+               for p in doc["parts"]]
+    assert set.union(*by_part) == {"S1", "S2"}
+
+
+def _chunk_of(doc: dict, segment: dict) -> int:
+    return next(c["index"] for c in doc["transcode"]["chunks"] if c["start"] <= segment["start"] < c["end"] + 1e-6)
+
+
+def test_the_rows_progress_never_goes_down_and_parts_never_write_it(runs):
+    history = runs["history"]
+    progress = [p for s, p in history if s == "RUNNING"]
+    assert progress == sorted(progress) and len(set(progress)) >= 4, history
+    assert history[-1] == ("COMPLETED", 100)
+    assert all(s in ("PENDING", "RUNNING", "COMPLETED") for s, _ in history), history  # no part's COMPLETED early
+    assert [s for s, _ in history].index("COMPLETED") == len(history) - 1
+
+
+def test_a_part_machine_killed_mid_run_is_run_again_with_its_finished_chunks_from_the_cache(fly: FlyStack, mix):
+    """One chunk in flight per part (VIBEINSIGHT_OPENAI_CONCURRENCY=1), parts of two chunks or more: each
+    part's Machine is killed once its first chunk is done (its second was sent)."""
+    before = transcription_requests(fly)
+    fly.openai.delay_s = 3
+    try:
+        sid, run_id = start(fly, mix.path, {**FANNED, "VIBEINSIGHT_OPENAI_CONCURRENCY": "1"})
+        deadline = time.monotonic() + 240
+        while True:
+            parts = parts_of(fly, run_id)
+            names = [{c["key"].rsplit("/", 1)[-1] for c in p["parameters"]["part"]["chunks"]} for p in parts]
+            sent = requested_files(fly, before)
+            if len(parts) >= 2 and all(len(n & set(sent)) >= 2 for n in names):
+                break
+            assert time.monotonic() < deadline, "the parts never reached their second chunk"
+            time.sleep(0.05)
+        for p in parts:
+            for m in fly.fly.by_run(p["id"]):
+                fly.fly.kill(m.id)
+        # chunks run one at a time, so all but each part's last request had been answered (and cached)
+        finished = {f for n in names for f in [x for x in sent if x in n][:-1]}
+        (final, _), = fly.wait_runs([run_id], timeout_s=300).values()
+    finally:
+        fly.openai.delay_s = 0
+    assert final == "COMPLETED"
+    assert {state(p) for p in parts_of(fly, run_id)[:len(parts)]} == {"CRASHED"}
+    doc = result(fly, sid)
+    assert all(p["attempts"] == 2 for p in doc["parts"]) and len(doc["parts"]) == len(parts)
+    counts = Counter(requested_files(fly, before))
+    assert set(counts) == set().union(*names) and finished
+    assert all(counts[f] == 1 for f in finished), counts  # a finished chunk never paid twice
+    assert sum(counts.values()) <= len(counts) + len(parts)  # only the requests the kill cut off again
+    cached = fly.api("POST", "/task_runs/filter", {
+        "flow_runs": {"id": {"any_": [p["flow_run_id"] for p in doc["parts"]]}},
+        "task_runs": {"state": {"name": {"any_": ["Cached"]}}}})
+    assert len(cached) >= len(finished)  # they came back from the bucket's cache
+    assert wait_gone(fly) == []
+
+
+def test_cancelling_the_parent_cancels_its_parts_and_leaves_no_machine(fly: FlyStack, mix):
+    fly.openai.delay_s = 20
+    try:
+        sid, run_id = start(fly, mix.path, FANNED)
+        deadline = time.monotonic() + 240
+        while not (fly.openai.in_flight and len(parts_of(fly, run_id)) >= 2):  # the parts are transcribing
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        fly.api("POST", f"/flow_runs/{run_id}/set_state", {"state": {"type": "CANCELLING"}, "force": True})
+        fly.wait_runs([run_id], timeout_s=120)
+        parts = [p["id"] for p in parts_of(fly, run_id)]
+        states = fly.wait_runs(parts, timeout_s=120, want=TERMINAL)
+    finally:
+        fly.openai.delay_s = 0
+    assert fly.states([run_id]) == {run_id: "CANCELLED"}
+    assert {s for s, _ in states.values()} == {"CANCELLED"}
+    assert fly.row(sid, {"CANCELLED"}).status.value == "CANCELLED"
+    assert wait_gone(fly) == []
