@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from prefect.context import get_run_context
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 
 from blocks.transcriber import ChunkTranscript
 from vibeinsight.diarization import Diarization, Diarizer
@@ -54,7 +56,8 @@ class PartRun:
 def part_deployment_id(run: Run) -> UUID | None:
     """The transcribe-part deployment when this run is itself a deployment's (a Machine of the pool);
     None for `vibeinsight process`, a served flow, or a server without that deployment."""
-    flow_run = get_run_context().flow_run
+    ctx = FlowRunContext.get()
+    flow_run = ctx.flow_run if ctx else None
     if flow_run is None or flow_run.deployment_id is None:
         return None
     from prefect.client.orchestration import get_client
@@ -76,6 +79,9 @@ def pays(compact: TranscodeInfo, run: Run) -> bool:
     return part_deployment_id(run) is not None
 
 
+# A task: the part runs show in the UI as its children. One attempt: a part that crashed is run again
+# inside it, and a re-run of the parent finds its part runs by their idempotency keys.
+@task(name="fan-out", cache_policy=NO_CACHE)
 def transcribe_parts(compact: TranscodeInfo, language: str, run: Run, vocabulary: list[str] | None,
                      who: SpeakerRequest, speakers: bool) -> tuple[list[ChunkTranscript], Diarization | None]:
     """The chunks' transcripts (in chunk order) and, when `speakers`, the diarization over all parts."""
@@ -127,12 +133,13 @@ def _start(part: PartRun, run: Run, client) -> None:
 
     part.attempts += 1
     # a part's Machine is its parent's: the same size and non-secret settings (the run's job variables)
-    job_variables = getattr(get_run_context().flow_run, "job_variables", None) or None
+    ctx = FlowRunContext.get()  # the parent's flow run (this runs inside its fan-out task)
+    job_variables = getattr(ctx.flow_run, "job_variables", None) if ctx else None
     flow_run = run_deployment(PART_DEPLOYMENT, client=client, timeout=0, as_subflow=True,
                               parameters={"session_id": run.session_id, "part": part.request.model_dump(mode="json")},
                               idempotency_key=f"{run.flow_run_id}:part-{part.request.part}:{part.attempts}",
                               flow_run_name=f"{run.session_id[:8]}-part-{part.request.part}-{part.attempts}",
-                              job_variables=job_variables)
+                              job_variables=job_variables or None)
     part.flow_run_id = flow_run.id
 
 
@@ -227,6 +234,9 @@ def _cancel(parts: list[PartRun], client) -> None:
         if p.flow_run_id is None:
             continue
         try:
+            state = client.read_flow_run(p.flow_run_id).state
+            if state is not None and state.is_final():  # a part that failed keeps its own end
+                continue
             client.set_flow_run_state(p.flow_run_id, Cancelling(message="the session's run ended"), force=True)
         except Exception as exc:  # noqa: BLE001
             log.warning("part %d run %s not cancelled: %s", p.request.part, p.flow_run_id, exc)

@@ -24,19 +24,23 @@ def prefect(tmp_path_factory):
         yield lp
 
 
-def test_deploy_all_creates_the_three_deployments(prefect):
-    deps = {f"{d['name']}": d for d in prefect.post("/deployments/filter", {"limit": 50})}
-    assert "api" in deps
-    api = deps["api"]
+def test_deploy_all_creates_the_deployments(prefect):
+    # by entrypoint: process-audio/api and transcribe-part/api share their deployment name
+    deps = {d["entrypoint"].split(":")[1]: d for d in prefect.post("/deployments/filter", {"limit": 50})}
+    assert {"process_audio", "transcribe_part", "quota_report", "reconcile_status"} <= set(deps)
+    api = deps["process_audio"]
+    part = deps["transcribe_part"]
+    assert (part["name"], part["work_pool_name"], part["work_queue_name"]) == ("api", "vibeinsight-fly", "realtime")
+    assert set(part["parameter_openapi_schema"]["properties"]) == {"session_id", "part"}
     assert api["work_pool_name"] == "vibeinsight-fly" and api["work_queue_name"] == "realtime"
     assert api["entrypoint"] == "flows.process_audio:process_audio"
     assert set(api["parameter_openapi_schema"]["properties"]) == {"source", "session_id", "user_id", "language",
                                                                   "vocabulary", "speakers", "max_speakers"}
     assert api["parameter_openapi_schema"]["required"] == ["source"]
     assert api["pull_steps"] == []
-    sched = deps["daily"]["schedules"][0]["schedule"]
+    sched = deps["quota_report"]["schedules"][0]["schedule"]
     assert sched["cron"] == "0 9 * * *" and sched["timezone"] == "Asia/Tokyo"
-    assert deps["every-5m"]["schedules"][0]["schedule"]["interval"] == 300
+    assert deps["reconcile_status"]["schedules"][0]["schedule"]["interval"] == 300
     queues = {q["name"]: q["priority"] for q in prefect.post("/work_pools/vibeinsight-fly/queues/filter", {})}
     assert queues["realtime"] < queues["default"]  # uploads before reports
     assert prefect.get("/work_pools/vibeinsight-fly")["type"] == "process"  # the local stand-in for fly-machines

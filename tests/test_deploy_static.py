@@ -73,10 +73,14 @@ def test_prefect_yaml_and_pool_template():
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     assert spec["build"] is None and spec["push"] is None
     deps = {(d["entrypoint"].split(":")[1], d["name"]) for d in spec["deployments"]}
-    assert deps == {("process_audio", "api"), ("quota_report", "daily"), ("reconcile_status", "every-5m")}
-    pools = {d["name"]: d["work_pool"]["name"] for d in spec["deployments"]}  # no templating: `prefect deploy --all` needs no env
-    # a run Machine holds run credentials only: the operators' flows (service role key) run on the worker app
-    assert pools == {"api": "vibeinsight-fly", "daily": "vibeinsight-ops", "every-5m": "vibeinsight-ops"}
+    assert deps == {("process_audio", "api"), ("transcribe_part", "api"), ("quota_report", "daily"),
+                    ("reconcile_status", "every-5m")}
+    # no templating: `prefect deploy --all` needs no env
+    pools = {d["entrypoint"].split(":")[1]: d["work_pool"]["name"] for d in spec["deployments"]}
+    # a run Machine holds run credentials only: the operators' flows (service role key) run on the worker app;
+    # a fanned-out recording's parts run like their parent, each in a Machine of the runs' pool
+    assert pools == {"process_audio": "vibeinsight-fly", "transcribe_part": "vibeinsight-fly",
+                     "quota_report": "vibeinsight-ops", "reconcile_status": "vibeinsight-ops"}
     for d in spec["deployments"]:
         path = ROOT / (d["entrypoint"].split(":")[0].replace(".", "/") + ".py")  # module entrypoints
         assert path.is_file(), path

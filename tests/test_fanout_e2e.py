@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 import psycopg
 import pytest
 
-from tests.fly_stack import RUNS_APP, TERMINAL, FlyStack, fly_stack
+from tests.fake_openai import error
+from tests.fly_stack import RUNS_APP, FlyStack, fly_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -48,8 +49,9 @@ def mix(tmp_path_factory):
     return build(tmp_path_factory.mktemp("fanout-mix"), "two-voices", turns_plan(["jfk", "ja"], 10, seed=21))
 
 
-def start(fly: FlyStack, audio, env: dict[str, str]) -> tuple[str, str]:
-    """A session as the Edge Function starts it, with these non-secret settings on its Machine: (sid, run)."""
+def start(fly: FlyStack, audio, env: dict[str, str], tag: str) -> tuple[str, str]:
+    """A session as the Edge Function starts it, with these non-secret settings on its Machine: (sid, run).
+    Its vocabulary term `tag` reaches the OpenAI stand-in as the prompt: each request names its session."""
     from deployments.trigger import _write_pending
 
     user, sid = str(uuid.uuid4()), str(uuid.uuid4())
@@ -59,7 +61,7 @@ def start(fly: FlyStack, audio, env: dict[str, str]) -> tuple[str, str]:
     _write_pending(sid, user, "process-audio/api")
     dep = fly.api("GET", "/deployments/name/process-audio/api")
     run = fly.api("POST", f"/deployments/{dep['id']}/create_flow_run", {
-        "parameters": {"source": source, "session_id": sid, "user_id": user, "language": "en"},
+        "parameters": {"source": source, "session_id": sid, "user_id": user, "language": "en", "vocabulary": [tag]},
         "idempotency_key": sid, "job_variables": {"env": env}})
     return sid, run["id"]
 
@@ -101,43 +103,91 @@ def wait_gone(fly: FlyStack, timeout_s: float = 90) -> list:
     return fly.fly.live(RUNS_APP)
 
 
-def transcription_requests(fly: FlyStack) -> int:
-    return len(requested_files(fly))
-
-
-def requested_files(fly: FlyStack, since: int = 0) -> list[str]:
-    """The chunk file of each transcription request the OpenAI stand-in received, in arrival order."""
+def requested_files(fly: FlyStack, tag: str) -> list[str]:
+    """The chunk file of each transcription request of one session (its prompt names it), in arrival order."""
     return [(r["form"].get("file") or {}).get("filename", "") for r in list(fly.openai.requests)
-            if r["path"] == "/v1/audio/transcriptions"][since:]
+            if r["path"] == "/v1/audio/transcriptions" and tag in str(r["form"].get("prompt") or "")]
 
 
 def state(run: dict) -> str | None:
     return (run.get("state") or {}).get("type")
 
 
+def chunk_names(part: dict) -> set[str]:
+    return {c["key"].rsplit("/", 1)[-1] for c in part["parameters"]["part"]["chunks"]}
+
+
 @pytest.fixture(scope="module")
 def runs(fly: FlyStack, mix):
-    """The same mix once with fan-out off and once fanned out, side by side; the row of the fanned one
-    recorded throughout."""
-    before = transcription_requests(fly)
-    single = start(fly, mix.path, {"VIBEINSIGHT_FANOUT": "off"})
-    fanned = start(fly, mix.path, FANNED)
-    history = RowHistory(fly, fanned[0])
-    history.start()
+    """Four sessions of the same mix at once, each request of theirs told apart by its prompt:
+    - single: VIBEINSIGHT_FANOUT=off, the reference;
+    - fanned: fanned out, its row recorded throughout;
+    - killed: fanned out, one chunk in flight per part (VIBEINSIGHT_OPENAI_CONCURRENCY=1); a part's
+      Machine is killed once its first chunk is done and before its last is sent;
+    - cancelled: fanned out, the parent cancelled once its parts have their Machines;
+    - failed: fanned out, every transcription request of its refused (OpenAI quota exhausted).
+    The stand-in answers each request after 3 s, so the parts are caught mid-run."""
+    fly.openai.delay_s = 3
+    answer = fly.openai.handle
+
+    def out_of_quota(rec: dict):  # the "failed" session's account has no quota left: OpenAI's 429
+        if "tagfailed" in str(rec["form"].get("prompt") or ""):
+            return 429, {}, error("You exceeded your current quota, please check your plan and billing details.",
+                                  "insufficient_quota", "insufficient_quota")
+        return answer(rec)
+
+    fly.openai.handle = out_of_quota
+    out: dict = {}
     try:
-        states = fly.wait_runs([single[1], fanned[1]], timeout_s=400)
-        fly.row(fanned[0], {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+        for name, env in (("single", {"VIBEINSIGHT_FANOUT": "off"}), ("fanned", FANNED),
+                          ("killed", {**FANNED, "VIBEINSIGHT_OPENAI_CONCURRENCY": "1"}), ("cancelled", FANNED),
+                          ("failed", FANNED)):
+            out[name] = start(fly, mix.path, env, f"tag{name}")
+        history = RowHistory(fly, out["fanned"][0])
+        history.start()
+        killed_run, cancelled_run = out["killed"][1], out["cancelled"][1]
+        kill: dict = {}
+        cancelled = False
+        deadline = time.monotonic() + 400
+        while not (kill and cancelled):
+            assert time.monotonic() < deadline, f"no kill {kill} or cancel {cancelled}; logs in {fly.logs}"
+            if not kill:
+                parts = parts_of(fly, killed_run)
+                sent = requested_files(fly, "tagkilled")
+                # a part with its first chunk done (its second sent) and more still to send: surely mid-run
+                mid = [p for p in parts if 2 <= len(chunk_names(p) & set(sent)) < len(chunk_names(p))]
+                if mid:
+                    for p in mid:
+                        for m in fly.fly.by_run(p["id"]):
+                            fly.fly.kill(m.id)
+                    # chunks run one at a time: all but a part's last request had been answered (and cached)
+                    kill = dict(parts={p["id"] for p in mid}, finished={
+                        f for p in mid for f in [x for x in sent if x in chunk_names(p)][:-1]})
+            if not cancelled:
+                parts = parts_of(fly, cancelled_run)
+                if len(parts) >= 2 and all(fly.fly.by_run(p["id"]) for p in parts):
+                    fly.api("POST", f"/flow_runs/{cancelled_run}/set_state",
+                            {"state": {"type": "CANCELLING"}, "force": True})
+                    cancelled = True
+            time.sleep(0.05)
+        out["states"] = fly.wait_runs([out[n][1] for n in ("single", "fanned", "killed", "cancelled", "failed")],
+                                      timeout_s=400)
+        out["kill"] = kill
+        fly.row(out["fanned"][0], {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
         time.sleep(0.3)
-    finally:
         history.stop = True
         history.join()
-    return dict(single=single, fanned=fanned, states=states, history=history.seen,
-                requests=transcription_requests(fly) - before)
+        out["history"] = history.seen
+        out["cancelled_parts"] = fly.wait_runs([p["id"] for p in parts_of(fly, cancelled_run)], timeout_s=120)
+    finally:
+        fly.openai.delay_s = 0
+        fly.openai.handle = answer
+    return out
 
 
 def test_a_long_recording_runs_as_one_parent_and_parts_each_in_its_own_machine(fly: FlyStack, runs):
     (single_sid, single_run), (sid, run_id) = runs["single"], runs["fanned"]
-    assert {s for s, _ in runs["states"].values()} == {"COMPLETED"}, runs["states"]
+    assert runs["states"][single_run][0] == runs["states"][run_id][0] == "COMPLETED", runs["states"]
     parts = parts_of(fly, run_id)
     assert 2 <= len(parts) <= 3 and {state(p) for p in parts} == {"COMPLETED"}
     assert parts_of(fly, single_run) == []  # VIBEINSIGHT_FANOUT=off: one run did it all
@@ -153,15 +203,21 @@ def test_a_long_recording_runs_as_one_parent_and_parts_each_in_its_own_machine(f
         (machine,) = fly.fly.by_run(r)
         assert machine.env["PREFECT__FLOW_RUN_ID"] == r
     assert wait_gone(fly) == []
-    # every chunk transcribed exactly once per session (no cache shared between sessions)
-    assert runs["requests"] == 2 * len(chunks)
+    # every chunk transcribed once, whether by one run or by the parts
+    for tag in ("tagsingle", "tagfanned"):
+        assert sorted(Counter(requested_files(fly, tag)).values()) == [1] * len(chunks)
     # each part's Machine time is booked under the session, as the parent's is
     from blocks.usage_ledger import SQLiteUsageLedger
     from vibeinsight.quota import current_month, month_bounds
 
     (db,) = (fly.tmp / "worker-home").rglob("usage.db")
-    frame = SQLiteUsageLedger(path=str(db)).events(*month_bounds(current_month(datetime.now(timezone.utc)))[:2])
-    booked = frame[(frame["kind"] == "machine_run") & (frame["session_id"] == sid)]
+    deadline = time.monotonic() + 30  # the worker books a Machine once it has seen it exit
+    while True:
+        frame = SQLiteUsageLedger(path=str(db)).events(*month_bounds(current_month(datetime.now(timezone.utc)))[:2])
+        booked = frame[(frame["kind"] == "machine_run") & (frame["session_id"] == sid)]
+        if len(booked) >= 1 + len(parts) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert len(booked) == 1 + len(parts)
 
 
@@ -192,60 +248,44 @@ def test_the_rows_progress_never_goes_down_and_parts_never_write_it(runs):
     assert [s for s, _ in history].index("COMPLETED") == len(history) - 1
 
 
-def test_a_part_machine_killed_mid_run_is_run_again_with_its_finished_chunks_from_the_cache(fly: FlyStack, mix):
-    """One chunk in flight per part (VIBEINSIGHT_OPENAI_CONCURRENCY=1), parts of two chunks or more: each
-    part's Machine is killed once its first chunk is done (its second was sent)."""
-    before = transcription_requests(fly)
-    fly.openai.delay_s = 3
-    try:
-        sid, run_id = start(fly, mix.path, {**FANNED, "VIBEINSIGHT_OPENAI_CONCURRENCY": "1"})
-        deadline = time.monotonic() + 240
-        while True:
-            parts = parts_of(fly, run_id)
-            names = [{c["key"].rsplit("/", 1)[-1] for c in p["parameters"]["part"]["chunks"]} for p in parts]
-            sent = requested_files(fly, before)
-            if len(parts) >= 2 and all(len(n & set(sent)) >= 2 for n in names):
-                break
-            assert time.monotonic() < deadline, "the parts never reached their second chunk"
-            time.sleep(0.05)
-        for p in parts:
-            for m in fly.fly.by_run(p["id"]):
-                fly.fly.kill(m.id)
-        # chunks run one at a time, so all but each part's last request had been answered (and cached)
-        finished = {f for n in names for f in [x for x in sent if x in n][:-1]}
-        (final, _), = fly.wait_runs([run_id], timeout_s=300).values()
-    finally:
-        fly.openai.delay_s = 0
-    assert final == "COMPLETED"
-    assert {state(p) for p in parts_of(fly, run_id)[:len(parts)]} == {"CRASHED"}
+def test_a_part_machine_killed_mid_run_is_run_again_with_its_finished_chunks_from_the_cache(fly: FlyStack, runs):
+    sid, run_id = runs["killed"]
+    kill = runs["kill"]
+    assert runs["states"][run_id][0] == "COMPLETED"
+    assert {state(p) for p in parts_of(fly, run_id) if p["id"] in kill["parts"]} == {"CRASHED"}
     doc = result(fly, sid)
-    assert all(p["attempts"] == 2 for p in doc["parts"]) and len(doc["parts"]) == len(parts)
-    counts = Counter(requested_files(fly, before))
-    assert set(counts) == set().union(*names) and finished
-    assert all(counts[f] == 1 for f in finished), counts  # a finished chunk never paid twice
-    assert sum(counts.values()) <= len(counts) + len(parts)  # only the requests the kill cut off again
+    reruns = [p for p in doc["parts"] if p["attempts"] == 2]
+    assert len(reruns) == len(kill["parts"]) and not {p["flow_run_id"] for p in reruns} & kill["parts"]
+    counts = Counter(requested_files(fly, "tagkilled"))
+    assert len(counts) == len(doc["transcode"]["chunks"]) and kill["finished"]
+    assert all(counts[f] == 1 for f in kill["finished"]), counts  # a finished chunk never paid twice
+    assert sum(counts.values()) <= len(counts) + len(kill["parts"])  # only the requests the kill cut off again
     cached = fly.api("POST", "/task_runs/filter", {
-        "flow_runs": {"id": {"any_": [p["flow_run_id"] for p in doc["parts"]]}},
+        "flow_runs": {"id": {"any_": [p["flow_run_id"] for p in reruns]}},
         "task_runs": {"state": {"name": {"any_": ["Cached"]}}}})
-    assert len(cached) >= len(finished)  # they came back from the bucket's cache
+    assert len(cached) >= len(kill["finished"])  # they came back from the bucket's cache
     assert wait_gone(fly) == []
 
 
-def test_cancelling_the_parent_cancels_its_parts_and_leaves_no_machine(fly: FlyStack, mix):
-    fly.openai.delay_s = 20
-    try:
-        sid, run_id = start(fly, mix.path, FANNED)
-        deadline = time.monotonic() + 240
-        while not (fly.openai.in_flight and len(parts_of(fly, run_id)) >= 2):  # the parts are transcribing
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        fly.api("POST", f"/flow_runs/{run_id}/set_state", {"state": {"type": "CANCELLING"}, "force": True})
-        fly.wait_runs([run_id], timeout_s=120)
-        parts = [p["id"] for p in parts_of(fly, run_id)]
-        states = fly.wait_runs(parts, timeout_s=120, want=TERMINAL)
-    finally:
-        fly.openai.delay_s = 0
-    assert fly.states([run_id]) == {run_id: "CANCELLED"}
-    assert {s for s, _ in states.values()} == {"CANCELLED"}
+def test_cancelling_the_parent_cancels_its_parts_and_leaves_no_machine(fly: FlyStack, runs):
+    sid, run_id = runs["cancelled"]
+    assert runs["states"][run_id][0] == "CANCELLED"
+    assert {s for s, _ in runs["cancelled_parts"].values()} == {"CANCELLED"} and len(runs["cancelled_parts"]) >= 2
     assert fly.row(sid, {"CANCELLED"}).status.value == "CANCELLED"
+    assert wait_gone(fly) == []
+
+
+def test_a_part_that_fails_twice_fails_the_session_with_its_code(fly: FlyStack, runs):
+    sid, run_id = runs["failed"]
+    assert runs["states"][run_id][0] == "FAILED"
+    parts = parts_of(fly, run_id)
+    by_part: dict = {}
+    for p in parts:
+        by_part.setdefault(p["parameters"]["part"]["part"], []).append(state(p))
+    assert ["FAILED", "FAILED"] in by_part.values(), by_part  # run again once, then the session fails
+    assert all(len(states) <= 2 for states in by_part.values())
+    row = fly.row(sid, {"FAILED"})
+    assert row.error_code == "api_quota_exhausted"  # the part's own code, not a generic one
+    doc = result(fly, sid)
+    assert doc["status"] == "FAILED" and doc["error"]["code"] == "api_quota_exhausted"
     assert wait_gone(fly) == []

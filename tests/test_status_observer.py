@@ -139,3 +139,26 @@ def test_the_rows_sentence_is_in_the_runs_language(tmp_path):
     asyncio.run(go())
     assert store.get(sid_ja).error_message == user_message("crashed", "ja") != user_message("crashed")
     assert store.get(sid_en).error_message == user_message("crashed")
+
+
+def test_a_fanned_out_part_run_never_writes_the_sessions_row(tmp_path):
+    """transcribe-part runs carry the session's id (the ledger books them under it) but the row is the
+    parent's alone: their events are skipped, whatever their state."""
+    part, parent, sid = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    obs, store = _observer(tmp_path, {part: RunSession(sid, "u1"), parent: RunSession(sid, "u1")},
+                           terminal_grace_s=0)
+
+    def flow_event(run_id: str, state_type: str, flow: str) -> Event:
+        ev = _event(run_id, state_type, T0)
+        return ev.model_copy(update={"related": [*ev.related, {"prefect.resource.id": f"prefect.flow.{uuid.uuid4()}",
+                                                               "prefect.resource.role": "flow",
+                                                               "prefect.resource.name": flow}]})
+
+    async def go():
+        for state_type in ("RUNNING", "CRASHED", "COMPLETED"):
+            await obs.handle(flow_event(part, state_type, "transcribe-part"))
+        await obs.handle(flow_event(parent, "RUNNING", "process-audio"))
+
+    asyncio.run(go())
+    assert [(u.flow_run_id, u.status) for u, _ in store.sent] == [(parent, Status.RUNNING)]
+    assert obs.skipped == 3
