@@ -237,7 +237,7 @@ def figures(m: dict) -> Figures:
 
 
 def model(f: Figures, audio_s: float, part_s: float | None, cpus: int = 2, fly_start_s: float = 10.0,
-          parent_takes_part: bool = False) -> dict:
+          parent_takes_part: bool = False, query_s: float = FLY_QUERY_S) -> dict:
     """A recording of `audio_s` on Fly Machines of `cpus` dedicated vCPUs, in parts of `part_s` (None:
     one Machine does it all). Returns the time from the run's start (Running) to COMPLETED and the
     Machine seconds billed (every Machine from its create to its process exit).
@@ -249,7 +249,7 @@ def model(f: Figures, audio_s: float, part_s: float | None, cpus: int = 2, fly_s
     `parent_takes_part`: a what-if, not what flows/fan_out.py does: the parent transcribes the first
     part itself while it waits (one Machine start, model load and exit fewer, its idle time used)."""
     speed = TWO_CORE_SPEEDUP if cpus >= 2 else 1.0
-    dispatch = f.dispatch_s + (FLY_QUERY_S - STACK_QUERY_S) / 2
+    dispatch = f.dispatch_s + (query_s - STACK_QUERY_S) / 2
     boot = fly_start_s + f.prefect_start_s  # billed from the create on
     head = (f.ingest_per_audio_s + f.transcode_per_audio_s) * audio_s
     if part_s is None or part_s >= audio_s:
@@ -259,7 +259,7 @@ def model(f: Figures, audio_s: float, part_s: float | None, cpus: int = 2, fly_s
     each = audio_s / n
     mb = f.compact_bytes_per_s * each / 1e6
     split = f.run_overhead_s + head + mb * n / f.put_mb_s
-    part_work = f.part_overhead_s + f.compute_per_audio_s * each / speed
+    part_work = f.model_load_s + mb / f.get_mb_s + f.compute_per_audio_s * each / speed
     remote = n - 1 if parent_takes_part else n
     ends = [split + dispatch + max(0, i - CREATE_BURST + 1) * CREATE_EVERY_S + boot + part_work for i in range(remote)]
     if parent_takes_part:  # its chunks are on its disk already
@@ -341,16 +341,22 @@ def report(m: dict) -> None:
     print(f"  Prefect start (process start to flow Running):    {f.prefect_start_s:.2f} s")
     print(f"  dispatch (run created to Machine create):         {f.dispatch_s:.2f} s (the worker polls every 1 s)")
     print(f"  flow end to Machine exit:                         {f.exit_s:.2f} s")
-    print(f"  part overhead (Running to end beyond compute): {f.part_overhead_s:.2f} s; parent's beyond its "
-          f"stages: {f.run_overhead_s:.2f} s")
-    print(f"  model load (import {m['import_s']:.2f} s + load {m['load_s']:.2f} s, one core): {f.model_load_s:.2f} s")
     mb = f.compact_bytes_per_s * m["part_s"] / 1e6
+    print(f"  a part's Running to end beyond compute at the one run's rate: {f.part_overhead_s:.2f} s (model load "
+          f"and transfer: {f.model_load_s + mb / f.get_mb_s:.2f} s); the parent's beyond its stages: {f.run_overhead_s:.2f} s")
+    print(f"  model load (import {m['import_s']:.2f} s + load {m['load_s']:.2f} s, one core): {f.model_load_s:.2f} s")
     print(f"  part transfer ({mb:.1f} MB of 16 kHz PCM chunks): put {f.put_mb_s:.0f} MB/s ({mb / f.put_mb_s:.2f} s), "
           f"get {f.get_mb_s:.0f} MB/s ({mb / f.get_mb_s:.2f} s)")
     print(f"  compute: {f.compute_per_audio_s:.3f} core-s per audio s (transcription and speaker embeddings, "
           f"one core, model load out); stages of the one run: {s['doc']['timings']}")
     print(f"  ingest {f.ingest_per_audio_s * 60:.2f} s and transcode {f.transcode_per_audio_s * 60:.2f} s per audio "
           f"minute; parent after the parts: tail {f.tail_s:.2f} s + finalize {f.finalize_s:.2f} s")
+    # the model against what it models here: one-core Machines, the stand-in's start, the stack's 1-s poll
+    here = {k: model(f, duration, p, cpus=1, fly_start_s=f.machine_start_s, query_s=STACK_QUERY_S)
+            for k, p in (("one", None), ("fan", m["part_s"]))}
+    before = f.dispatch_s + f.machine_start_s + f.prefect_start_s  # trigger to the parent's Running
+    print(f"  check, the model on this machine's figures: one run {before + here['one']['time_s']:.1f} s "
+          f"(measured {s['wall_s']:.1f}), fanned out {before + here['fan']['time_s']:.1f} s (measured {fo['wall_s']:.1f})")
     print_model(f)
 
 
