@@ -259,7 +259,9 @@ def model(f: Figures, audio_s: float, part_s: float | None, cpus: int = 2, fly_s
     each = audio_s / n
     mb = f.compact_bytes_per_s * each / 1e6
     split = f.run_overhead_s + head + mb * n / f.put_mb_s
-    part_work = f.model_load_s + mb / f.get_mb_s + f.compute_per_audio_s * each / speed
+    # a part's own overhead as measured (model load, chunks in, Prefect's task runs, result out): its
+    # components alone (model load and transfer) leave ~5 s of it unexplained
+    part_work = max(f.part_overhead_s, f.model_load_s + mb / f.get_mb_s) + f.compute_per_audio_s * each / speed
     remote = n - 1 if parent_takes_part else n
     ends = [split + dispatch + max(0, i - CREATE_BURST + 1) * CREATE_EVERY_S + boot + part_work for i in range(remote)]
     if parent_takes_part:  # its chunks are on its disk already
