@@ -8,7 +8,6 @@ Run: .venv/bin/python bench/pipeline_overhead.py
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
@@ -19,6 +18,7 @@ from _common import bench_home, embedded_prefect, speech_loop  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.uploads import as_upload  # noqa: E402
+from vibeinsight.cores import usable_cores  # noqa: E402
 
 
 def main() -> None:
@@ -52,7 +52,7 @@ def main() -> None:
         d, p = (d1 + d2) / 2, (p1 + p2) / 2
         minutes = doc["source"]["duration_s"] / 60
         print(f"5-minute recording ({doc['source']['duration_s']:.0f} s), model {transcriber.model}, "
-              f"{os.cpu_count()} cores, {transcriber.parallel_chunks()} chunk(s) at once")
+              f"{usable_cores()} cores, {transcriber.parallel_chunks()} chunk(s) at once")
         print(f"faster-whisper direct: {d:.1f} s (runs {d1:.1f}, {d2:.1f})")
         print(f"process-audio flow:    {p:.1f} s (runs {p1:.1f}, {p2:.1f})")
         print(f"overhead ratio flow / direct: {p / d:.3f} (target <= 1.10)")

@@ -23,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from vibeinsight.cores import usable_cores  # noqa: E402
+
 
 def peak_rss_mb() -> float:
     """This process's own peak resident set (VmHWM), in MB."""
@@ -98,7 +100,7 @@ def main() -> None:
         print(f"  peak memory   {r['rss_peak_mb']:.0f} MB peak RSS of the report's process "
               f"({r['rss_before_mb']:.0f} MB after imports)  (100,000 events before: 242 MB)")
         print(f"  Supabase egress {r['egress_gb']} GB, files {r['files_processed']:,}; providers {', '.join(r['providers'])}")
-        print(f"  binding: {r['binding']}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        print(f"  binding: {r['binding']}; load average {os.getloadavg()[0]:.1f} on {usable_cores()} cores")
 
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "usage.db")

@@ -26,6 +26,7 @@ from _common import AUDIO, bench_home, embedded_prefect, speech_loop  # noqa: E4
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.uploads import as_upload  # noqa: E402
+from vibeinsight.cores import usable_cores  # noqa: E402
 
 
 def cer_of(text: str, duration_s: float) -> float:
@@ -61,7 +62,7 @@ def main() -> None:
         transcriber.warm_up()  # the flow's own model: one single-threaded replica per chunk in flight
         # faster-whisper as a user calls it: one model on every core (the same files, int8)
         model = WhisperModel(str(model_dir(transcriber.model, Path(transcriber.model_cache))), device="cpu",
-                             compute_type="int8", cpu_threads=os.cpu_count() or 1)
+                             compute_type="int8", cpu_threads=usable_cores())
         lang = transcriber.check_language(args.language)
         options = transcriber.transcribe_options(lang)
         # the direct call gets every window the machine holds in one batch (the flow splits them among its chunks)
@@ -93,9 +94,9 @@ def main() -> None:
         cer_b, cer_f, cer_s = cer_of(bt, duration), cer_of(doc["transcript"]["text"], duration), cer_of(st, duration)
 
         samples = decode_audio(str(audio), sampling_rate=16000)
-        d = Diarizer(threads=os.cpu_count() or 1)
+        d = Diarizer(threads=usable_cores())
         d.add(samples[:16000], 0.0)  # load the model outside the measurement
-        d = Diarizer(threads=os.cpu_count() or 1)
+        d = Diarizer(threads=usable_cores())
         c0, w0 = time.process_time(), time.perf_counter()
         step = int(transcriber.max_chunk_s * 16000)
         for i in range(0, len(samples), step):
@@ -105,7 +106,7 @@ def main() -> None:
 
         minutes = duration / 60
         print(f"{duration:.0f} s Japanese recording, model {transcriber.model} int8, beam {transcriber.beam_size}, "
-              f"{os.cpu_count()} cores; direct: batch {direct_options['batch_size']}, {os.cpu_count()} threads; "
+              f"{usable_cores()} cores; direct: batch {direct_options['batch_size']}, {usable_cores()} threads; "
               f"flow: {transcriber.parallel_chunks()} chunk(s) at once, each batch {options['batch_size']} "
               f"x {transcriber.threads()} thread(s), "
               f"language {args.language}")

@@ -4,7 +4,6 @@ OpenAITranscriber sends the compact chunks to OpenAI's transcription endpoint.""
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from abc import abstractmethod
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from prefect.blocks.core import Block
 from pydantic import BaseModel, Field
 
 from vibeinsight.audio import windows
+from vibeinsight.cores import usable_cores
 from vibeinsight.errors import InputRejected, TranscriptionFailed
 from vibeinsight.models import is_multilingual, model_dir
 from vibeinsight.schemas import Segment, Word
@@ -141,7 +141,7 @@ class LocalWhisper(Transcriber, WhisperOptions):
         return self.concurrency or machine_concurrency()
 
     def threads(self) -> int:
-        return self.cpu_threads or max(1, (os.cpu_count() or 1) // self.parallel_chunks())
+        return self.cpu_threads or max(1, usable_cores() // self.parallel_chunks())
 
     def whisper_model(self):
         """The loaded faster-whisper model (named apart from Block.load, which reads a saved document)."""

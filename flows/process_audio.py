@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from flows.status_hooks import HOOKS, StageReporter, run_attempt
 from vibeinsight import logs, tracing
 from vibeinsight.audio import probe as probing
 from vibeinsight.audio import transcode as tc
+from vibeinsight.cores import usable_cores
 from vibeinsight.diarization import Diarization, Diarizer, Turn, assign_speakers
 from vibeinsight.errors import (
     InputRejected,
@@ -276,7 +276,7 @@ def diarize(compact: TranscodeInfo, run: Run, who: SpeakerRequest) -> Diarizatio
     from faster_whisper import decode_audio
 
     d = Diarizer(num_speakers=who.speakers, max_speakers=who.max_speakers or cfg.max_speakers,
-                 threshold=cfg.threshold, threads=cfg.threads or (os.cpu_count() or 1))
+                 threshold=cfg.threshold, threads=cfg.threads or usable_cores())
     for c in compact.chunks:
         d.add(decode_audio(str(run.workspace / c.key), sampling_rate=16000), c.start)
     return d.finish()

@@ -10,7 +10,6 @@ status row or result: it has no status hooks, and the status observer skips its 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
@@ -23,6 +22,7 @@ from blocks import registry
 from blocks.transcriber import ChunkJob
 from flows.chunks import run_chunks
 from vibeinsight import logs, tracing
+from vibeinsight.cores import usable_cores
 from vibeinsight.diarization import Diarizer
 from vibeinsight.errors import InputRejected, error_code, user_message
 from vibeinsight.fanout import PART_FLOW, PartError, PartRequest, PartResult, SpeakerWindows
@@ -115,7 +115,7 @@ def _embed(req: PartRequest, paths: dict, settings) -> SpeakerWindows:
     from faster_whisper import decode_audio
 
     cfg = settings.diarize
-    d = Diarizer(threshold=cfg.threshold, threads=cfg.threads or (os.cpu_count() or 1))
+    d = Diarizer(threshold=cfg.threshold, threads=cfg.threads or usable_cores())
     for c in req.chunks:
         d.add(decode_audio(str(paths[c.index]), sampling_rate=16000), c.offset)
     return SpeakerWindows.of(*d.windows())

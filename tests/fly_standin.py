@@ -17,6 +17,10 @@ What it models:
   (capped at 60 s), 400 for `stopped` without instance_id, 404 once destroyed;
 - stop (signal, then SIGKILL after the timeout), signal, delete (`force=true` needed while running,
   else 412), list with `metadata.{key}=value` filters and `include_deleted`;
+- CPU: a Machine's command (and every process it starts) runs only on `guest.cpus` of this host's
+  cores (its CPU affinity, set by `taskset` before the command execs), handed out least-used
+  first, so Machines running at the same time get distinct cores while there are enough (a
+  Machine's cores are free again when its process exits); a 1-cpu Machine sees one core, as on Fly;
 - faults a test asks for: `ambiguous_creates` (the Machine is made, then the answer is a 504),
   `fail_creates` (503 before anything is made), `kill(machine_id)` (the host dies: SIGKILL, exit 137),
   `wedged_stops` (a wedged Machine: stop answers 200 but nothing reaches the process; only a forced
@@ -31,8 +35,9 @@ stands for the project's own image: this venv, where the project is installed (e
 empty workdir per Machine (the real image's /app holds only the sources, which Prefect copies into
 its run workspace when a deployment has no pull step; copying the project root here would copy the
 venv too). Not modelled: regions and placement (recorded, not used), real boot and image pull
-times, memory limits (no OOM unless `kill(..., oom=True)`), leases, a read-only rootfs (the venv and
-the project are shared, not copied), metadata endpoints, `processes`, `files`, networking.
+times, the CPU share of a `shared` vCPU (here it gets a whole core), memory limits (no OOM unless
+`kill(..., oom=True)`), leases, a read-only rootfs (the venv and the project are shared, not
+copied), metadata endpoints, `processes`, `files`, networking.
 """
 
 from __future__ import annotations
@@ -128,6 +133,7 @@ class Machine:
     stop_requested: bool = False
     killed_signal: int | None = None
     oom: bool = False
+    cores: tuple[int, ...] = ()  # the host cores its process may run on (empty: not running)
 
     def event(self, type_: str, status: str, request: dict | None = None, source: str = "flyd") -> None:
         ev = {"id": uuid.uuid4().hex, "type": type_, "status": status, "source": source,
@@ -159,6 +165,8 @@ class FlyStandin:
         self.fail_creates = 0
         self.wedged_stops = False
         self.rate_limits = True
+        self.host_cores = sorted(os.sched_getaffinity(0))
+        self.core_use = dict.fromkeys(self.host_cores, 0)  # running Machines per host core
         self.lock = threading.RLock()
         self._closed = False
         self._homes = Path(tempfile.mkdtemp(prefix="fly-standin-homes-"))
@@ -247,13 +255,20 @@ class FlyStandin:
             m.home.mkdir()
             workdir.mkdir(exist_ok=True)
             cmd = (m.config.get("init") or {}).get("cmd") or ["true"]
+            m.cores = self._take_cores(int((m.config.get("guest") or {}).get("cpus", 1)))
+            # taskset execs the command in its own process: the pid is the command's, the affinity
+            # is set before its first instruction and every child inherits it
+            cmd = ["taskset", "--cpu-list", ",".join(map(str, m.cores)), *cmd]
             m.env = {**image.env, "HOME": str(m.home), **(m.config.get("env") or {}), **self.secrets.get(m.app, {}),
                      "FLY_APP_NAME": m.app, "FLY_MACHINE_ID": m.id, "FLY_REGION": m.region.split(",")[0]}
             log = (self.logs / f"{m.id}.log").open("ab")
             try:
+                if shutil.which(cmd[3], path=m.env.get("PATH")) is None:  # as an exec of it would fail
+                    raise FileNotFoundError(2, "No such file or directory", cmd[3])
                 m.proc = subprocess.Popen(cmd, cwd=workdir, env=m.env, stdout=log, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL, start_new_session=True)
             except OSError as exc:
+                self._release_cores(m)
                 log.write(f"exec failed: {exc}\n".encode())
                 m.state = "failed"
                 m.event("exit", "failed", {"exit_event": {"exit_code": 127, "oom_killed": False,
@@ -269,6 +284,7 @@ class FlyStandin:
         assert m.proc is not None
         rc = m.proc.wait()
         with self.lock:
+            self._release_cores(m)
             sig = -rc if rc < 0 else None
             code = 128 + sig if sig else rc
             exit_event = {"exit_code": code, "guest_exit_code": code, "guest_signal": sig or -1,
@@ -291,6 +307,19 @@ class FlyStandin:
                     self._destroy(m)
         if restart:
             self._launch(m)
+
+    def _take_cores(self, cpus: int) -> tuple[int, ...]:
+        """The `cpus` least-used host cores (lowest number first among equals); all of them when the
+        Machine asks for more than the host has. Called under the lock."""
+        chosen = sorted(sorted(self.host_cores, key=lambda c: (self.core_use[c], c))[:max(1, cpus)])
+        for c in chosen:
+            self.core_use[c] += 1
+        return tuple(chosen)
+
+    def _release_cores(self, m: Machine) -> None:
+        for c in m.cores:
+            self.core_use[c] -= 1
+        m.cores = ()
 
     def _destroy(self, m: Machine) -> None:
         m.state = "destroyed"

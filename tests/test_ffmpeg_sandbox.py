@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from vibeinsight.cores import usable_cores
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,4 +135,4 @@ def test_ffmpeg_runs_under_the_resource_limits(runner, monkeypatch):
         assert limits["RLIMIT_FSIZE"] == 700 * 2**20
         assert limits["RLIMIT_NOFILE"] == 48
         # the wall timeout (30 s) on every core, plus one: a backstop behind the watchdog
-        assert limits["RLIMIT_CPU"] == 30 * (os.cpu_count() or 1) + 1
+        assert limits["RLIMIT_CPU"] == 30 * usable_cores() + 1

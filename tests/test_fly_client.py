@@ -8,6 +8,7 @@ client's injected sleep, compared with the Retry-After the stand-in sent."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import pytest
@@ -174,3 +175,51 @@ def test_a_wrong_token_is_refused(fly):
     with pytest.raises(FlyAPIError) as err:
         asyncio.run(_create_many(fly, 1, token="not-the-token"))
     assert err.value.status == 401
+
+
+# A Machine reports the cores it and a child of it may run on, and the engine's count, then idles
+# until stopped (so Machines overlap without a timed wait).
+SEES = ("import json, os, subprocess, sys, time; from vibeinsight.cores import usable_cores; "
+        "child = subprocess.run([sys.executable, '-c', 'import os; print(sorted(os.sched_getaffinity(0)))'], "
+        "capture_output=True, text=True).stdout.strip(); "
+        "print('SEES ' + json.dumps({'own': sorted(os.sched_getaffinity(0)), 'child': json.loads(child), "
+        "'usable': usable_cores()}), flush=True); time.sleep(120)")
+
+
+def test_each_machine_runs_on_its_guest_cpus_and_concurrent_machines_on_distinct_cores(fly):
+    if len(fly.host_cores) < 2:
+        pytest.skip("needs a host with two cores")
+    cpus = [1, 1, 2]
+
+    async def go():
+        async with FlyMachinesClient(fly.url, fly.token) as c:
+            made = [await c.create_machine(APP, body(str(uuid.uuid4()), ["python", "-c", SEES],
+                                                     guest={"cpu_kind": "shared", "cpus": n, "memory_mb": 256 * n}))
+                    for n in cpus]
+            seen: dict[str, dict] = {}
+            for _ in range(600):  # until each has printed (no wall-clock bound: a count of polls)
+                for m in made:
+                    log = fly.logs / f"{m['id']}.log"
+                    line = next((x for x in (log.read_text().splitlines() if log.exists() else [])
+                                 if x.startswith("SEES ")), None)
+                    if line:
+                        seen[m["id"]] = json.loads(line[5:])
+                if len(seen) == len(made):
+                    break
+                await asyncio.sleep(0.1)
+            held = {m["id"]: fly.machines[m["id"]].cores for m in made}
+            for m in made:
+                await c.delete_machine(APP, m["id"], force=True)
+            for _ in range(600):  # the reaper frees a Machine's cores once its process is gone
+                if not any(fly.core_use.values()):
+                    break
+                await asyncio.sleep(0.1)
+            return made, seen, held
+
+    made, seen, held = asyncio.run(go())
+    one_a, one_b, two = (seen[m["id"]] for m in made)
+    for s, n in zip((one_a, one_b, two), cpus, strict=True):
+        assert len(s["own"]) == n and s["child"] == s["own"] and s["usable"] == n, s  # children inherit it
+    assert set(one_a["own"]).isdisjoint(one_b["own"])  # the two 1-cpu Machines got different cores
+    assert [held[m["id"]] for m in made] == [tuple(s["own"]) for s in (one_a, one_b, two)]
+    assert not any(fly.core_use.values())  # cores are free again once the Machines are gone

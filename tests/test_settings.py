@@ -104,9 +104,11 @@ def machine_reading():
 
 
 def test_chunks_at_once_and_batch_follow_cores_and_available_memory(monkeypatch, machine_reading):
+    from blocks import transcriber
     from vibeinsight import settings
 
-    monkeypatch.setattr(settings.os, "cpu_count", lambda: 4)
+    for module in (settings, transcriber):  # a 4-core machine (vibeinsight.cores: the cores this process may use)
+        monkeypatch.setattr(module, "usable_cores", lambda: 4)
     for mb, chunks, batch in ((16000.0, 4, 8), (1500.0, 2, 3), (500.0, 1, 1), (None, 4, 8)):
         monkeypatch.setattr(settings, "available_mb", lambda mb=mb: mb)
         machine_reading()

@@ -18,6 +18,8 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic.aliases import AliasGenerator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vibeinsight.cores import usable_cores
+
 
 def default_home() -> Path:
     return Path(os.environ.get("VIBEINSIGHT_HOME") or Path.home() / ".vibeinsight")
@@ -179,7 +181,7 @@ CHUNK_IN_FLIGHT_MB = 700
 def machine_concurrency() -> int:
     """Chunks transcribed at once: one per core, fewer when available memory cannot hold them."""
     mb = available_mb()
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     return cores if mb is None else int(max(1, min(cores, mb // CHUNK_IN_FLIGHT_MB)))
 
 

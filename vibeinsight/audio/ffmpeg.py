@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from vibeinsight.cores import usable_cores
 from vibeinsight.errors import InputRejected
 
 log = logging.getLogger("vibeinsight.ffmpeg")
@@ -129,7 +130,7 @@ def rlimits(timeout_s: float) -> list[tuple[int, int]]:
     from vibeinsight.settings import get_settings
 
     limits = get_settings().limits
-    cpu_s = math.ceil(timeout_s * (os.cpu_count() or 1)) + 1
+    cpu_s = math.ceil(timeout_s * usable_cores()) + 1
     return [(resource.RLIMIT_AS, limits.ffmpeg_max_memory_mb * 2**20), (resource.RLIMIT_CPU, cpu_s),
             (resource.RLIMIT_FSIZE, limits.ffmpeg_max_file_mb * 2**20),
             (resource.RLIMIT_NOFILE, limits.ffmpeg_max_open_files)]
