@@ -117,12 +117,18 @@ def pytest_collection_modifyitems(config, items):
         items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the file order otherwise
 
 
-# The modules that take longest (minutes each, stacks of processes). Under `-n N --dist loadfile` a
-# module stays on one worker (its module-scoped servers start once) and modules are handed out in
-# collection order: these start first, so that none is left running alone at the end.
+# The modules that take longest (seconds of one worker in a CI run, longest first). Under
+# `-n N --dist loadfile --no-loadscope-reorder` a module stays on one worker (its module-scoped servers
+# start once) and modules are handed out in collection order: these start first, so that none is left
+# running alone at the end. (Without --no-loadscope-reorder xdist hands out the modules with the most
+# tests first, which started the one-test 30-session fault scenario last: it ran alone for minutes.)
 LONGEST_FIRST = ("test_load_faults.py", "test_fly_e2e.py", "test_flow.py", "test_deploy_e2e.py",
-                 "test_upload_client_e2e.py", "test_cloud_flow.py", "test_observability_worker.py", "test_cli.py",
-                 "test_deploy_stack.py", "test_status_prefect.py", "test_observability_cli.py", "test_deploy_ui.py")
+                 "test_fanout_e2e.py", "test_web_e2e.py", "test_upload_client_e2e.py", "test_cloud_flow.py",
+                 "test_doctor.py", "test_current_run_e2e.py", "test_deploy_stack.py", "test_status_prefect.py",
+                 "test_cli.py", "test_deploy_ui.py", "test_observability_cli.py", "test_flow_timeouts.py",
+                 "test_package.py", "test_fly_worker.py", "test_quota_provider_runs.py", "test_storage_setup.py",
+                 "test_outage_retry.py", "test_usage_never_lost.py", "test_hostile_input.py",
+                 "test_transcribe_engine.py", "test_observability_worker.py", "test_flow_speakers.py")
 
 
 @pytest.hookimpl(wrapper=True)
