@@ -247,10 +247,8 @@ def _speakers(parts: list[PartRun], run: Run, who: SpeakerRequest) -> Diarizatio
     mode a part without windows leaves the transcript without speakers; with VIBEINSIGHT_DIARIZE=on it fails."""
     cfg = run.settings.diarize
     if who.speakers == 1:
-        end = max((c.offset + c.duration for p in parts for c in p.request.chunks), default=0.0)
-        from vibeinsight.diarization import Turn
-
-        return Diarization(turns=[Turn(0.0, end, "S1")], speakers=1, speech_s=end, windows=0)
+        return Diarization.one_speaker(max((c.offset + c.duration for p in parts for c in p.request.chunks),
+                                           default=0.0))
     t0 = time.perf_counter()
     try:
         if any(p.result.windows is None for p in parts):

@@ -28,7 +28,7 @@ from vibeinsight import logs, tracing
 from vibeinsight.audio import probe as probing
 from vibeinsight.audio import transcode as tc
 from vibeinsight.cores import usable_cores
-from vibeinsight.diarization import Diarization, Diarizer, Turn, assign_speakers
+from vibeinsight.diarization import Diarization, Diarizer, assign_speakers
 from vibeinsight.errors import (
     InputRejected,
     PipelineError,
@@ -38,7 +38,15 @@ from vibeinsight.errors import (
     error_code,
     user_message,
 )
-from vibeinsight.params import check_ids, check_s3_source, row_ids, workspace_for
+from vibeinsight.params import (
+    MAX_TERM_CHARS,
+    MAX_VOCABULARY,
+    check_ids,
+    check_s3_source,
+    row_ids,
+    valid_terms,
+    workspace_for,
+)
 from vibeinsight.quota import compact_settings, current_month, guard_decision, month_bounds, user_share_exceeded
 from vibeinsight.schemas import (
     ChunkInfo,
@@ -270,15 +278,12 @@ def _transcribe_here(compact: TranscodeInfo, lang: str | None, run: Run, vocabul
 def diarize(compact: TranscodeInfo, run: Run, who: SpeakerRequest) -> Diarization:
     """Speaker turns of a mono mix, chunk by chunk (only embeddings are kept: memory stays flat)."""
     cfg = run.settings.diarize
-    if who.speakers == 1:  # nothing to tell apart: one turn over the whole recording
-        end = max((c.end for c in compact.chunks), default=0.0)
-        return Diarization(turns=[Turn(0.0, end, "S1")], speakers=1, speech_s=end, windows=0)
-    from faster_whisper import decode_audio
-
+    if who.speakers == 1:
+        return Diarization.one_speaker(max((c.end for c in compact.chunks), default=0.0))
     d = Diarizer(num_speakers=who.speakers, max_speakers=who.max_speakers or cfg.max_speakers,
                  threshold=cfg.threshold, threads=cfg.threads or usable_cores())
     for c in compact.chunks:
-        d.add(decode_audio(str(run.workspace / c.key), sampling_rate=16000), c.start)
+        d.add_file(run.workspace / c.key, c.start)
     return d.finish()
 
 
@@ -442,16 +447,13 @@ def _process(source: str, session_id: str | None, user_id: str | None, sid: str,
         shutil.rmtree(run.workspace, ignore_errors=True)  # only our copies; the upload is untouched
 
 
-MAX_VOCABULARY = 100  # terms, each at most 100 characters (the Edge Function's rule too)
-
-
 def engine_request(vocabulary: list[str] | None, speakers: int | None,
                    max_speakers: int | None) -> tuple[list[str] | None, SpeakerRequest]:
     """The transcription parameters, checked: a bad value is a rejected input, not a crash."""
     if vocabulary is not None:
-        if (not isinstance(vocabulary, list) or len(vocabulary) > MAX_VOCABULARY
-                or not all(isinstance(w, str) and 0 < len(w.strip()) <= 100 for w in vocabulary)):
-            raise InputRejected(f"vocabulary must be a list of at most {MAX_VOCABULARY} terms of 1-100 characters",
+        if not isinstance(vocabulary, list) or len(vocabulary) > MAX_VOCABULARY or not valid_terms(vocabulary):
+            raise InputRejected(f"vocabulary must be a list of at most {MAX_VOCABULARY} terms of 1-{MAX_TERM_CHARS} "
+                                "characters",
                                 "invalid_parameter")
         vocabulary = list(dict.fromkeys(w.strip() for w in vocabulary)) or None
     try:

@@ -112,10 +112,8 @@ def _download(storage, req: PartRequest, workspace) -> dict:
 
 def _embed(req: PartRequest, paths: dict, settings) -> SpeakerWindows:
     """The part's speaker windows (Diarizer.add, without the clustering: the parent does it over all parts)."""
-    from faster_whisper import decode_audio
-
     cfg = settings.diarize
     d = Diarizer(threshold=cfg.threshold, threads=cfg.threads or usable_cores())
     for c in req.chunks:
-        d.add(decode_audio(str(paths[c.index]), sampling_rate=16000), c.offset)
+        d.add_file(paths[c.index], c.offset)
     return SpeakerWindows.of(*d.windows())

@@ -50,6 +50,11 @@ class Diarization:
     speech_s: float
     windows: int
 
+    @classmethod
+    def one_speaker(cls, end: float) -> Diarization:
+        """The caller said one speaker: nothing to tell apart, one turn over the whole recording."""
+        return cls(turns=[Turn(0.0, end, "S1")], speakers=1, speech_s=end, windows=0)
+
     def turns_between(self, start: float, end: float) -> list[tuple[float, float, str]]:
         """The turns that overlap [start, end], as (start, end, speaker)."""
         return [(t.start, t.end, t.speaker) for t in self.turns if t.end > start and t.start < end]
@@ -235,6 +240,12 @@ class Diarizer:
     _centres: list[float] = field(default_factory=list)
     _embeddings: list[np.ndarray] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_file(self, path: Path, offset: float) -> None:
+        """A chunk file (decoded to 16 kHz mono by faster-whisper) that starts `offset` seconds in."""
+        from faster_whisper import decode_audio
+
+        self.add(decode_audio(str(path), sampling_rate=SAMPLE_RATE), offset)
 
     def add(self, samples: np.ndarray, offset: float) -> None:
         """One block of 16 kHz mono float samples that starts `offset` seconds into the recording."""

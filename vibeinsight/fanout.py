@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from vibeinsight.params import canonical_uuid
+from vibeinsight.params import MAX_TERM_CHARS, MAX_VOCABULARY, canonical_uuid, valid_terms
 
 PART_FLOW = "transcribe-part"
 PART_DEPLOYMENT = f"{PART_FLOW}/api"
@@ -97,7 +97,7 @@ class PartRequest(BaseModel):
     part: int = Field(ge=0, lt=1000)
     content_id: str = Field(pattern=r"^[0-9a-f]{64}$")
     language: str | None = Field(None, max_length=16)
-    vocabulary: list[str] | None = Field(None, max_length=100)
+    vocabulary: list[str] | None = Field(None, max_length=MAX_VOCABULARY)
     speakers: int | None = Field(None, ge=1)
     max_speakers: int | None = Field(None, ge=1)
     diarize: bool = False  # a mono mix: the part computes its chunks' speaker embeddings
@@ -113,8 +113,8 @@ class PartRequest(BaseModel):
     @field_validator("vocabulary")
     @classmethod
     def _terms(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and not all(0 < len(w.strip()) <= 100 for w in value):
-            raise ValueError("terms of 1-100 characters")
+        if value is not None and not valid_terms(value):
+            raise ValueError(f"terms of 1-{MAX_TERM_CHARS} characters")
         return value
 
     @model_validator(mode="after")
@@ -167,9 +167,6 @@ class PartResult(BaseModel):
     usage: list[dict] = Field(default_factory=list)  # vibeinsight.usage.ServiceUsage of each billed call
     warnings: list[str] = Field(default_factory=list)
     error: PartError | None = None
-
-
-PartState = Literal["COMPLETED", "FAILED", "CRASHED", "CANCELLED"]
 
 
 def next_step(state: str, attempts: int, retry_limit: int = 1) -> Literal["done", "rerun", "fail", "wait"]:

@@ -14,6 +14,15 @@ from pathlib import Path
 from vibeinsight.errors import InputRejected
 from vibeinsight.keys import InvalidKey, split_s3_uri, validate_upload_key
 
+# Vocabulary: at most 100 terms of 1-100 characters (the flow's parameter, a part's request, the Edge Function).
+MAX_VOCABULARY = 100
+MAX_TERM_CHARS = 100
+
+
+def valid_terms(words: list) -> bool:
+    """Every vocabulary term a string of 1-MAX_TERM_CHARS characters once stripped."""
+    return all(isinstance(w, str) and 0 < len(w.strip()) <= MAX_TERM_CHARS for w in words)
+
 
 def canonical_uuid(value: object) -> str | None:
     """The lower-case canonical form of a UUID string, or None when value is not one."""
