@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tests.pg import SUPABASE_STANDINS, migration_files
 from tests.prefect_server import FAST_WORKERS, local_prefect, prefect_database
-from tests.s3_server import WeedS3, free_port
+from tests.s3_server import WeedS3, restart_safe_port
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ class PrivatePostgres:
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="vi-pg-"))
         self.data = self.dir / "data"
-        self.port = free_port()
+        self.port = restart_safe_port()  # restart() keeps it
         self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self._as:
             shutil.chown(self.dir, "postgres")

@@ -41,13 +41,30 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def free_port_with_grpc() -> int:
-    """A free port p whose gRPC companion p + 10000 is free too (SeaweedFS derives some gRPC ports so)."""
-    for _ in range(200):
-        port = random.randint(20_000, 55_000)
-        if _bindable(port) and _bindable(port + 10_000):
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def restart_safe_port(companion_offset: int = 0) -> int:
+    """A free port below the kernel's ephemeral range (with port + companion_offset free too, when given).
+
+    A server that stops and starts again on the same port (an outage in a test) must find it free:
+    ports in the ephemeral range are handed to every client's outgoing connection meanwhile (CI once
+    failed so: SeaweedFS's admin port was some connection's local port when it restarted)."""
+    high = _ephemeral_low() - 1 - companion_offset
+    for _ in range(500):
+        port = random.randint(10_000, high)
+        if _bindable(port) and (not companion_offset or _bindable(port + companion_offset)):
             return port
-    raise RuntimeError("no free port pair for SeaweedFS")
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def free_port_with_grpc() -> int:
+    """A restart-safe port p whose gRPC companion p + 10000 is free too (SeaweedFS derives some gRPC ports so)."""
+    return restart_safe_port(10_000)
 
 
 def weed_executable() -> str:
@@ -134,14 +151,15 @@ class WeedS3:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}] + [
             {"name": name, "credentials": [{"accessKey": keys[name][0], "secretKey": keys[name][1]}],
              "actions": actions} for name, actions in (identities or {}).items()]}))
-        self.s3_port = free_port()
+        # stop() and start() keep every port: all of them restart-safe
+        self.s3_port = restart_safe_port()
         ports = {name: free_port_with_grpc() for name in ("master", "volume", "filer", "admin")}
         self.cmd = [weed_executable(), "mini", f"-dir={tmp / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                     f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
                     f"-filer.port={ports['filer']}", f"-admin.port={ports['admin']}", "-admin.ui=false",
-                    f"-s3.port={self.s3_port}", f"-s3.port.grpc={free_port()}", f"-s3.config={tmp / 's3.json'}",
+                    f"-s3.port={self.s3_port}", f"-s3.port.grpc={restart_safe_port()}", f"-s3.config={tmp / 's3.json'}",
                     "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-master.telemetry=false",
-                    f"-debug.port={free_port()}", f"-filer.localSocket={tmp / 'filer.sock'}",
+                    f"-debug.port={restart_safe_port()}", f"-filer.localSocket={tmp / 'filer.sock'}",
                     f"-s3.localSocket={tmp / 's3.sock'}"]
         self.server = S3Server(f"http://127.0.0.1:{self.s3_port}", key, secret)
         self.identities = {name: S3Server(self.server.endpoint, *pair) for name, pair in keys.items()}

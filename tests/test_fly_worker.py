@@ -207,3 +207,41 @@ def test_a_machine_whose_run_is_already_over_is_stopped(fly, monkeypatch):
     result, run = asyncio.run(go())
     (m,) = fly.by_run(str(run.id))
     assert result.status_code == 0 and m.state == "destroyed"  # 0: Prefect has the final state already
+
+
+def _cancelling_when_machine_exits(fly: FlyStandin, cancel: bool) -> str:
+    """A Machine whose command exits 1 after 3 s, as Prefect's engine does when it finds its run
+    Cancelling at start; `cancel` sets the run Cancelling once the Machine exists. The run's final state."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    async def go():
+        tpl = template(fly)
+        async with FlyMachinesWorker(work_pool_name=f"fly-{uuid.uuid4().hex[:8]}", base_job_template=tpl) as worker:
+            run = await worker.client.create_flow_run(probe)
+            config = await FlyMachinesJobConfiguration.from_template_and_values(tpl, {"command": "sh -c 'sleep 3; exit 1'"})
+            config.prepare_for_flow_run(run)
+            started = asyncio.get_running_loop().create_future()
+
+            class Status:
+                def started(self, value):
+                    started.set_result(value)
+
+            task = asyncio.create_task(worker.run(run, config, task_status=Status()))
+            await started  # submitted: Prefect's worker no longer watches the run for cancellation
+            if cancel:
+                async with get_client() as pc:
+                    await pc.set_flow_run_state(run.id, Cancelling(), force=True)
+            result = await asyncio.wait_for(task, 60)
+            assert result.status_code == 1
+            return (await worker.client.read_flow_run(run.id)).state.type.value
+
+    return asyncio.run(go())
+
+
+def test_a_run_cancelled_before_its_engine_started_ends_cancelled_when_its_machine_exits(fly):
+    assert _cancelling_when_machine_exits(fly, cancel=True) == "CANCELLED"
+
+
+def test_a_machine_exit_never_cancels_a_run_that_was_not_cancelling(fly):
+    assert _cancelling_when_machine_exits(fly, cancel=False) != "CANCELLED"

@@ -132,6 +132,7 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
         if code not in (0, MAX_RUNTIME_EXIT) and not await self._run_started(flow_run.id):
             # Boot, pull or import failures happen before Prefect's engine logs anything: only Fly has them.
             await self._forward_machine_logs(client, app, machine["id"], code, logger)
+        await self._settle_cancelling(flow_run.id, machine["id"], logger)
         # Fly bills the Machine from its create to its exit: its seconds, size and price go to the
         # usage ledger (a thread: the ledger is blocking I/O; booking never fails the run).
         await anyio.to_thread.run_sync(book_machine_run, flow_run, body["config"]["guest"], time.monotonic() - started,
@@ -218,6 +219,20 @@ class FlyMachinesWorker(BaseWorker[FlyMachinesJobConfiguration, FlyMachinesVaria
         lines = [str(e.get("message", "")).rstrip() for e in entries][-FORWARDED_LOG_LINES:]
         logger.error("Machine %s exited with code %d before the flow run started; its last %d log lines:\n%s",
                      machine_id, code, len(lines), "\n".join(lines) or "(none)")
+
+    async def _settle_cancelling(self, flow_run_id: UUID, machine_id: str,
+                                 logger: logging.Logger | logging.LoggerAdapter) -> None:
+        """Mark Cancelled a run still Cancelling once its Machine has exited: nothing else will.
+
+        Prefect's worker watches a run for cancellation only while submitting it, and the engine's own
+        watcher only once it is up; a run cancelled between the two (a fan-out part cancelled with its
+        parent while its Machine boots) has its engine refuse to start (exit 1) and stays Cancelling."""
+        run = await self._read_run(flow_run_id)
+        if run is None or run.state is None or run.state.type.value != "CANCELLING":
+            return
+        logger.info("Flow run is still Cancelling after its Machine %s exited; marking it Cancelled", machine_id)
+        await self._mark_flow_run_as_cancelled(
+            run, state_updates={"message": f"Flow run cancelled; its Fly Machine {machine_id} has exited."})
 
     async def _run_is_over(self, flow_run_id: UUID) -> bool:
         run = await self._read_run(flow_run_id)  # None: ask again next poll
