@@ -19,9 +19,8 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import pandas as pd
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
@@ -37,6 +36,9 @@ from vibeinsight.quota import (
 )
 from vibeinsight.settings import SupabaseOptions
 from vibeinsight.usage import UsageEvent
+
+if TYPE_CHECKING:
+    import pandas as pd  # only the report reads events as a frame
 
 _EVENT_COLS = ("session_id", "kind", "service", "provider", "bytes", "calls", "retries", "tokens", "audio_seconds",
                "seconds", "cost_usd", "at", "meta")

@@ -31,6 +31,7 @@ from tests.fake_openai import FakeOpenAI
 from tests.fly_s3 import S3, seaweed_s3
 from tests.fly_standin import FlyStandin
 from tests.pg import create_database, drop_database
+from tests.prefect_server import drop_prefect_database, new_prefect_database
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -146,14 +147,13 @@ def fly_stack(tmp: Path, mode: str = "fly", process_workers: int = 2, process_li
     logs.mkdir(parents=True, exist_ok=True)
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "VIBEINSIGHT_STATUS_URL", "VIBEINSIGHT_HOME")}
     status_url = create_database()
-    prefect_db = create_database(apply_migrations=False)
+    prefect_db = new_prefect_database()
     port = stack.free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     fs: FlyStack | None = None
     server: subprocess.Popen | None = None
     try:
-        server = stack.start_server(tmp / "prefect-server", port, logs / "server.log",
-                                    prefect_db.replace("postgresql://", "postgresql+asyncpg://"))
+        server = stack.start_server(tmp / "prefect-server", port, logs / "server.log", prefect_db)
         with seaweed_s3(tmp / "seaweed") as s3, FakeOpenAI(script=["And so my fellow Americans"], language="en") as oa:
             # The runs app's secrets (production: `fly secrets set -a vibeinsight-runs …`).
             secrets = {"PREFECT_API_URL": api_url, **s3.env(), "OPENAI_API_KEY": "sk-test",
@@ -219,7 +219,7 @@ def fly_stack(tmp: Path, mode: str = "fly", process_workers: int = 2, process_li
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
         drop_database(status_url)
-        drop_database(prefect_db)
+        drop_prefect_database(prefect_db)
 
 
 def _spawn(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen:

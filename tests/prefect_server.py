@@ -13,13 +13,18 @@ and restores everything after. The in-process flow tests use Prefect's own harne
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import re
+import shutil
 import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
@@ -32,19 +37,79 @@ TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 PG = "postgres@127.0.0.1:5432"  # the machine's PostgreSQL (bin/test starts it)
 
 
+# A Prefect server on an empty database spends ~8 of its ~17 CPU-seconds of start-up migrating it, and
+# the suite starts more than a dozen: each gets a copy of a database migrated once per machine and
+# Prefect version instead (Prefect still checks it is at head when it starts).
+PREFECT_VERSION = version("prefect")
+TEMPLATE_DIR = Path(tempfile.gettempdir()) / f"vibeinsight-prefect-db-{PREFECT_VERSION}"
+PG_TEMPLATE = "prefect_template_" + re.sub(r"\W", "_", PREFECT_VERSION)
+
+
+def _upgrade(prefect_home: Path, db_url: str) -> None:
+    """`prefect server database upgrade` on db_url (Prefect's own migrations)."""
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    env = {**stack.server_env(prefect_home, stack.free_port(), db_url)}
+    subprocess.run([str(stack.BIN / "prefect"), "server", "database", "upgrade", "-y"], env=env, check=True,
+                   capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
+
+
 @contextlib.contextmanager
-def prefect_database():
-    """A fresh, empty PostgreSQL database for a Prefect server; yields its SQLAlchemy URL, drops it after."""
+def _machine_lock():
+    """One builder of the templates at a time, across xdist workers and parallel runs."""
+    TEMPLATE_DIR.mkdir(parents=True, exist_ok=True)
+    with (TEMPLATE_DIR / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def seed_sqlite(prefect_home: Path) -> None:
+    """Put a migrated copy of Prefect's SQLite database where a server with this PREFECT_HOME reads it."""
+    template = TEMPLATE_DIR / "prefect.db"
+    with _machine_lock():
+        if not template.is_file():
+            build = Path(tempfile.mkdtemp(dir=TEMPLATE_DIR))
+            _upgrade(build, f"sqlite+aiosqlite:///{build / 'prefect.db'}")
+            os.replace(build / "prefect.db", template)  # whole or absent, never half-built
+            shutil.rmtree(build, ignore_errors=True)
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, prefect_home / "prefect.db")
+
+
+def new_prefect_database() -> str:
+    """A new PostgreSQL database for a Prefect server, copied from a migrated template; its asyncpg URL."""
     import psycopg
 
     name = f"prefect_test_{uuid.uuid4().hex[:8]}"
+    with _machine_lock(), psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as c:
+        if not c.execute("select 1 from pg_database where datname = %s", (PG_TEMPLATE,)).fetchone():
+            building = f"{PG_TEMPLATE}_building"
+            c.execute(f'drop database if exists "{building}" with (force)')
+            c.execute(f'create database "{building}"')
+            _upgrade(Path(tempfile.mkdtemp()), f"postgresql+asyncpg://{PG}/{building}")
+            c.execute(f'alter database "{building}" rename to "{PG_TEMPLATE}"')
+        c.execute(f'create database "{name}" template "{PG_TEMPLATE}"')
+    return f"postgresql+asyncpg://{PG}/{name}"
+
+
+def drop_prefect_database(db_url: str) -> None:
+    import psycopg
+
     with psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as c:
-        c.execute(f'create database "{name}"')
+        c.execute(f'drop database if exists "{db_url.rsplit("/", 1)[1]}" with (force)')
+
+
+@contextlib.contextmanager
+def prefect_database():
+    """A fresh PostgreSQL database for a Prefect server (Prefect's schema in place); yields its
+    SQLAlchemy URL, drops it after."""
+    url = new_prefect_database()
     try:
-        yield f"postgresql+asyncpg://{PG}/{name}"
+        yield url
     finally:
-        with psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as c:
-            c.execute(f'drop database if exists "{name}" with (force)')
+        drop_prefect_database(url)
 
 
 def psycopg_url(db_url: str) -> str:
@@ -133,6 +198,8 @@ def start_local_prefect(tmp: Path, db_url: str | None = None, *, deploy: bool = 
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
     lp = LocalPrefect(f"http://127.0.0.1:{port}/api", home, tmp / "logs", pool, dict(env or {}), db_url)
+    if db_url is None:
+        seed_sqlite(tmp / "prefect-home")
     lp.procs["server"] = stack.start_server(tmp / "prefect-home", port, lp.logs / "server.log", db_url)
     try:
         stack.wait_healthy(lp.api_url, lp.procs["server"], timeout_s=240)

@@ -21,15 +21,19 @@ from __future__ import annotations
 import calendar
 import json
 import math
-from datetime import date, datetime, timezone
-from typing import Any
+from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel
 
 from vibeinsight.settings import Settings
 from vibeinsight.usage import PROVIDERS, load_table, provider_of
+
+if TYPE_CHECKING:
+    import pandas as pd
+# pandas is imported where a report is built: every flow run's process reads the guard from this
+# module, and pandas' import (~0.5 CPU-s) is a fifth of what that process pays before it starts.
 
 GB = 1_000_000_000
 EGRESS_KINDS = ("storage_download", "edge_response", "realtime_message", "status_write", "result_download")
@@ -133,6 +137,8 @@ def forecast_month(daily_bytes: list[float] | np.ndarray, days_in_month: int) ->
 def to_frame(rows: list[dict] | list[tuple] | pd.DataFrame) -> pd.DataFrame:
     """Ledger rows as a typed frame: dicts with a `meta` dict, or tuples in COLUMNS + m_<META_FIELDS> order
     (what the ledgers select), or a frame of either. A row without a provider gets its service's."""
+    import pandas as pd
+
     if isinstance(rows, pd.DataFrame):
         df = rows.copy()
     elif rows and isinstance(rows[0], dict):
@@ -167,6 +173,8 @@ def to_frame(rows: list[dict] | list[tuple] | pd.DataFrame) -> pd.DataFrame:
 
 def concat_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Frames of to_frame (read in batches) as one, its text columns categories again."""
+    import pandas as pd
+
     if not frames:
         return to_frame([])
     if len(frames) == 1:
@@ -220,6 +228,8 @@ def _messages_overage_usd(messages: float, limits: QuotaLimits) -> float:
 
 def _realtime_peaks(rt: pd.DataFrame) -> pd.DataFrame:
     """Per day: peak connections (sampled in meta.connections) and peak messages a second."""
+    import pandas as pd
+
     if rt.empty:
         return pd.DataFrame(columns=["peak_connections", "peak_messages_per_s"], dtype=float)
     window = _meta_field(rt, "window_s").fillna(1.0).clip(lower=1.0)
@@ -232,6 +242,8 @@ def _realtime_peaks(rt: pd.DataFrame) -> pd.DataFrame:
 def _daily(values: pd.Series, when: pd.Series, days: pd.Index, fill: float = 0) -> pd.Series:
     """Daily sums of one month's rows, indexed by `days`. Grouped by the day of the month (an
     integer): a million rows never become a million date objects."""
+    import pandas as pd
+
     sums = values.groupby(when.dt.day.to_numpy()).sum().reindex(range(1, len(days) + 1), fill_value=fill)
     return pd.Series(sums.to_numpy(), index=days)
 
@@ -252,7 +264,7 @@ def _crossing(line: np.ndarray, limit: float | None, start: datetime) -> str | N
     if not limit:
         return None
     hit = np.flatnonzero(line >= limit)
-    return (start.date() + pd.Timedelta(days=int(hit[0]))).isoformat() if len(hit) else None
+    return (start.date() + timedelta(days=int(hit[0]))).isoformat() if len(hit) else None
 
 
 def _limit(provider: str, resource: str, unit: str, used: float, limit: float | None, *, kind: str,
@@ -308,6 +320,8 @@ def month_report(events: pd.DataFrame, limits: QuotaLimits, month: str, as_of: d
                  warn_pct: float = 80.0, limit_pct: float = 100.0, *, prices: dict | None = None,
                  budget_usd: float | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     """The month's summary (JSON-ready dict, a section per provider) and its daily table."""
+    import pandas as pd
+
     from vibeinsight.metrics import live_metrics  # it builds on this module's constants
 
     prices = prices or load_table()
