@@ -199,9 +199,20 @@ def home(tmp_path, monkeypatch, model_cache) -> Path:
 def prefect_harness():
     """Prefect's own in-process test harness (a real API on SQLite) for the flow tests: entering it
     costs ~20 s here. Tests of whole stacks use tests.prefect_server (a real `prefect server start`)."""
+    from unittest import mock
+
+    from prefect.testing import utilities
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=180):
+    from tests.prefect_server import seed_sqlite
+
+    def seeded_tempdir() -> str:
+        # the harness's database file in its temporary folder, migrated already (tests.prefect_server)
+        folder = Path(tempfile.mkdtemp())
+        seed_sqlite(folder, "prefect-test.db")
+        return str(folder)
+
+    with mock.patch.object(utilities, "mkdtemp", seeded_tempdir), prefect_test_harness(server_startup_timeout=180):
         yield
         _drain_prefect_services(timeout_s=60)
 

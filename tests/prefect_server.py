@@ -65,8 +65,9 @@ def _machine_lock():
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def seed_sqlite(prefect_home: Path) -> None:
-    """Put a migrated copy of Prefect's SQLite database where a server with this PREFECT_HOME reads it."""
+def seed_sqlite(prefect_home: Path, name: str = "prefect.db") -> None:
+    """Put a migrated copy of Prefect's SQLite database where a server with this PREFECT_HOME reads it
+    (or as `name` in that folder)."""
     template = TEMPLATE_DIR / "prefect.db"
     with _machine_lock():
         if not template.is_file():
@@ -75,7 +76,7 @@ def seed_sqlite(prefect_home: Path) -> None:
             os.replace(build / "prefect.db", template)  # whole or absent, never half-built
             shutil.rmtree(build, ignore_errors=True)
     prefect_home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(template, prefect_home / "prefect.db")
+    shutil.copyfile(template, prefect_home / name)
 
 
 def new_prefect_database() -> str:
