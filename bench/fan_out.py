@@ -5,7 +5,8 @@ goes through the production shape (tests/fly_stack.py, mode "fly": a Prefect ser
 `prefect deploy --all`, the fly-machines worker, the Machines stand-in, SeaweedFS, the status
 observer) with the local faster-whisper engine on one-core Machines (the pool's `cpus` 1; the
 stand-in pins each Machine's processes to its own core), once as one run (VIBEINSIGHT_FANOUT=off)
-and once fanned out (VIBEINSIGHT_FANOUT_PART_S=600: two parts). Printed: each wall time (trigger to
+and once fanned out (VIBEINSIGHT_FANOUT_PART_S=600, _LEAD_S=300: the parent keeps 750 s, one part run
+takes 450 s). Printed: each wall time (trigger to
 COMPLETED), the ratio (target <= 0.65), each CER against the reference text, and the components:
 Machine start (stand-in create to process start), Prefect start (process start to flow Running),
 dispatch (run created to Machine create), model load, part transfer (bucket put and get of a part's
@@ -15,7 +16,7 @@ Modelled (model() below, from those figures): a 60-minute recording on Fly perfo
 with 5-minute parts: time from the run's start to COMPLETED (target <= 60 s), Machine cost against
 one Machine doing it all (target <= 1.3x), and the part size that is soonest within that cost.
 
-Usage: .venv/bin/python bench/fan_out.py [--minutes 20] [--part-s 600]
+Usage: .venv/bin/python bench/fan_out.py [--minutes 20] [--part-s 600] [--lead-s 300]
        .venv/bin/python bench/fan_out.py --model-only   (the model from the last run's figures)
 """
 
@@ -149,7 +150,7 @@ def transfer_mb_s(fs: FlyStack, part_bytes: int, chunks: int) -> tuple[float, fl
     return mb / (t1 - t0), mb / (t2 - t1)
 
 
-def measure(minutes: float, part_s: float) -> dict:
+def measure(minutes: float, part_s: float, lead_s: float) -> dict:
     from vibeinsight.models import model_dir
 
     load0 = os.getloadavg()
@@ -158,7 +159,7 @@ def measure(minutes: float, part_s: float) -> dict:
     audio = flac(speech_loop(Path(tempfile.gettempdir()) / f"vibeinsight-bench-ja-{minutes:g}min.wav", minutes))
     warm = flac(speech_loop(Path(tempfile.gettempdir()) / "vibeinsight-bench-ja-0.5min.wav", 0.5))
     local = {"VIBEINSIGHT_TRANSCRIBER": "local", "VIBEINSIGHT_MODEL_DIR": str(models)}
-    out: dict = {"minutes": minutes, "part_s": part_s, "host_cores": usable_cores()}
+    out: dict = {"minutes": minutes, "part_s": part_s, "lead_s": lead_s, "host_cores": usable_cores()}
     with tempfile.TemporaryDirectory(prefix="fan-out-bench-") as tmp, fly_stack(Path(tmp), mode="fly") as fs:
         print(f"stack ready; load average {load0[0]:.2f}", flush=True)
         session(fs, warm, "ja", {**local, "VIBEINSIGHT_FANOUT": "off"})  # warms the server, caches, bytecode
@@ -168,7 +169,8 @@ def measure(minutes: float, part_s: float) -> dict:
         print(f"one run: {out['single']['wall_s']:.1f} s", flush=True)
         out["fanout"] = session(fs, audio, "ja", {**local, "VIBEINSIGHT_FANOUT": "auto",
                                                   "VIBEINSIGHT_FANOUT_MIN_S": str(min(600.0, part_s)),
-                                                  "VIBEINSIGHT_FANOUT_PART_S": str(part_s)})
+                                                  "VIBEINSIGHT_FANOUT_PART_S": str(part_s),
+                                                  "VIBEINSIGHT_FANOUT_LEAD_S": str(lead_s)})
         print(f"fanned out: {out['fanout']['wall_s']:.1f} s", flush=True)
         out["load_after"] = os.getloadavg()[0]
         doc = out["single"]["doc"]
@@ -237,17 +239,17 @@ def figures(m: dict) -> Figures:
 
 
 def model(f: Figures, audio_s: float, part_s: float | None, cpus: int = 2, fly_start_s: float = 10.0,
-          parent_takes_part: bool = False, query_s: float = FLY_QUERY_S) -> dict:
+          lead_s: float = 300.0, query_s: float = FLY_QUERY_S) -> dict:
     """A recording of `audio_s` on Fly Machines of `cpus` dedicated vCPUs, in parts of `part_s` (None:
     one Machine does it all). Returns the time from the run's start (Running) to COMPLETED and the
     Machine seconds billed (every Machine from its create to its process exit).
 
-    The parent ingests and transcodes alone, puts the chunks in the bucket and starts the part runs;
-    the worker picks them up within half a poll and creates their Machines at Fly's pace (a burst,
-    then one a second); each part boots, starts Prefect, loads the model, gets its chunks and
-    transcribes them on its cores; the parent notices the last one, clusters, analyses, publishes.
-    `parent_takes_part`: a what-if, not what flows/fan_out.py does: the parent transcribes the first
-    part itself while it waits (one Machine start, model load and exit fewer, its idle time used)."""
+    As flows/fan_out.py does it: the parent ingests and transcodes alone, puts the other parts' chunks
+    in the bucket and starts their runs, then transcribes the first part itself (its chunks on its
+    disk; `lead_s` more audio than the others' share, vibeinsight.fanout.plan_parts); the worker picks
+    the part runs up within half a poll and creates their Machines at Fly's pace (a burst, then one a
+    second); each part boots, starts Prefect, loads the model, gets its chunks and transcribes them on
+    its cores; the parent notices the last one, clusters, analyses, publishes."""
     speed = TWO_CORE_SPEEDUP if cpus >= 2 else 1.0
     dispatch = f.dispatch_s + (query_s - STACK_QUERY_S) / 2
     boot = fly_start_s + f.prefect_start_s  # billed from the create on
@@ -256,18 +258,17 @@ def model(f: Figures, audio_s: float, part_s: float | None, cpus: int = 2, fly_s
         work = f.run_overhead_s + head + f.model_load_s + f.compute_per_audio_s * audio_s / speed + f.finalize_s
         return {"parts": 0, "time_s": work, "machine_s": boot + work + f.exit_s}
     n = max(1, round(audio_s / part_s))
-    each = audio_s / n
+    lead = min(lead_s, audio_s / 2) if n > 1 else 0.0
+    each = (audio_s - lead) / n  # a part run's share; the parent's is each + lead
     mb = f.compact_bytes_per_s * each / 1e6
-    split = f.run_overhead_s + head + mb * n / f.put_mb_s
+    split = f.run_overhead_s + head + mb * (n - 1) / f.put_mb_s
     # a part's own overhead as measured (model load, chunks in, Prefect's task runs, result out): its
     # components alone (model load and transfer) leave ~5 s of it unexplained
     part_work = max(f.part_overhead_s, f.model_load_s + mb / f.get_mb_s) + f.compute_per_audio_s * each / speed
-    remote = n - 1 if parent_takes_part else n
-    ends = [split + dispatch + max(0, i - CREATE_BURST + 1) * CREATE_EVERY_S + boot + part_work for i in range(remote)]
-    if parent_takes_part:  # its chunks are on its disk already
-        ends.append(split + f.model_load_s + f.compute_per_audio_s * each / speed)
+    ends = [split + dispatch + max(0, i - CREATE_BURST + 1) * CREATE_EVERY_S + boot + part_work for i in range(n - 1)]
+    ends.append(split + f.model_load_s + f.compute_per_audio_s * (each + lead) / speed)  # the parent's own
     time_s = max(ends) + f.tail_s + f.finalize_s
-    machine_s = (boot + time_s + f.exit_s) + remote * (boot + part_work + f.exit_s)
+    machine_s = (boot + time_s + f.exit_s) + (n - 1) * (boot + part_work + f.exit_s)
     return {"parts": n, "time_s": time_s, "machine_s": machine_s}
 
 
@@ -305,9 +306,12 @@ def print_model(f: Figures, audio_s: float = 3600, part_s: float = 300, fly_star
         cheapest = min(scan, key=lambda r: r["machine_s"])
         print(f"no part size is within 1.3x the cost; the cheapest, parts of {cheapest['part_s']} s "
               f"({cheapest['parts']} parts): {cheapest['time_s']:.1f} s, {cheapest['machine_s'] / one['machine_s']:.2f}x")
-    what_if = model(f, audio_s, part_s, fly_start_s=fly_start_s, parent_takes_part=True)
-    print(f"what-if, the parent transcribing one part itself: {part_s:g}-s parts {what_if['time_s']:.1f} s, "
-          f"{what_if['machine_s'] / one['machine_s']:.2f}x")
+    no_lead = model(f, audio_s, part_s, fly_start_s=fly_start_s, lead_s=0.0)
+    best_lead = min((model(f, audio_s, part_s, fly_start_s=fly_start_s, lead_s=x) | {"lead_s": x}
+                     for x in range(0, int(audio_s) // 2 + 1, 30)), key=lambda r: r["time_s"])
+    print(f"the parent's lead (VIBEINSIGHT_FANOUT_LEAD_S, 300 s): none gives {no_lead['time_s']:.1f} s "
+          f"({no_lead['machine_s'] / one['machine_s']:.2f}x); the soonest, {best_lead['lead_s']} s, "
+          f"{best_lead['time_s']:.1f} s ({best_lead['machine_s'] / one['machine_s']:.2f}x)")
     for start in (2.0, 5.0, 20.0):
         a, o = model(f, audio_s, part_s, fly_start_s=start), model(f, audio_s, None, fly_start_s=start)
         print(f"  with a {start:g}-s Machine start: {part_s:g}-s parts {a['time_s']:.1f} s, "
@@ -354,7 +358,8 @@ def report(m: dict) -> None:
     print(f"  ingest {f.ingest_per_audio_s * 60:.2f} s and transcode {f.transcode_per_audio_s * 60:.2f} s per audio "
           f"minute; parent after the parts: tail {f.tail_s:.2f} s + finalize {f.finalize_s:.2f} s")
     # the model against what it models here: one-core Machines, the stand-in's start, the stack's 1-s poll
-    here = {k: model(f, duration, p, cpus=1, fly_start_s=f.machine_start_s, query_s=STACK_QUERY_S)
+    here = {k: model(f, duration, p, cpus=1, fly_start_s=f.machine_start_s, query_s=STACK_QUERY_S,
+                     lead_s=m.get("lead_s", 0.0))
             for k, p in (("one", None), ("fan", m["part_s"]))}
     before = f.dispatch_s + f.machine_start_s + f.prefect_start_s  # trigger to the parent's Running
     print(f"  check, the model on this machine's figures: one run {before + here['one']['time_s']:.1f} s "
@@ -366,12 +371,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--part-s", type=float, default=600.0)
+    ap.add_argument("--lead-s", type=float, default=300.0, help="VIBEINSIGHT_FANOUT_LEAD_S of the fanned-out run")
     ap.add_argument("--model-only", action="store_true", help="the model from the last run's figures")
     args = ap.parse_args()
     if args.model_only:
         m = json.loads(FIGURES.read_text())
     else:
-        m = measure(args.minutes, args.part_s)
+        m = measure(args.minutes, args.part_s, args.lead_s)
         FIGURES.write_text(json.dumps(m, default=str))
     report(m)
 

@@ -9,10 +9,12 @@ clean-up service), whereupon the Fly worker deletes their Machines.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -87,10 +89,10 @@ def transcribe_parts(compact: TranscodeInfo, language: str, run: Run, vocabulary
     """The chunks' transcripts (in chunk order) and, when `speakers`, the diarization over all parts."""
     cfg = run.settings.fanout
     chunks = compact.chunks
-    plan = plan_parts([(c.start, c.end) for c in chunks], cfg.part_s, cfg.max_parts)
+    plan = plan_parts([(c.start, c.end) for c in chunks], cfg.part_s, cfg.max_parts, cfg.lead_s)
     prefix = run_prefix(run.session_id, run.flow_run_id)
-    keys = _upload(run, prefix, chunks)
     embed = speakers and who.speakers != 1
+    keys = {c.index: f"{prefix}{c.index:05d}-{(run.workspace / c.key).name}" for c in chunks}
     parts = [PartRun(PartRequest(
         session_id=run.session_id, parent_run_id=run.flow_run_id, part=i, content_id=run.content_id(),
         language=language, vocabulary=vocabulary, speakers=who.speakers, max_speakers=who.max_speakers,
@@ -99,8 +101,10 @@ def transcribe_parts(compact: TranscodeInfo, language: str, run: Run, vocabulary
                                          speaker=chunks[j].track if len(compact.tracks) > 1 else None)
                                for j in idx]),
         audio_s=round(sum(chunks[j].end - chunks[j].start for j in idx), 3)) for i, idx in enumerate(plan)]
-    log.info("fanning out %d chunks over %d parts", len(chunks), len(parts))
-    _run_parts(parts, run)
+    # the first part is the parent's own (its chunks are on its disk): only the others' go to the bucket
+    _upload(run, keys, [chunks[j] for idx in plan[1:] for j in idx])
+    log.info("fanning out %d chunks over %d parts, the first kept by this run", len(chunks), len(parts))
+    _run_parts(parts, run, {c.index: run.workspace / c.key for c in chunks})
     run.parts = [PartInfo(flow_run_id=str(p.flow_run_id), chunks=[c.index for c in p.request.chunks],
                           audio_s=p.audio_s, wall_s=p.wall_s, attempts=p.attempts) for p in parts]
     transcripts: list[ChunkTranscript] = []
@@ -115,15 +119,13 @@ def transcribe_parts(compact: TranscodeInfo, language: str, run: Run, vocabulary
     return transcripts, found
 
 
-def _upload(run: Run, prefix: str, chunks: list) -> dict[int, str]:
-    """Every chunk under the run's prefix of the session's folder in the bucket: {chunk index: key}."""
-    def one(c) -> tuple[int, str]:
-        key = f"{prefix}{c.index:05d}-{(run.workspace / c.key).name}"
-        run.storage.put_bytes(key, (run.workspace / c.key).read_bytes(), "application/octet-stream")
-        return c.index, key
+def _upload(run: Run, keys: dict[int, str], chunks: list) -> None:
+    """The chunks to their keys under the run's prefix of the session's folder in the bucket."""
+    def one(c) -> None:
+        run.storage.put_bytes(keys[c.index], (run.workspace / c.key).read_bytes(), "application/octet-stream")
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return dict(pool.map(one, chunks))
+        list(pool.map(one, chunks))
 
 
 def _start(part: PartRun, run: Run, client) -> None:
@@ -143,27 +145,61 @@ def _start(part: PartRun, run: Run, client) -> None:
     part.flow_run_id = flow_run.id
 
 
-def _run_parts(parts: list[PartRun], run: Run) -> None:
-    """Start every part, then read their states and finished chunks every VIBEINSIGHT_FANOUT_POLL_S until
-    all are done; anything that ends this early (a part failed twice, the parent cancelled) cancels
-    the parts still going."""
+def _run_parts(parts: list[PartRun], run: Run, paths: dict[int, Path]) -> None:
+    """Start every part but the first, transcribe the first here meanwhile, and read the others' states
+    and finished chunks every VIBEINSIGHT_FANOUT_POLL_S until all are done; anything that ends this
+    early (a part failed twice, the parent's own share failed, the parent cancelled) cancels the parts
+    still going."""
     from prefect.client.orchestration import get_client
 
+    own, remote = parts[0], parts[1:]
     progress = Progress([(p.audio_s, len(p.request.chunks)) for p in parts])
+    own_done: set[int] = set()
+    here = ThreadPoolExecutor(max_workers=1, thread_name_prefix="own-part")
     with get_client(sync_client=True) as client:
         try:
-            for p in parts:
+            for p in remote:
                 _start(p, run, client)
-            while any(p.result is None for p in parts):
-                for p in parts:
+            # the chunk task runs need the parent's run context: the thread runs in a copy of this one
+            mine = here.submit(contextvars.copy_context().run, _transcribe_own, own, run, paths, own_done)
+            while own.result is None or any(p.result is None for p in remote):
+                for p in remote:
                     if p.result is None:
                         _step(p, run, client, progress)
+                if own.result is None and mine.done():
+                    own.result = mine.result()  # the share's own error, if it failed
+                    progress.finish(own.request.part)
+                elif own.result is None:
+                    progress.update(own.request.part, len(own_done))
                 run.reporter.report("transcribe", progress.fraction())
-                if any(p.result is None for p in parts):
+                if own.result is None or any(p.result is None for p in remote):
                     time.sleep(run.settings.fanout.poll_s)
         except BaseException:
-            _cancel([p for p in parts if p.result is None], client)
+            _cancel([p for p in remote if p.result is None], client)
             raise
+        finally:
+            # a failed or cancelled session ends now; its own share's chunk in flight finishes in the background
+            here.shutdown(wait=False, cancel_futures=True)
+
+
+def _transcribe_own(part: PartRun, run: Run, paths: dict[int, Path], done: set[int]) -> PartResult:
+    """The parent's own share, as a part run would do it (flows.transcribe_part.transcribe_share); what
+    its requests were billed goes straight to the run's usage, as a single run's does."""
+    from flows.transcribe_part import transcribe_share
+
+    t0 = time.perf_counter()
+    part.flow_run_id, part.attempts = UUID(run.flow_run_id), 1
+    durations = {c.index: c.duration for c in part.request.chunks}
+
+    def heard(index: int, seconds: float) -> None:
+        if seconds >= durations[index] - 1e-6:
+            done.add(index)
+
+    try:
+        return transcribe_share(part.request, paths, run.settings, run.storage, run.api_usage, progress=heard,
+                                transcriber=run.transcriber)
+    finally:
+        part.wall_s = round(time.perf_counter() - t0, 3)
 
 
 def _step(part: PartRun, run: Run, client, progress: Progress) -> None:

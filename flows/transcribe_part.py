@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 
@@ -19,7 +20,7 @@ from prefect.context import get_run_context
 from pydantic import ValidationError
 
 from blocks import registry
-from blocks.transcriber import ChunkJob
+from blocks.transcriber import ChunkJob, Transcriber
 from flows.chunks import run_chunks
 from vibeinsight import logs, tracing
 from vibeinsight.cores import usable_cores
@@ -27,7 +28,7 @@ from vibeinsight.diarization import Diarizer
 from vibeinsight.errors import InputRejected, error_code, user_message
 from vibeinsight.fanout import PART_FLOW, PartError, PartRequest, PartResult, SpeakerWindows
 from vibeinsight.params import canonical_uuid, workspace_for
-from vibeinsight.settings import FlowSettings, get_settings
+from vibeinsight.settings import FlowSettings, Settings, get_settings
 
 log = logging.getLogger("vibeinsight.part")
 tracing.setup()  # a deployment's run imports this module before Prefect opens its span
@@ -66,24 +67,8 @@ def transcribe_part(session_id: str, part: dict) -> str:
     with logs.bind(session_id=req.session_id, flow_run_id=flow_run_id):
         try:
             workspace.mkdir(parents=True, exist_ok=True)
-            transcriber = registry.transcriber(settings)
             paths = _download(storage, req, workspace)
-            lang = transcriber.check_language(req.language or "auto")
-            jobs = [ChunkJob(index=c.index, path=paths[c.index], offset=c.offset, duration=c.duration,
-                             speaker=c.speaker, vocabulary=req.vocabulary or None) for c in req.chunks]
-            # speaker embeddings beside the transcription: the API waits on the network, this on the CPU
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                windows = pool.submit(_embed, req, paths, settings) if req.diarize else None
-                transcripts = run_chunks(jobs, lang, transcriber, storage, progress=lambda i, s: None,
-                                         spent=usage.append, session_id=req.session_id, content_id=req.content_id,
-                                         api_limit=settings.api_concurrency_limit)
-                if windows is not None:
-                    try:
-                        result.windows = windows.result()
-                    except Exception as exc:  # noqa: BLE001 - the parent decides, by VIBEINSIGHT_DIARIZE
-                        log.warning("speaker embeddings of part %d failed: %s", req.part, exc)
-                        result.warnings.append("diarization_failed")
-            result.transcripts = [t.model_dump(mode="json") for t in transcripts]
+            result = transcribe_share(req, paths, settings, storage, usage)
         except BaseException as exc:
             code = error_code(exc)
             result.error = PartError(code=code, message=user_message(code, req.language))
@@ -97,6 +82,33 @@ def transcribe_part(session_id: str, part: dict) -> str:
                 log.warning("part %d result not stored: %s", req.part, exc)
             shutil.rmtree(workspace, ignore_errors=True)
     return req.result_key
+
+
+def transcribe_share(req: PartRequest, paths: dict, settings: Settings, storage, usage: list,
+                     progress: Callable[[int, float], None] = lambda i, s: None,
+                     transcriber: Transcriber | None = None) -> PartResult:
+    """A part's transcripts, and its speaker windows when asked, from its chunk files ({index: path}):
+    what a part run does with the chunks it downloaded, and the parent with the share it keeps.
+    `usage` hears what each request was billed, even when the share fails."""
+    result = PartResult(part=req.part)
+    transcriber = transcriber or registry.transcriber(settings)
+    lang = transcriber.check_language(req.language or "auto")
+    jobs = [ChunkJob(index=c.index, path=paths[c.index], offset=c.offset, duration=c.duration,
+                     speaker=c.speaker, vocabulary=req.vocabulary or None) for c in req.chunks]
+    # speaker embeddings beside the transcription: the API waits on the network, this on the CPU
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        windows = pool.submit(_embed, req, paths, settings) if req.diarize else None
+        transcripts = run_chunks(jobs, lang, transcriber, storage, progress=progress, spent=usage.append,
+                                 session_id=req.session_id, content_id=req.content_id,
+                                 api_limit=settings.api_concurrency_limit)
+        if windows is not None:
+            try:
+                result.windows = windows.result()
+            except Exception as exc:  # noqa: BLE001 - the parent decides, by VIBEINSIGHT_DIARIZE
+                log.warning("speaker embeddings of part %d failed: %s", req.part, exc)
+                result.warnings.append("diarization_failed")
+    result.transcripts = [t.model_dump(mode="json") for t in transcripts]
+    return result
 
 
 def _download(storage, req: PartRequest, workspace) -> dict:

@@ -51,6 +51,18 @@ def test_parts_grow_to_stay_within_max_parts_and_never_split_a_chunk():
     assert abs(audio[0] - 100) <= 30
 
 
+def test_the_parents_own_part_is_longer_by_the_lead_and_the_others_share_the_rest():
+    # an hour of 60 s chunks, 12 parts: the first (the parent's) 5 minutes longer than the others
+    plan = plan_parts(spans_of([60.0] * 60), part_s=300, max_parts=16, lead_s=300)
+    assert len(plan) == 12 and [i for p in plan for i in p] == list(range(60))
+    # shares of 275 s, the first 575 s: it closes at 600 s (nearer than 540), the rest in 4 or 5 chunks
+    assert len(plan[0]) == 10 and all(len(p) in (4, 5) for p in plan[1:])
+    # the lead never takes more than half the audio, and one part has none
+    capped = plan_parts(spans_of([10.0] * 10), part_s=50, max_parts=16, lead_s=1000)
+    assert [len(p) for p in capped] == [7, 3]  # lead 50 of 100 s: shares 25 + 50 and 25
+    assert plan_parts(spans_of([10.0] * 3), part_s=300, max_parts=16, lead_s=300) == [[0, 1, 2]]
+
+
 def test_a_short_recording_or_few_chunks_stay_few_parts():
     assert plan_parts(spans_of([30.0, 30.0]), part_s=300, max_parts=16) == [[0, 1]]
     assert plan_parts(spans_of([400.0, 400.0]), part_s=100, max_parts=16) == [[0], [1]]  # no more parts than chunks

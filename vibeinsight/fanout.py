@@ -44,22 +44,25 @@ def should_fan_out(mode: str, speech_s: float, min_s: float, *, deployed: bool, 
     return mode == "auto" and deployed and remote_storage and speech_s >= min_s
 
 
-def plan_parts(spans: list[tuple[float, float]], part_s: float, max_parts: int) -> list[list[int]]:
+def plan_parts(spans: list[tuple[float, float]], part_s: float, max_parts: int, lead_s: float = 0.0) -> list[list[int]]:
     """Positions of `spans` (each chunk's (start, end), in chunk order) grouped into consecutive parts.
 
     A part closes at the chunk boundary nearest to its share of the audio: about `part_s` seconds each,
-    widened so that there are at most `max_parts`; never an empty part, never a chunk split."""
+    widened so that there are at most `max_parts`; never an empty part, never a chunk split. The first
+    part (the one the parent keeps) is `lead_s` longer than the others' share, at most half the audio:
+    the parent starts on it at once, while every other part first waits for its Machine and Prefect."""
     if not spans:
         return []
     lengths = [max(0.0, e - s) for s, e in spans]
     total = sum(lengths)
     count = max(1, min(max_parts, len(spans), round(total / part_s) if part_s > 0 else 1))
-    target = total / count
+    lead = min(max(0.0, lead_s), total / 2) if count > 1 else 0.0
+    target = (total - lead) / count
     parts: list[list[int]] = [[]]
     done = 0.0
     for i, length in enumerate(lengths):
         # close the current part when the boundary before this chunk is nearer its target than the one after
-        goal = target * len(parts)
+        goal = target * len(parts) + lead
         if parts[-1] and len(parts) < count and abs(done - goal) <= abs(done + length - goal):
             parts.append([])
         parts[-1].append(i)

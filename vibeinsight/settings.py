@@ -308,6 +308,10 @@ class FanoutSettings(BaseSettings):
     part_s: float = Field(300.0, gt=0, description="audio (seconds) of one part, cut at chunk boundaries")
     max_parts: int = Field(16, ge=1, le=100, description="most parts of one recording (parts grow to fit)")
     poll_s: float = Field(1.0, gt=0, description="how often the parent reads its parts' progress")
+    # The parent transcribes the first part itself: no Machine start, no model load elsewhere, and it
+    # would idle otherwise. It starts ~30 s before a part Machine does (bench/fan_out.py measures the
+    # gap); this much more audio in its share lets the two end together.
+    lead_s: float = Field(300.0, ge=0, description="audio (seconds) the parent's own part has beyond the others' share")
 
 
 class FlyWorkerSettings(BaseSettings):
