@@ -206,6 +206,13 @@ class Figures:
     get_mb_s: float
 
 
+def own_end(parent: dict, doc: dict) -> float:
+    """When the parent's own share ended (epoch s): its Running, ingest and transcode, then the share's wall time."""
+    own = next(p for p in doc["parts"] if p["flow_run_id"] == parent["flow_run_id"])
+    t = doc["timings"]
+    return parent["running"] + t.get("ingest", 0.0) + t.get("transcode", 0.0) + (own["wall_s"] or 0.0)
+
+
 def figures(m: dict) -> Figures:
     """The components from the two measured sessions: Machine-side figures from every Machine of both;
     compute from the one run (one core, model load taken out); the tail from the fanned-out one."""
@@ -233,7 +240,8 @@ def figures(m: dict) -> Figures:
         ingest_per_audio_s=t.get("ingest", 0.0) / duration,
         transcode_per_audio_s=t.get("transcode", 0.0) / duration,
         finalize_s=sum(fan_t.get(k, 0.0) for k in ("analyze", "publish")) + fan_t.get("diarize", 0.0),
-        tail_s=max(0.0, parent["end"] - max(p["end"] for p in parts)
+        # the last part's end (a part run's, or the parent's own share's) to the parent's finalize
+        tail_s=max(0.0, parent["end"] - max([p["end"] for p in parts] + [own_end(parent, fan["doc"])])
                    - sum(fan_t.get(k, 0.0) for k in ("analyze", "publish")) - fan_t.get("diarize", 0.0)),
         compact_bytes_per_s=m["compact_bytes_per_s"], put_mb_s=m["put_mb_s"], get_mb_s=m["get_mb_s"])
 
