@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -155,13 +156,11 @@ def _run_parts(parts: list[PartRun], run: Run, paths: dict[int, Path]) -> None:
     own, remote = parts[0], parts[1:]
     progress = Progress([(p.audio_s, len(p.request.chunks)) for p in parts])
     own_done: set[int] = set()
-    here = ThreadPoolExecutor(max_workers=1, thread_name_prefix="own-part")
     with get_client(sync_client=True) as client:
         try:
             for p in remote:
                 _start(p, run, client)
-            # the chunk task runs need the parent's run context: the thread runs in a copy of this one
-            mine = here.submit(contextvars.copy_context().run, _transcribe_own, own, run, paths, own_done)
+            mine = _in_background(_transcribe_own, own, run, paths, own_done)
             while own.result is None or any(p.result is None for p in remote):
                 for p in remote:
                     if p.result is None:
@@ -177,9 +176,22 @@ def _run_parts(parts: list[PartRun], run: Run, paths: dict[int, Path]) -> None:
         except BaseException:
             _cancel([p for p in remote if p.result is None], client)
             raise
-        finally:
-            # a failed or cancelled session ends now; its own share's chunk in flight finishes in the background
-            here.shutdown(wait=False, cancel_futures=True)
+
+
+def _in_background(fn, *args) -> Future:
+    """fn(*args) in a daemon thread, in a copy of this context (the chunk task runs need the parent's run
+    context); a daemon, so a failed or cancelled parent exits without waiting for its own share."""
+    done: Future = Future()
+    ctx = contextvars.copy_context()
+
+    def work() -> None:
+        try:
+            done.set_result(ctx.run(fn, *args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the poller, which raises it
+            done.set_exception(exc)
+
+    threading.Thread(target=work, name="own-part", daemon=True).start()
+    return done
 
 
 def _transcribe_own(part: PartRun, run: Run, paths: dict[int, Path], done: set[int]) -> PartResult:
