@@ -48,7 +48,11 @@ def template(fly: FlyStandin, **defaults) -> dict:
 
 
 async def _run(fly: FlyStandin, command: str, *, pool: str | None = None, kill_after: float | None = None,
-               **defaults):
+               after_start=None, **defaults):
+    """One run of `command` in a Machine through the worker: (result, run, identifier).
+
+    kill_after: kill_infrastructure that long after the Machine exists; after_start(worker, run) is
+    awaited once it exists (the run is submitted) while the worker watches it."""
     pool = pool or f"fly-{uuid.uuid4().hex[:8]}"
     tpl = template(fly, **defaults)
     async with FlyMachinesWorker(work_pool_name=pool, base_job_template=tpl) as worker:
@@ -56,7 +60,7 @@ async def _run(fly: FlyStandin, command: str, *, pool: str | None = None, kill_a
         config = await FlyMachinesJobConfiguration.from_template_and_values(tpl, {"command": command,
                                                                                    "env": {"FLY_API_TOKEN": "leak"}})
         config.prepare_for_flow_run(run)
-        if kill_after is None:
+        if kill_after is None and after_start is None:
             return await worker.run(run, config), run, None
         started = asyncio.get_running_loop().create_future()
 
@@ -66,8 +70,11 @@ async def _run(fly: FlyStandin, command: str, *, pool: str | None = None, kill_a
 
         task = asyncio.create_task(worker.run(run, config, task_status=Status()))
         identifier = await started
-        await asyncio.sleep(kill_after)
-        await worker.kill_infrastructure(identifier, config, grace_seconds=5)
+        if after_start is not None:
+            await after_start(worker, run)
+        if kill_after is not None:
+            await asyncio.sleep(kill_after)
+            await worker.kill_infrastructure(identifier, config, grace_seconds=5)
         return await asyncio.wait_for(task, 60), run, identifier
 
 
@@ -184,7 +191,6 @@ def test_start_up_sweeps_machines_of_finished_runs(fly, monkeypatch):
 
 def test_a_machine_whose_run_is_already_over_is_stopped(fly, monkeypatch):
     """Cancelled from the UI while its command hangs on: the worker stops the Machine itself."""
-    from prefect.client.orchestration import get_client
     from prefect.states import Cancelled
 
     from deployments.fly_worker import worker as worker_module
@@ -192,49 +198,31 @@ def test_a_machine_whose_run_is_already_over_is_stopped(fly, monkeypatch):
     monkeypatch.setattr(worker_module, "WAIT_POLL_S", 1)
     monkeypatch.setattr(worker_module, "TERMINAL_GRACE_S", 1)
 
-    async def go():
-        tpl = template(fly)
-        async with FlyMachinesWorker(work_pool_name=f"fly-{uuid.uuid4().hex[:8]}", base_job_template=tpl) as worker:
-            run = await worker.client.create_flow_run(probe)
-            config = await FlyMachinesJobConfiguration.from_template_and_values(tpl, {"command": "sleep 120"})
-            config.prepare_for_flow_run(run)
-            task = asyncio.create_task(worker.run(run, config))
-            await asyncio.sleep(2)
-            async with get_client() as pc:
-                await pc.set_flow_run_state(run.id, Cancelled(), force=True)
-            return await asyncio.wait_for(task, 60), run
+    async def cancel(worker, run):
+        await asyncio.sleep(2)
+        await worker.client.set_flow_run_state(run.id, Cancelled(), force=True)
 
-    result, run = asyncio.run(go())
+    result, run, _ = asyncio.run(_run(fly, "sleep 120", after_start=cancel))
     (m,) = fly.by_run(str(run.id))
     assert result.status_code == 0 and m.state == "destroyed"  # 0: Prefect has the final state already
 
 
 def _cancelling_when_machine_exits(fly: FlyStandin, cancel: bool) -> str:
     """A Machine whose command exits 1 after 3 s, as Prefect's engine does when it finds its run
-    Cancelling at start; `cancel` sets the run Cancelling once the Machine exists. The run's final state."""
+    Cancelling at start; `cancel` sets the run Cancelling once the Machine exists (submitted: Prefect's
+    worker no longer watches the run for cancellation). The run's final state."""
     from prefect.client.orchestration import get_client
     from prefect.states import Cancelling
 
-    async def go():
-        tpl = template(fly)
-        async with FlyMachinesWorker(work_pool_name=f"fly-{uuid.uuid4().hex[:8]}", base_job_template=tpl) as worker:
-            run = await worker.client.create_flow_run(probe)
-            config = await FlyMachinesJobConfiguration.from_template_and_values(tpl, {"command": "sh -c 'sleep 3; exit 1'"})
-            config.prepare_for_flow_run(run)
-            started = asyncio.get_running_loop().create_future()
+    async def maybe_cancel(worker, run):
+        if cancel:
+            await worker.client.set_flow_run_state(run.id, Cancelling(), force=True)
 
-            class Status:
-                def started(self, value):
-                    started.set_result(value)
-
-            task = asyncio.create_task(worker.run(run, config, task_status=Status()))
-            await started  # submitted: Prefect's worker no longer watches the run for cancellation
-            if cancel:
-                async with get_client() as pc:
-                    await pc.set_flow_run_state(run.id, Cancelling(), force=True)
-            result = await asyncio.wait_for(task, 60)
-            assert result.status_code == 1
-            return (await worker.client.read_flow_run(run.id)).state.type.value
+    async def go() -> str:
+        result, run, _ = await _run(fly, "sh -c 'sleep 3; exit 1'", after_start=maybe_cancel)
+        assert result.status_code == 1
+        async with get_client() as pc:
+            return (await pc.read_flow_run(run.id)).state.type.value
 
     return asyncio.run(go())
 
