@@ -45,12 +45,12 @@ TEMPLATE_DIR = Path(tempfile.gettempdir()) / f"vibeinsight-prefect-db-{PREFECT_V
 PG_TEMPLATE = "prefect_template_" + re.sub(r"\W", "_", PREFECT_VERSION)
 
 
-def _upgrade(prefect_home: Path, db_url: str) -> None:
-    """`prefect server database upgrade` on db_url (Prefect's own migrations)."""
-    prefect_home.mkdir(parents=True, exist_ok=True)
-    env = {**stack.server_env(prefect_home, stack.free_port(), db_url)}
-    subprocess.run([str(stack.BIN / "prefect"), "server", "database", "upgrade", "-y"], env=env, check=True,
-                   capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
+def _upgrade(db_url: str) -> None:
+    """`prefect server database upgrade` on db_url (Prefect's own migrations), in a throwaway PREFECT_HOME."""
+    with tempfile.TemporaryDirectory() as home:
+        subprocess.run([str(stack.BIN / "prefect"), "server", "database", "upgrade", "-y"], check=True,
+                       env=stack.server_env(Path(home), stack.free_port(), db_url), capture_output=True,
+                       timeout=300, stdin=subprocess.DEVNULL)
 
 
 @contextlib.contextmanager
@@ -71,10 +71,9 @@ def seed_sqlite(prefect_home: Path, name: str = "prefect.db") -> None:
     template = TEMPLATE_DIR / "prefect.db"
     with _machine_lock():
         if not template.is_file():
-            build = Path(tempfile.mkdtemp(dir=TEMPLATE_DIR))
-            _upgrade(build, f"sqlite+aiosqlite:///{build / 'prefect.db'}")
-            os.replace(build / "prefect.db", template)  # whole or absent, never half-built
-            shutil.rmtree(build, ignore_errors=True)
+            with tempfile.TemporaryDirectory(dir=TEMPLATE_DIR) as build:
+                _upgrade(f"sqlite+aiosqlite:///{build}/prefect.db")
+                os.replace(f"{build}/prefect.db", template)  # whole or absent, never half-built
     prefect_home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(template, prefect_home / name)
 
@@ -89,7 +88,7 @@ def new_prefect_database() -> str:
             building = f"{PG_TEMPLATE}_building"
             c.execute(f'drop database if exists "{building}" with (force)')
             c.execute(f'create database "{building}"')
-            _upgrade(Path(tempfile.mkdtemp()), f"postgresql+asyncpg://{PG}/{building}")
+            _upgrade(f"postgresql+asyncpg://{PG}/{building}")
             c.execute(f'alter database "{building}" rename to "{PG_TEMPLATE}"')
         c.execute(f'create database "{name}" template "{PG_TEMPLATE}"')
     return f"postgresql+asyncpg://{PG}/{name}"
