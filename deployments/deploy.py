@@ -15,6 +15,8 @@ process workers (the local stack, tests, the benchmark). With object storage con
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -48,22 +50,77 @@ def _prefect(*args: str, env: dict[str, str] | None = None, check: bool = True) 
     return subprocess.run(cmd, cwd=ROOT, env=env or dict(os.environ), check=check, capture_output=True, text=True)
 
 
-def ensure_pool(pool: str, pool_type: str = DEFAULT_POOL_TYPE, env: dict[str, str] | None = None,
-                concurrency: int | None = None) -> None:
-    """Create the pool with its type's default template (the fly-machines defaults are the project's:
-    deployments/fly_worker/config.py) if missing, then its queues. An existing pool keeps its template."""
-    _prefect("work-pool", "create", pool, "--type", pool_type, env=env, check=False)  # exists already: fine
-    if concurrency:
-        _prefect("work-pool", "set-concurrency-limit", pool, str(concurrency), env=env)
-    # fails harmlessly when the queue exists already (a re-deploy)
-    _prefect("work-queue", "create", REALTIME_QUEUE, "--pool", pool, "--priority", "1", env=env, check=False)
+# A process worker with no command starts Prefect's workspace supervisor, which prepares a workspace
+# (pull steps, uv) and then starts the engine: a second Python process per run that these deployments,
+# installed modules with no pull step, never need. Naming the engine keeps one process per run; the
+# worker itself still watches it for cancellation and runs the crash hooks. `python` is the one on the
+# worker's PATH (the image's venv; deployments/stack.py puts this venv first for local workers).
+PROCESS_ENGINE_COMMAND = "python -m prefect.engine"
 
 
-def ensure_api_limit(slots: int = API_LIMIT_SLOTS, env: dict[str, str] | None = None) -> str:
+@contextlib.asynccontextmanager
+async def _client():
+    """A client of the API the environment names now, as the CLI this replaces read it: Prefect fixes
+    its settings at import, and the tests' stacks set PREFECT_API_URL after that."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_KEY, PREFECT_API_URL, temporary_settings
+
+    updates = {s: os.environ[s.name] for s in (PREFECT_API_URL, PREFECT_API_KEY) if os.environ.get(s.name)}
+    with temporary_settings(updates=updates):
+        async with get_client() as client:
+            yield client
+
+
+async def _base_job_template(pool_type: str) -> dict:
+    """The type's default template (the fly-machines one is the project's: deployments/fly_worker/config.py);
+    a process pool's runs start the engine directly."""
+    from prefect.workers.utilities import get_default_base_job_template_for_infrastructure_type
+
+    template = await get_default_base_job_template_for_infrastructure_type(pool_type)
+    if template is None:
+        raise ValueError(f"unknown work pool type {pool_type!r} (is its worker package installed?)")
+    if pool_type == "process":
+        template["variables"]["properties"]["command"]["default"] = PROCESS_ENGINE_COMMAND
+    return template
+
+
+async def _ensure_pool(pool: str, pool_type: str, base_job_template: dict | None) -> None:
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    async with _client() as client:
+        template = base_job_template or await _base_job_template(pool_type)
+        try:
+            await client.create_work_pool(WorkPoolCreate(name=pool, type=pool_type, base_job_template=template))
+        except ObjectAlreadyExists:
+            pass  # an existing pool keeps its template (an operator may have edited it)
+        try:
+            await client.create_work_queue(REALTIME_QUEUE, priority=1, work_pool_name=pool)
+        except ObjectAlreadyExists:
+            pass  # a re-deploy
+
+
+def ensure_pool(pool: str, pool_type: str = DEFAULT_POOL_TYPE, base_job_template: dict | None = None) -> None:
+    """Create the pool (with `base_job_template`, or its type's default) if missing, then its queues,
+    through the API of PREFECT_API_URL. An existing pool keeps its template."""
+    asyncio.run(_ensure_pool(pool, pool_type, base_job_template))
+
+
+async def _ensure_api_limit(name: str, slots: int) -> None:
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    async with _client() as client:
+        try:
+            await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+        except ObjectAlreadyExists:
+            await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=slots))
+
+
+def ensure_api_limit(slots: int = API_LIMIT_SLOTS) -> str:
     """The global concurrency limit every transcription call holds a slot of: created, or its size set."""
     name = get_settings().api_concurrency_limit
-    if _prefect("gcl", "create", name, "--limit", str(slots), env=env, check=False).returncode != 0:
-        _prefect("gcl", "update", name, "--limit", str(slots), env=env)
+    asyncio.run(_ensure_api_limit(name, slots))
     return name
 
 

@@ -72,6 +72,8 @@ def start_worker(api_url: str, pool: str, name: str, log: Path, extra_env: dict[
     env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_WORKER_QUERY_SECONDS": "2",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **(extra_env or {})}
     env.update(logs.prefect_env(env.get("LOG_LEVEL")))  # the worker and its flow runs log as ours do (LOG_FORMAT)
+    # the pool's runs start `python -m prefect.engine` (deployments/deploy.py): this venv's python
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
     cmd = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process", "--name", name]
     if limit:
         cmd += ["--limit", str(limit)]

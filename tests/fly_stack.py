@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deployments import stack
-from deployments.deploy import OPS_POOL, OPS_POOL_TYPE, ensure_api_limit
+from deployments.deploy import OPS_POOL, OPS_POOL_TYPE, ensure_api_limit, ensure_pool
 from deployments.fly_worker import FlyMachinesWorker
 from tests.fake_openai import FakeOpenAI
 from tests.fly_s3 import S3, seaweed_s3
@@ -174,16 +174,14 @@ def fly_stack(tmp: Path, mode: str = "fly", process_workers: int = 2, process_li
                 (logs / "machines").mkdir(exist_ok=True)
                 fs.fly = FlyStandin(logs=logs / "machines").__enter__()
                 fs.fly.add_app(RUNS_APP, secrets)
-                (tmp / "pool.json").write_text(json.dumps(pool_template(fs.fly)))
-                _prefect("work-pool", "create", POOL, "--type", "fly-machines", "--base-job-template",
-                         str(tmp / "pool.json"), env=env)
+                ensure_pool(POOL, "fly-machines", pool_template(fs.fly))
             else:
-                _prefect("work-pool", "create", POOL, "--type", "process", env=env)
+                ensure_pool(POOL, "process")
             # The operators' flows' pool (reconcile, quota report: process workers on the worker app).
-            _prefect("work-pool", "create", OPS_POOL, "--type", OPS_POOL_TYPE, env=env)
+            ensure_pool(OPS_POOL, OPS_POOL_TYPE)
             # Prefect's own command, from the project root, with nothing exported but the API URL.
             _prefect("deploy", "--all", env=env)
-            ensure_api_limit(env=env)
+            ensure_api_limit()
             # Only the runs a test or the benchmark starts: the report and reconcile schedules wait.
             for dep in fs.api("POST", "/deployments/filter", {}):
                 if dep["name"] != "api":

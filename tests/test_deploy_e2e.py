@@ -43,7 +43,10 @@ def test_deploy_all_creates_the_deployments(prefect):
     assert deps["reconcile_status"]["schedules"][0]["schedule"]["interval"] == 300
     queues = {q["name"]: q["priority"] for q in prefect.post("/work_pools/vibeinsight-fly/queues/filter", {})}
     assert queues["realtime"] < queues["default"]  # uploads before reports
-    assert prefect.get("/work_pools/vibeinsight-fly")["type"] == "process"  # the local stand-in for fly-machines
+    pool = prefect.get("/work_pools/vibeinsight-fly")
+    assert pool["type"] == "process"  # the local stand-in for fly-machines
+    # a run is one process, the engine (no workspace supervisor before it): deployments/deploy.py
+    assert pool["base_job_template"]["variables"]["properties"]["command"]["default"] == "python -m prefect.engine"
 
 
 def test_trigger_runs_to_completed_and_is_idempotent(prefect, audio):
