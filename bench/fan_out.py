@@ -16,7 +16,11 @@ Modelled (model() below, from those figures): a 60-minute recording on Fly perfo
 with 5-minute parts: time from the run's start to COMPLETED (target <= 60 s), Machine cost against
 one Machine doing it all (target <= 1.3x), and the part size that is soonest within that cost.
 
-Usage: .venv/bin/python bench/fan_out.py [--minutes 20] [--part-s 600] [--lead-s 300]
+The Machines are `performance` ones by default (`--cpu-kind shared` for the others): the stand-in runs
+their processes ahead of this host's own (the Prefect server, PostgreSQL, SeaweedFS, the worker), as
+Fly's dedicated vCPUs never wait for the platform; shared ones compete with them for the two cores.
+
+Usage: .venv/bin/python bench/fan_out.py [--minutes 20] [--part-s 600] [--lead-s 300] [--cpu-kind performance]
        .venv/bin/python bench/fan_out.py --model-only   (the model from the last run's figures)
 """
 
@@ -150,7 +154,18 @@ def transfer_mb_s(fs: FlyStack, part_bytes: int, chunks: int) -> tuple[float, fl
     return mb / (t1 - t0), mb / (t2 - t1)
 
 
-def measure(minutes: float, part_s: float, lead_s: float) -> dict:
+def machine_kind(fs, cpu_kind: str) -> None:
+    """The runs pool's Machines of this CPU kind, one vCPU each: on the stand-in a `performance` Machine's
+    processes come first on its core, as dedicated vCPUs do, while the Prefect server, the databases and
+    S3 (elsewhere on Fly) take what is left; a `shared` one competes with them."""
+    pool = fs.api("GET", "/work_pools/vibeinsight-fly")
+    props = pool["base_job_template"]["variables"]["properties"]
+    props["cpu_kind"]["default"], props["cpus"]["default"] = cpu_kind, 1
+    props["memory_mb"]["default"] = 2048 if cpu_kind == "performance" else 1024  # Fly's least for the kind
+    fs.api("PATCH", "/work_pools/vibeinsight-fly", {"base_job_template": pool["base_job_template"]})
+
+
+def measure(minutes: float, part_s: float, lead_s: float, cpu_kind: str = "performance") -> dict:
     from vibeinsight.models import model_dir
 
     load0 = os.getloadavg()
@@ -159,8 +174,10 @@ def measure(minutes: float, part_s: float, lead_s: float) -> dict:
     audio = flac(speech_loop(Path(tempfile.gettempdir()) / f"vibeinsight-bench-ja-{minutes:g}min.wav", minutes))
     warm = flac(speech_loop(Path(tempfile.gettempdir()) / "vibeinsight-bench-ja-0.5min.wav", 0.5))
     local = {"VIBEINSIGHT_TRANSCRIBER": "local", "VIBEINSIGHT_MODEL_DIR": str(models)}
-    out: dict = {"minutes": minutes, "part_s": part_s, "lead_s": lead_s, "host_cores": usable_cores()}
+    out: dict = {"minutes": minutes, "part_s": part_s, "lead_s": lead_s, "host_cores": usable_cores(),
+                 "cpu_kind": cpu_kind}
     with tempfile.TemporaryDirectory(prefix="fan-out-bench-") as tmp, fly_stack(Path(tmp), mode="fly") as fs:
+        machine_kind(fs, cpu_kind)
         print(f"stack ready; load average {load0[0]:.2f}", flush=True)
         session(fs, warm, "ja", {**local, "VIBEINSIGHT_FANOUT": "off"})  # warms the server, caches, bytecode
         print(f"warm-up done; load average {os.getloadavg()[0]:.2f}", flush=True)
@@ -333,9 +350,9 @@ def report(m: dict) -> None:
     cer_f = cer_of(fo["doc"]["transcript"]["text"], duration)
     f = figures(m)
     parts = fo["doc"].get("parts") or []
-    print(f"\n{duration:.0f} s Japanese recording, local faster-whisper base int8, one-core Machines (stand-in "
-          f"affinity) on this {m['host_cores']}-core machine; load average {m['load_before']:.2f} before, "
-          f"{m['load_after']:.2f} after")
+    print(f"\n{duration:.0f} s Japanese recording, local faster-whisper base int8, one-core "
+          f"{m.get('cpu_kind', 'shared')} Machines (stand-in affinity) on this {m['host_cores']}-core machine; "
+          f"load average {m['load_before']:.2f} before, {m['load_after']:.2f} after")
     print(f"one run (FANOUT=off):        {s['wall_s']:7.1f} s trigger to COMPLETED, CER {cer_s:.3f}, "
           f"{len(s['machines'])} Machine, {s['machine_s']:.0f} Machine-s")
     print(f"fanned out ({len(parts)} parts of ~{m['part_s']:g} s): {fo['wall_s']:7.1f} s trigger to COMPLETED, "
@@ -380,12 +397,14 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--part-s", type=float, default=600.0)
     ap.add_argument("--lead-s", type=float, default=300.0, help="VIBEINSIGHT_FANOUT_LEAD_S of the fanned-out run")
+    ap.add_argument("--cpu-kind", choices=("performance", "shared"), default="performance",
+                    help="the one-vCPU Machines' kind (the model's are performance: dedicated vCPUs)")
     ap.add_argument("--model-only", action="store_true", help="the model from the last run's figures")
     args = ap.parse_args()
     if args.model_only:
         m = json.loads(FIGURES.read_text())
     else:
-        m = measure(args.minutes, args.part_s, args.lead_s)
+        m = measure(args.minutes, args.part_s, args.lead_s, args.cpu_kind)
         FIGURES.write_text(json.dumps(m, default=str))
     report(m)
 

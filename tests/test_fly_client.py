@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from deployments.fly_worker import client as fly_client
 from deployments.fly_worker.client import FlyAPIError, FlyMachinesClient
 from deployments.fly_worker.config import FlyMachinesJobConfiguration, exit_code_of
-from tests.fly_standin import FlyStandin
+from tests.fly_standin import PERFORMANCE_PRIORITY, FlyStandin
 
 pytestmark = pytest.mark.integration
 
@@ -183,19 +184,21 @@ SEES = ("import json, os, subprocess, sys, time; from vibeinsight.cores import u
         "child = subprocess.run([sys.executable, '-c', 'import os; print(sorted(os.sched_getaffinity(0)))'], "
         "capture_output=True, text=True).stdout.strip(); "
         "print('SEES ' + json.dumps({'own': sorted(os.sched_getaffinity(0)), 'child': json.loads(child), "
-        "'usable': usable_cores()}), flush=True); time.sleep(120)")
+        "'usable': usable_cores(), 'nice': os.nice(0)}), flush=True); time.sleep(120)")
 
 
 def test_each_machine_runs_on_its_guest_cpus_and_concurrent_machines_on_distinct_cores(fly):
     if len(fly.host_cores) < 2:
         pytest.skip("needs a host with two cores")
     cpus = [1, 1, 2]
+    kinds = ["shared", "performance", "performance"]
 
     async def go():
         async with FlyMachinesClient(fly.url, fly.token) as c:
             made = [await c.create_machine(APP, body(str(uuid.uuid4()), ["python", "-c", SEES],
-                                                     guest={"cpu_kind": "shared", "cpus": n, "memory_mb": 256 * n}))
-                    for n in cpus]
+                                                     guest={"cpu_kind": kind, "cpus": n,
+                                                            "memory_mb": (2048 if kind == "performance" else 256) * n}))
+                    for n, kind in zip(cpus, kinds, strict=True)]
             seen: dict[str, dict] = {}
             for _ in range(600):  # until each has printed (no wall-clock bound: a count of polls)
                 for m in made:
@@ -223,3 +226,6 @@ def test_each_machine_runs_on_its_guest_cpus_and_concurrent_machines_on_distinct
     assert set(one_a["own"]).isdisjoint(one_b["own"])  # the two 1-cpu Machines got different cores
     assert [held[m["id"]] for m in made] == [tuple(s["own"]) for s in (one_a, one_b, two)]
     assert not any(fly.core_use.values())  # cores are free again once the Machines are gone
+    # performance vCPUs are dedicated: their processes come before the host's (which root can arrange)
+    host, ahead = os.nice(0), (PERFORMANCE_PRIORITY if os.geteuid() == 0 else 0)
+    assert [s["nice"] for s in (one_a, one_b, two)] == [host, host - ahead, host - ahead]
