@@ -45,7 +45,7 @@ from _common import bench_home, speech_loop  # noqa: E402
 from transcribe_engine import cer_of  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.fly_stack import RUNS_APP, FlyStack, fly_stack  # noqa: E402
+from tests.fly_stack import POOL, RUNS_APP, FlyStack, fly_stack  # noqa: E402
 from vibeinsight.cores import usable_cores  # noqa: E402
 
 FIGURES = bench_home() / "fan_out.json"  # the last run's measured figures, for --model-only
@@ -158,11 +158,11 @@ def machine_kind(fs, cpu_kind: str) -> None:
     """The runs pool's Machines of this CPU kind, one vCPU each: on the stand-in a `performance` Machine's
     processes come first on its core, as dedicated vCPUs do, while the Prefect server, the databases and
     S3 (elsewhere on Fly) take what is left; a `shared` one competes with them."""
-    pool = fs.api("GET", "/work_pools/vibeinsight-fly")
+    pool = fs.api("GET", f"/work_pools/{POOL}")
     props = pool["base_job_template"]["variables"]["properties"]
     props["cpu_kind"]["default"], props["cpus"]["default"] = cpu_kind, 1
     props["memory_mb"]["default"] = 2048 if cpu_kind == "performance" else 1024  # Fly's least for the kind
-    fs.api("PATCH", "/work_pools/vibeinsight-fly", {"base_job_template": pool["base_job_template"]})
+    fs.api("PATCH", f"/work_pools/{POOL}", {"base_job_template": pool["base_job_template"]})
 
 
 def measure(minutes: float, part_s: float, lead_s: float, cpu_kind: str = "performance") -> dict:
