@@ -204,7 +204,7 @@ def prefect_harness():
     from prefect.testing import utilities
     from prefect.testing.utilities import prefect_test_harness
 
-    from tests.prefect_server import seed_sqlite
+    from tests.prefect_server import drain_prefect_services, seed_sqlite
 
     def seeded_tempdir() -> str:
         # the harness's database file in its temporary folder, migrated already (tests.prefect_server)
@@ -214,18 +214,7 @@ def prefect_harness():
 
     with mock.patch.object(utilities, "mkdtemp", seeded_tempdir), prefect_test_harness(server_startup_timeout=180):
         yield
-        _drain_prefect_services(timeout_s=60)
-
-
-def _drain_prefect_services(timeout_s: float) -> None:
-    """Drain Prefect's log and event senders with a bound. The harness drains them after this without
-    one, and a sender still retrying a server that a test already stopped hung a worker's teardown for
-    10 minutes; drained (and so removed) here, nothing is left for it to wait on."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for service in (APILogWorker, EventsWorker):
-        service.drain_all(timeout=timeout_s)
+        drain_prefect_services(timeout_s=60)
 
 
 def ffmpeg(*args: str) -> None:

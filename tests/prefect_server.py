@@ -235,6 +235,17 @@ FAST_WORKERS = {"VIBEINSIGHT_WHISPER_MODEL": "tiny.en", "VIBEINSIGHT_WHISPER_CON
                 "VIBEINSIGHT_STATUS_MIN_INTERVAL_S": "0.2"}
 
 
+def drain_prefect_services(timeout_s: float) -> None:
+    """Drain Prefect's log and event senders with a bound, so that the next use starts new ones bound to
+    the API in force then. Prefect's harness drains them at its end without a bound, and a sender still
+    retrying a server that a test had stopped hung a worker's teardown for 10 minutes."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        service.drain_all(timeout=timeout_s)
+
+
 @contextlib.contextmanager
 def local_prefect(tmp: Path, db_url: str | None = None, *, here: dict[str, str] | None = None, **kwargs):
     """start_local_prefect, with this process pointed at it (PREFECT_API_URL in the environment and in
@@ -249,10 +260,18 @@ def local_prefect(tmp: Path, db_url: str | None = None, *, here: dict[str, str] 
         lp = start_local_prefect(tmp, db_url, **kwargs)
         os.environ.update(VIBEINSIGHT_HOME=str(lp.home), **here)
         get_settings.cache_clear()
+        # Prefect's event sender is one per process whatever the API (its key holds no URL), bound to the
+        # server it first sent to: drained here, and again before this server stops, the events of this
+        # process's in-process runs go to the server they ran against, and no sender is left bound to a
+        # stopped one (a later test's events then queued behind 113 that each took a minute to fail)
+        drain_prefect_services(timeout_s=60)
         try:
             # Prefect read its settings at import: in-process clients need the API set there too
             with temporary_settings(updates={PREFECT_API_URL: lp.api_url}):
-                yield lp
+                try:
+                    yield lp
+                finally:
+                    drain_prefect_services(timeout_s=60)
         finally:
             lp.close()
     finally:
