@@ -260,12 +260,12 @@ def local_prefect(tmp: Path, db_url: str | None = None, *, here: dict[str, str] 
         lp = start_local_prefect(tmp, db_url, **kwargs)
         os.environ.update(VIBEINSIGHT_HOME=str(lp.home), **here)
         get_settings.cache_clear()
-        # Prefect's event sender is one per process whatever the API (its key holds no URL), bound to the
-        # server it first sent to: drained here, and again before this server stops, the events of this
-        # process's in-process runs go to the server they ran against, and no sender is left bound to a
-        # stopped one (a later test's events then queued behind 113 that each took a minute to fail)
-        drain_prefect_services(timeout_s=60)
         try:
+            # Prefect's event sender is one per process whatever the API (its key holds no URL), bound to the
+            # server it first sent to: drained here, and again before this server stops, the events of this
+            # process's in-process runs go to the server they ran against, and no sender is left bound to a
+            # stopped one (a later test's events then queued behind 113 that each took a minute to fail)
+            drain_prefect_services(timeout_s=60)
             # Prefect read its settings at import: in-process clients need the API set there too
             with temporary_settings(updates={PREFECT_API_URL: lp.api_url}):
                 try:

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import SAMPLE, sha256
+from tests.prefect_server import drain_prefect_services
 from tests.quota_helpers import GB, download
 from tests.uploads import as_upload
 from tests.waiting import wait_for
@@ -94,9 +95,7 @@ def test_quota_report_flow_artifacts_files_alerts_and_event(run_home):
 
         # the flow's events leave through Prefect's background sender: sent, then stored by the server's
         # persister in its own time (a loaded CI machine once took over 30 s: the bound is generous)
-        from prefect.events.worker import EventsWorker
-
-        EventsWorker.drain_all(timeout=60)
+        drain_prefect_services(timeout_s=60)
         events = wait_for(alert_events, 120, 0.5, "the two quota alert events")
     assert {(e.payload["basis"], e.payload["level"]) for e in events} == {("now", "exceeded"), ("forecast", "exceeded")}
     assert events[0].resource["prefect.resource.id"] == "vibeinsight.quota.egress_bytes"
