@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -31,6 +32,12 @@ def pytest_configure(config):
     home = tempfile.mkdtemp(prefix=f"vi-prefect-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
     config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
     os.environ["PREFECT_HOME"] = home
+    # Bytecode is written (into .venv and the gitignored __pycache__ folders) and read by every later
+    # process: with PYTHONDONTWRITEBYTECODE set, as this machine's environment sets it, each of the
+    # suite's ~400 Python processes compiled every module it imported from source, about a third of a
+    # Prefect server's start and a quarter of a flow run's imports (docs/testing.md).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    sys.dont_write_bytecode = False
     _start_clock_shift(config)
 
 
