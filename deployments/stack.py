@@ -46,8 +46,9 @@ def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
                                 stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def start_server(prefect_home: Path, port: int, log: Path, db_url: str | None = None) -> subprocess.Popen:
-    env = server_env(prefect_home, port, db_url)
+def start_server(prefect_home: Path, port: int, log: Path, db_url: str | None = None,
+                 extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**server_env(prefect_home, port, db_url), **(extra_env or {})}
     return _spawn([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log)
 
 

@@ -31,7 +31,7 @@ from tests.fake_openai import FakeOpenAI
 from tests.fly_s3 import S3, seaweed_s3
 from tests.fly_standin import FlyStandin
 from tests.pg import create_database, drop_database
-from tests.prefect_server import drop_prefect_database, new_prefect_database
+from tests.prefect_server import drop_prefect_database, new_prefect_database, start_seeded_server
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -153,7 +153,7 @@ def fly_stack(tmp: Path, mode: str = "fly", process_workers: int = 2, process_li
     fs: FlyStack | None = None
     server: subprocess.Popen | None = None
     try:
-        server = stack.start_server(tmp / "prefect-server", port, logs / "server.log", prefect_db)
+        server = start_seeded_server(tmp / "prefect-server", port, logs / "server.log", prefect_db)
         with seaweed_s3(tmp / "seaweed") as s3, FakeOpenAI(script=["And so my fellow Americans"], language="en") as oa:
             # The runs app's secrets (production: `fly secrets set -a vibeinsight-runs …`).
             secrets = {"PREFECT_API_URL": api_url, **s3.env(), "OPENAI_API_KEY": "sk-test",
