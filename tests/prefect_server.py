@@ -42,7 +42,7 @@ PG = "postgres@127.0.0.1:5432"  # the machine's PostgreSQL (bin/test starts it)
 # the suite starts more than a dozen: each gets a copy of a database migrated once per machine and
 # Prefect version instead (Prefect still checks it is at head when it starts). The copy also holds the
 # block types Prefect registers at a server's start (its own, the installed collections', ours), so
-# servers on a copy skip that step (SEEDED_SERVER_ENV): ~2.5 of a start's ~8 CPU-seconds here. The
+# servers on a copy skip that step (SEEDED_SERVER_ENV): ~3.5 of a start's ~8 CPU-seconds here. The
 # registry follows the installed packages, so their names and versions are part of the template's key.
 PREFECT_VERSION = version("prefect")
 _PACKAGES = hashlib.sha256(" ".join(sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions()})).encode())
