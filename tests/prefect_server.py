@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -45,10 +46,24 @@ PG = "postgres@127.0.0.1:5432"  # the machine's PostgreSQL (bin/test starts it)
 # servers on a copy skip that step (SEEDED_SERVER_ENV): ~3.5 of a start's ~8 CPU-seconds here. The
 # registry follows the installed packages, so their names and versions are part of the template's key.
 PREFECT_VERSION = version("prefect")
-_PACKAGES = hashlib.sha256(" ".join(sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions()})).encode())
-TEMPLATE_KEY = f"{PREFECT_VERSION}-{_PACKAGES.hexdigest()[:10]}"
-TEMPLATE_DIR = Path(tempfile.gettempdir()) / f"vibeinsight-prefect-db-{TEMPLATE_KEY}"
-PG_TEMPLATE = "prefect_template_" + re.sub(r"\W", "_", TEMPLATE_KEY)
+
+
+@functools.cache
+def _template_key() -> str:
+    """Prefect's version and a digest of the installed packages: read on first use, not at every import
+    of this module (scanning the installed distributions takes ~0.3 s)."""
+    packages = sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions()})
+    return f"{PREFECT_VERSION}-{hashlib.sha256(' '.join(packages).encode()).hexdigest()[:10]}"
+
+
+def _template_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"vibeinsight-prefect-db-{_template_key()}"
+
+
+def _pg_template() -> str:
+    return "prefect_template_" + re.sub(r"\W", "_", _template_key())
+
+
 SEEDED_SERVER_ENV = {"PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
                      "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false"}
 
@@ -89,8 +104,8 @@ def start_seeded_server(prefect_home: Path, port: int, log: Path, db_url: str | 
 @contextlib.contextmanager
 def _machine_lock():
     """One builder of the templates at a time, across xdist workers and parallel runs."""
-    TEMPLATE_DIR.mkdir(parents=True, exist_ok=True)
-    with (TEMPLATE_DIR / ".lock").open("w") as lock:
+    _template_dir().mkdir(parents=True, exist_ok=True)
+    with (_template_dir() / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -101,10 +116,10 @@ def _machine_lock():
 def seed_sqlite(prefect_home: Path, name: str = "prefect.db") -> None:
     """Put a migrated copy of Prefect's SQLite database where a server with this PREFECT_HOME reads it
     (or as `name` in that folder)."""
-    template = TEMPLATE_DIR / "prefect.db"
+    template = _template_dir() / "prefect.db"
     with _machine_lock():
         if not template.is_file():
-            with tempfile.TemporaryDirectory(dir=TEMPLATE_DIR) as build:
+            with tempfile.TemporaryDirectory(dir=_template_dir()) as build:
                 _prepare(f"sqlite+aiosqlite:///{build}/prefect.db")
                 os.replace(f"{build}/prefect.db", template)  # whole or absent, never half-built
     prefect_home.mkdir(parents=True, exist_ok=True)
@@ -116,14 +131,15 @@ def new_prefect_database() -> str:
     import psycopg
 
     name = f"prefect_test_{uuid.uuid4().hex[:8]}"
+    template = _pg_template()
     with _machine_lock(), psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as c:
-        if not c.execute("select 1 from pg_database where datname = %s", (PG_TEMPLATE,)).fetchone():
-            building = f"{PG_TEMPLATE}_building"
+        if not c.execute("select 1 from pg_database where datname = %s", (template,)).fetchone():
+            building = f"{template}_building"
             c.execute(f'drop database if exists "{building}" with (force)')
             c.execute(f'create database "{building}"')
             _prepare(f"postgresql+asyncpg://{PG}/{building}")
-            c.execute(f'alter database "{building}" rename to "{PG_TEMPLATE}"')
-        c.execute(f'create database "{name}" template "{PG_TEMPLATE}"')
+            c.execute(f'alter database "{building}" rename to "{template}"')
+        c.execute(f'create database "{name}" template "{template}"')
     return f"postgresql+asyncpg://{PG}/{name}"
 
 
