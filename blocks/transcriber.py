@@ -44,6 +44,8 @@ class ChunkTranscript(BaseModel):
     audio_s: float
     bytes_sent: int
     usage: ServiceUsage | None = None  # None: local work, nothing billed
+    # the run attempt that paid for `usage` (vibeinsight.paid.attempt_tag): a cache hit keeps its payer's
+    paid_by: str | None = None
 
 
 class Transcriber(Block):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import timedelta
@@ -17,8 +18,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from blocks import registry
 from blocks.storage import ObjectStorage
 from blocks.transcriber import ChunkJob, ChunkTranscript, Transcriber
-from vibeinsight import tracing
+from vibeinsight import paid, tracing
 from vibeinsight.errors import PipelineError, TranscriptionFailed
+
+log = logging.getLogger("vibeinsight.flow")
 
 # A backstop behind the API's own timeouts and retries.
 CHUNK_TIMEOUT_S = 1800
@@ -79,7 +82,45 @@ def transcribe_chunk(job: ChunkJob, language: str | None, transcriber: Transcrib
             raise TranscriptionFailed(f"chunk {job.index}: {exc}") from exc
         if result.usage:
             spent(result.usage)
+            result = result.model_copy(update={"paid_by": paid.attempt_tag(current_flow_run_id())})
         return result
+
+
+def current_flow_run_id() -> str:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id)
+
+
+def booked(storage: ObjectStorage, session_id: str, tag: str) -> bool:
+    """Whether an earlier run of the session booked attempt `tag`'s calls (its marker is in the bucket)."""
+    try:
+        storage.get_bytes(paid.booked_marker(session_id, tag))
+    except Exception:  # noqa: BLE001 - no marker (or the bucket away): not known to be booked
+        return False
+    return True
+
+
+def count_unbooked(transcripts: list[ChunkTranscript], accounted: set[str], storage: ObjectStorage, session_id: str,
+                   usage: list) -> None:
+    """Add to `usage` what the chunks that came back from the cache were billed to attempts nobody booked
+    (vibeinsight.paid), and add those attempts to `accounted`."""
+    found, attempts = paid.unbooked(((t.paid_by, t.usage) for t in transcripts), accounted,
+                                    lambda tag: booked(storage, session_id, tag))
+    if found:
+        log.info("%d cached chunk(s) paid by attempt(s) that booked nothing: %s", len(found), sorted(attempts))
+    usage += found
+    accounted |= attempts
+
+
+def mark_booked(accounted: set[str], storage: ObjectStorage, session_id: str) -> None:
+    """After the run's usage reached the ledger: a marker for each attempt it booked. Best effort: a missing
+    marker only lets a later run of the session book those cached chunks again."""
+    for tag in accounted:
+        try:
+            storage.put_bytes(paid.booked_marker(session_id, tag), b"", "application/octet-stream")
+        except Exception as exc:  # noqa: BLE001
+            log.warning("usage marker of %s not written: %s", tag, exc)
 
 
 def run_chunks(jobs: list[ChunkJob], language: str | None, transcriber: Transcriber, storage: ObjectStorage,

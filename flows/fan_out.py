@@ -24,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
 from blocks.transcriber import ChunkTranscript
+from flows.chunks import booked, count_unbooked
 from vibeinsight.diarization import Diarization, Diarizer
 from vibeinsight.errors import PipelineError, TranscriptionFailed
 from vibeinsight.fanout import (
@@ -109,15 +110,29 @@ def transcribe_parts(compact: TranscodeInfo, language: str, run: Run, vocabulary
     run.parts = [PartInfo(flow_run_id=str(p.flow_run_id), chunks=[c.index for c in p.request.chunks],
                           audio_s=p.audio_s, wall_s=p.wall_s, attempts=p.attempts) for p in parts]
     transcripts: list[ChunkTranscript] = []
+    for p in parts[1:]:  # the parent's own share booked its calls to run.api_usage as it made them
+        _account(p.result, run)
     for p in parts:
-        run.api_usage += [ServiceUsage.model_validate(u) for u in p.result.usage]
         run.warnings += [w for w in p.result.warnings if w not in run.warnings]
         transcripts += [ChunkTranscript.model_validate(t) for t in p.result.transcripts]
     transcripts.sort(key=lambda t: t.index)
+    # a chunk from the cache paid by a part run that crashed before handing its usage on (vibeinsight.paid)
+    count_unbooked(transcripts, run.accounted, run.storage, run.session_id, run.api_usage)
     if [t.index for t in transcripts] != [c.index for c in chunks]:
         raise TranscriptionFailed("the parts' transcripts do not cover the recording's chunks")
     found = _speakers(parts, run, who) if speakers else None
     return transcripts, found
+
+
+def _account(result: PartResult | None, run: Run) -> None:
+    """A part run attempt's billed calls into the session's usage, once: a finished part's, and a failed
+    one's before it is run again or fails the session; not when an earlier attempt of this run booked it."""
+    if result is None or (result.attempt is not None and (
+            result.attempt in run.accounted or booked(run.storage, run.session_id, result.attempt))):
+        return
+    run.api_usage += [ServiceUsage.model_validate(u) for u in result.usage]
+    if result.attempt is not None:
+        run.accounted.add(result.attempt)
 
 
 def _upload(run: Run, keys: dict[int, str], chunks: list) -> None:
@@ -224,10 +239,12 @@ def _step(part: PartRun, run: Run, client, progress: Progress) -> None:
     if step == "rerun":
         log.warning("part %d run %s ended %s (%s); running it again", part.request.part, part.flow_run_id,
                     state, flow_run.state.message if flow_run.state else "")
+        _account(_read_result(part, run), run)  # what the ended attempt paid (none if its Machine died)
         _start(part, run, client)
         return
     result = _read_result(part, run)
     if step == "fail":
+        _account(result, run)
         if result is not None and result.error is not None:
             raise PipelineError(f"part {part.request.part} failed {part.attempts} times: {result.error.code}",
                                 result.error.code)

@@ -22,9 +22,9 @@ from pydantic import BaseModel, Field, ValidationError
 from blocks import registry
 from blocks.transcriber import ChunkJob, ChunkTranscript
 from flows import fan_out, status_hooks
-from flows.chunks import CHUNK_TIMEOUT_S, _transient, run_chunks
+from flows.chunks import CHUNK_TIMEOUT_S, _transient, count_unbooked, mark_booked, run_chunks
 from flows.status_hooks import HOOKS, StageReporter, run_attempt
-from vibeinsight import logs, tracing
+from vibeinsight import logs, paid, tracing
 from vibeinsight.audio import probe as probing
 from vibeinsight.audio import transcode as tc
 from vibeinsight.cores import usable_cores
@@ -96,6 +96,8 @@ class Run:
         self.timings: dict[str, float] = {}
         self.served_by = "local"  # which storage served the upload: local, primary or fallback
         self.api_usage: list[ServiceUsage] = []  # one entry per billed chunk or analysis
+        # the attempts whose billed calls api_usage holds: this one, and part runs' (vibeinsight.paid)
+        self.accounted: set[str] = {paid.attempt_tag(flow_run_id)}
         self.source_sha256 = ""
         self.warnings: list[str] = []
         self.parts: list[PartInfo] | None = None  # the part runs, when the transcription fanned out
@@ -271,6 +273,7 @@ def _transcribe_here(compact: TranscodeInfo, lang: str | None, run: Run, vocabul
     results = run_chunks(jobs, lang, run.transcriber, run.storage, progress, run.api_usage.append,
                          session_id=run.session_id, content_id=run.content_id(),
                          api_limit=run.settings.api_concurrency_limit)
+    count_unbooked(results, run.accounted, run.storage, run.session_id, run.api_usage)
     return results, found
 
 
@@ -443,7 +446,9 @@ def _process(source: str, session_id: str | None, user_id: str | None, sid: str,
         _publish_failure(doc, run)
         raise
     finally:
-        record_usage(doc, run.settings)  # usage_events rows for the quota ledger; never raises
+        # usage_events rows for the quota ledger (never raises), then the attempts they booked
+        if record_usage(doc, run.settings) and run.api_usage:
+            mark_booked(run.accounted, run.storage, run.session_id)
         shutil.rmtree(run.workspace, ignore_errors=True)  # only our copies; the upload is untouched
 
 

@@ -21,8 +21,8 @@ from pydantic import ValidationError
 
 from blocks import registry
 from blocks.transcriber import ChunkJob, Transcriber
-from flows.chunks import run_chunks
-from vibeinsight import logs, tracing
+from flows.chunks import current_flow_run_id, run_chunks
+from vibeinsight import logs, paid, tracing
 from vibeinsight.cores import usable_cores
 from vibeinsight.diarization import Diarizer
 from vibeinsight.errors import InputRejected, error_code, user_message
@@ -62,7 +62,7 @@ def transcribe_part(session_id: str, part: dict) -> str:
         raise InputRejected("transcribe-part reads its chunks from the S3 bucket; none is configured",
                             "invalid_parameter")
     workspace = workspace_for(settings.work_dir, flow_run_id)
-    result = PartResult(part=req.part)
+    result = PartResult(part=req.part, attempt=paid.attempt_tag(flow_run_id))  # kept when the share fails
     usage: list = []
     with logs.bind(session_id=req.session_id, flow_run_id=flow_run_id):
         try:
@@ -90,7 +90,7 @@ def transcribe_share(req: PartRequest, paths: dict, settings: Settings, storage,
     """A part's transcripts, and its speaker windows when asked, from its chunk files ({index: path}):
     what a part run does with the chunks it downloaded, and the parent with the share it keeps.
     `usage` hears what each request was billed, even when the share fails."""
-    result = PartResult(part=req.part)
+    result = PartResult(part=req.part, attempt=paid.attempt_tag(current_flow_run_id()))
     transcriber = transcriber or registry.transcriber(settings)
     lang = transcriber.check_language(req.language or "auto")
     jobs = [ChunkJob(index=c.index, path=paths[c.index], offset=c.offset, duration=c.duration,

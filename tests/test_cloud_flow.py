@@ -103,6 +103,22 @@ def test_cloud_run_end_to_end_with_usage_and_cache(cloud, recording):
     assert run_flow(f"s3://vibeinsight-audio/uploads/{U1}/meeting.wav", str(uuid.uuid4())).is_completed()
     assert len(oa.requests) == 2 * before
 
+    # Had the first run died before booking its calls (a Machine lost: no marker of its attempt), the next
+    # run of the session books what its cached chunks were billed, once (vibeinsight.paid)
+    first = str(state.state_details.flow_run_id)
+    prefix = f"prefect-results/fanout/{sid}/booked/"
+    markers = [o["Key"] for o in store.client().list_objects_v2(Bucket=store.bucket_name, Prefix=prefix)["Contents"]]
+    assert [m for m in markers if m.startswith(prefix + first + ".")], markers  # the first run booked its attempt
+    for key in markers:
+        store.client().delete_object(Bucket=store.bucket_name, Key=key)
+    requests = len(oa.requests)
+    third = run_flow(f"s3://vibeinsight-audio/uploads/{U1}/meeting.wav", sid).result()
+    assert len(oa.requests) == requests and third["transcript"]["segments"] == segs  # from the cache
+    assert third["usage"]["api_calls"]["openai"] == len(chunks)
+    assert third["usage"]["cost_by_service"]["openai"] == pytest.approx(u["cost_by_service"]["openai"], abs=1e-9)
+    fourth = run_flow(f"s3://vibeinsight-audio/uploads/{U1}/meeting.wav", sid).result()
+    assert "openai" not in fourth["usage"]["api_calls"]  # booked by the third run: never twice
+
 
 def test_prefect_concurrency_limit_caps_api_calls_across_the_pool(cloud, recording):
     from prefect.client.orchestration import get_client

@@ -271,6 +271,10 @@ def test_a_part_machine_killed_mid_run_is_run_again_with_its_finished_chunks_fro
         "flow_runs": {"id": {"any_": [p["flow_run_id"] for p in reruns]}},
         "task_runs": {"state": {"name": {"any_": ["Cached"]}}}})
     assert len(cached) >= len(kill["finished"])  # they came back from the bucket's cache
+    # each chunk's billed call is in the session's usage once, the killed attempt's finished chunks too: they
+    # came back from the cache paid by an attempt that booked nothing (vibeinsight.paid). A request the kill
+    # cut off was sent again, and only its answered twin is known.
+    assert doc["usage"]["api_calls"]["openai"] == len(counts), (doc["usage"], counts)
     assert wait_gone(fly) == []
 
 
@@ -295,4 +299,6 @@ def test_a_part_that_fails_twice_fails_the_session_with_its_code(fly: FlyStack, 
     assert row.error_code == "api_quota_exhausted"  # the part's own code, not a generic one
     doc = result(fly, sid)
     assert doc["status"] == "FAILED" and doc["error"]["code"] == "api_quota_exhausted"
+    # the refused calls of both runs of the part that failed are the session's too (the parent's own pass)
+    assert doc["usage"]["failed_calls"].get("openai", 0) >= 2, doc["usage"]
     assert wait_gone(fly) == []

@@ -168,6 +168,7 @@ class PartResult(BaseModel):
     transcripts: list[dict] = Field(default_factory=list)
     windows: SpeakerWindows | None = None
     usage: list[dict] = Field(default_factory=list)  # vibeinsight.usage.ServiceUsage of each billed call
+    attempt: str | None = None  # the part run attempt whose calls `usage` lists (vibeinsight.paid.attempt_tag)
     warnings: list[str] = Field(default_factory=list)
     error: PartError | None = None
 
