@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
 from blocks.transcriber import ChunkTranscript
-from flows.chunks import booked, count_unbooked
+from flows.chunks import booked
 from vibeinsight.diarization import Diarization, Diarizer
 from vibeinsight.errors import PipelineError, TranscriptionFailed
 from vibeinsight.fanout import (
@@ -116,8 +116,6 @@ def transcribe_parts(compact: TranscodeInfo, language: str, run: Run, vocabulary
         run.warnings += [w for w in p.result.warnings if w not in run.warnings]
         transcripts += [ChunkTranscript.model_validate(t) for t in p.result.transcripts]
     transcripts.sort(key=lambda t: t.index)
-    # a chunk from the cache paid by a part run that crashed before handing its usage on (vibeinsight.paid)
-    count_unbooked(transcripts, run.accounted, run.storage, run.session_id, run.api_usage)
     if [t.index for t in transcripts] != [c.index for c in chunks]:
         raise TranscriptionFailed("the parts' transcripts do not cover the recording's chunks")
     found = _speakers(parts, run, who) if speakers else None

@@ -241,6 +241,9 @@ def transcribe(compact: TranscodeInfo, language: str, run: Run, vocabulary: list
             results, found = fan_out.transcribe_parts(compact, language, run, vocabulary, who, speakers)
         else:
             results, found = _transcribe_here(compact, lang, run, vocabulary, who, speakers)
+        # chunks from the cache paid by an attempt that booked nothing: a part run or an earlier attempt of
+        # this run whose Machine died before handing its usage on (vibeinsight.paid)
+        count_unbooked(results, run.accounted, run.storage, run.session_id, run.api_usage)
         transcript = merge_chunks(results, run.transcriber.model_name, lang)
         transcript.vocabulary = vocabulary or None
         if by_channel:
@@ -273,7 +276,6 @@ def _transcribe_here(compact: TranscodeInfo, lang: str | None, run: Run, vocabul
     results = run_chunks(jobs, lang, run.transcriber, run.storage, progress, run.api_usage.append,
                          session_id=run.session_id, content_id=run.content_id(),
                          api_limit=run.settings.api_concurrency_limit)
-    count_unbooked(results, run.accounted, run.storage, run.session_id, run.api_usage)
     return results, found
 
 
