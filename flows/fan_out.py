@@ -125,9 +125,9 @@ def transcribe_parts(compact: TranscodeInfo, language: str, run: Run, vocabulary
 def _account(result: PartResult | None, run: Run) -> None:
     """A part run attempt's billed calls into the session's usage, once: a finished part's, and a failed
     one's before it is run again or fails the session; not when an earlier attempt of this run booked it."""
-    if result is None or (result.attempt is not None and (
+    if result is None or not result.usage or (result.attempt is not None and (
             result.attempt in run.accounted or booked(run.storage, run.session_id, result.attempt))):
-        return
+        return  # nothing billed (no marker to read), or taken already
     run.api_usage += [ServiceUsage.model_validate(u) for u in result.usage]
     if result.attempt is not None:
         run.accounted.add(result.attempt)
