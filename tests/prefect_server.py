@@ -279,9 +279,11 @@ def status_row(session_id: str, want: set[str], timeout_s: float = 60):
     return wait_for(reached, timeout_s, 0.3, f"the status row of {session_id} to reach {sorted(want)}")
 
 
-# What the deploy tests' workers use: the small English model, one chunk at a time, quick status writes.
+# What the deploy tests' workers use: the small English model, one chunk at a time, quick status writes,
+# no speaker embeddings (~0.7 CPU-s a run: these stacks test orchestration; test_flow_speakers and the
+# fan-out e2e test the speakers).
 FAST_WORKERS = {"VIBEINSIGHT_WHISPER_MODEL": "tiny.en", "VIBEINSIGHT_WHISPER_CONCURRENCY": "1",
-                "VIBEINSIGHT_STATUS_MIN_INTERVAL_S": "0.2"}
+                "VIBEINSIGHT_STATUS_MIN_INTERVAL_S": "0.2", "VIBEINSIGHT_DIARIZE": "off"}
 
 
 def drain_prefect_services(timeout_s: float) -> None:

@@ -78,12 +78,24 @@ def test_updates_during_a_write_collapse_into_the_latest():
 
 
 def test_latest_pending_update_is_flushed_by_timer():
-    writes = []
-    w = CoalescingWriter(writes.append, min_interval=0.1)
+    """By event order, not timing: 2 and 3 arrive while 1 is being written (three quick submits could
+    straddle the interval on a loaded machine, and 2 was then written); with no later submit, the
+    writer's own timer writes the latest of them."""
+    writes, writing, release = [], threading.Event(), threading.Event()
+
+    def write(u):
+        writes.append(u)
+        writing.set()
+        release.wait(5)
+
+    w = CoalescingWriter(write, min_interval=0.1)
     w.submit(_u(progress=1))
+    assert writing.wait(5)
     w.submit(_u(progress=2))
     w.submit(_u(progress=3))
+    release.set()
     wait_for(lambda: len(writes) >= 2, 5, 0.02, "the timer to flush the pending update")
+    time.sleep(0.3)  # no third write follows: 2 was replaced, not queued
     assert [u.progress for u in writes] == [1, 3]
 
 
