@@ -12,6 +12,11 @@ sends and parses it (realtime/_async/client.py, channel.py, message.py):
 - each change is `postgres_changes {ids: [id], data: {schema, table, commit_timestamp, type,
   errors, columns, record, old_record}}`, and, as RLS does, only to the row's own user
   (record.user_id = the token's sub); filters `col=eq.value` are applied;
+- a join may be refused as Realtime's rate limits refuse it, before the token is checked:
+  `phx_reply {status: "error", response: {reason}}` with the reason as supabase/realtime words it
+  (`ClientJoinRateLimitReached: Too many joins per second`, `ConnectionRateLimitReached: Too many
+  connected users`, `ChannelRateLimitReached: Too many channels`); `refuse_joins` holds the reasons for
+  the next joins, and `join_log` what each join got, and on which socket;
 - `heartbeat` on topic `phoenix` and `phx_leave` get an ok reply; `access_token` replaces the token;
 - `vsn=2.0.0` (supabase-js's realtime-js default) frames each text message as the Phoenix V2 JSON array
   `[join_ref, ref, topic, event, payload]` (realtime-js lib/serializer.js) instead of an object.
@@ -31,6 +36,7 @@ import threading
 import urllib.error
 import urllib.request
 from datetime import datetime, timezone
+from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
@@ -67,6 +73,12 @@ def _claims(token: str | None) -> dict:
         return {}
 
 
+class Join(NamedTuple):
+    topic: str
+    socket: int  # numbered in the order the sockets opened
+    outcome: str  # "ok", or the reason the join was refused
+
+
 class FakeRealtime:
     def __init__(self, pg_url: str, anon_key: str, rest_url: str | None = None) -> None:
         self.pg_url = pg_url
@@ -75,6 +87,10 @@ class FakeRealtime:
         self.joins: list[dict] = []  # join payloads received (tests assert on them)
         self.sent = 0  # postgres_changes messages sent
         self.refuse = False  # refuse new sockets (Realtime down) when set
+        self.refuse_joins: list[str] = []  # the reasons the next joins are refused with, in order
+        self.join_log: list[Join] = []  # every join: its topic, its socket's number, "ok" or the reason refused
+        self._socket_numbers = itertools.count(1)
+        self._socket_no: dict = {}
         self._ids = itertools.count(1)
         self._subs: list[dict] = []  # {ws, topic, id, filter, sub}
         self._sockets: set = set()
@@ -147,6 +163,7 @@ class FakeRealtime:
 
     async def _connection(self, ws: ServerConnection) -> None:
         self._sockets.add(ws)
+        self._socket_no[ws] = next(self._socket_numbers)
         try:
             async for raw in ws:
                 msg = json.loads(raw)
@@ -157,6 +174,7 @@ class FakeRealtime:
             pass
         finally:
             self._sockets.discard(ws)
+            self._socket_no.pop(ws, None)
             self._subs = [s for s in self._subs if s["ws"] is not ws]
 
     @staticmethod
@@ -176,9 +194,15 @@ class FakeRealtime:
             return await self._reply(ws, msg, "ok", {})
         if event == "phx_join":
             self.joins.append(payload)
+            if self.refuse_joins:  # a rate limit, checked before the token as Realtime does
+                reason = self.refuse_joins.pop(0)
+                self.join_log.append(Join(topic, self._socket_no[ws], reason))
+                return await self._reply(ws, msg, "error", {"reason": reason})
             claims = _claims(payload.get("access_token"))
             if claims.get("role") != "authenticated" or not claims.get("sub"):
+                self.join_log.append(Join(topic, self._socket_no[ws], "Invalid token"))
                 return await self._reply(ws, msg, "error", {"reason": "Invalid token"})
+            self.join_log.append(Join(topic, self._socket_no[ws], "ok"))
             bindings = []
             for b in (payload.get("config") or {}).get("postgres_changes") or []:
                 binding = {"id": next(self._ids), **{k: b[k] for k in ("event", "schema", "table", "filter") if k in b}}

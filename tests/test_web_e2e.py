@@ -178,6 +178,33 @@ def test_with_realtime_stopped_mid_run_the_page_keeps_moving_by_polling_and_swit
     page.locator("[data-testid=transcript] li").first.wait_for(timeout=60_000)
 
 
+def test_joins_refused_by_realtimes_rate_limits_are_retried_as_each_limit_asks(stack, browser, recording):
+    """Realtime refuses a join over its rate limits with a reason (tests/fake_realtime.py): for
+    too_many_joins the page joins the same channel again later, on the same socket; for
+    too_many_connections it drops the socket and joins on a new one. It then follows the run over
+    Realtime to its end. (The decisions themselves: clients/js/src/realtime.ts and its unit tests.)"""
+    refused = ["ClientJoinRateLimitReached: Too many joins per second",
+               "ConnectionRateLimitReached: Too many connected users"]
+    seen = len(stack.realtime.join_log)
+    stack.realtime.refuse_joins = list(refused)
+    page = open_page(browser, stack)
+    errors: list[str] = []  # e.g. realtime-js refusing a second join of one channel instance
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.set_input_files("[data-testid=file]", str(recording))
+    page.click("[data-testid=start]")
+    # before the run can end (the page then stops following): Realtime joined after both refusals
+    wait_for(lambda: any(j.outcome == "ok" for j in stack.realtime.join_log[seen:]) or errors, 60, 0.2,
+             "a join after the refused ones")
+    assert not errors, (errors, stack.realtime.join_log[seen:])
+    joins = [j for j in stack.realtime.join_log[seen:] if j.topic.startswith("realtime:processing_status:")]
+    assert [j.outcome for j in joins] == [*refused, "ok"], joins
+    assert len({j.topic for j in joins}) == 1, joins  # one session's channel throughout
+    assert joins[1].socket == joins[0].socket, joins  # too_many_joins: the same socket, joined again later
+    assert joins[2].socket != joins[1].socket, joins  # too_many_connections: a new socket
+    wait_status(page, "COMPLETED")
+    assert not errors, errors
+
+
 def test_a_rejected_recording_shows_its_fixed_sentence_in_japanese(stack, browser, tmp_path):
     from vibeinsight.errors import MESSAGES
 

@@ -1,6 +1,7 @@
 // What to do when Supabase Realtime refuses or drops the session's channel. The design's rules:
 // too_many_connections: reconnect later, with back-off and jitter (a fresh socket and channel);
-// too_many_channels / too_many_joins: keep (reuse) the channel and join it again later, backing off;
+// too_many_channels / too_many_joins: keep (reuse) the socket and join the channel's topic again later,
+// backing off (a channel instance joins once in realtime-js: the join is a new instance on the same socket);
 // tenant_events: the project sends too many messages: slow down (a longer client-side throttle);
 // anything else (socket closed, timed out): a fresh channel after a back-off.
 
@@ -42,7 +43,8 @@ export interface BackoffPolicy {
 export const DEFAULT_BACKOFF: BackoffPolicy = { baseMs: 1000, maxMs: 30_000, maxThrottleMs: 10_000 };
 
 export interface Decision {
-  /** "reconnect": drop the channel (and the socket with it) and open a new one; "reuse": join the same one again */
+  /** "reconnect": drop the channel (and the socket with it) and open a new one; "reuse": keep the socket and
+   * join the channel's topic again on it */
   action: "reconnect" | "reuse";
   /** wait before joining again */
   delayMs: number;

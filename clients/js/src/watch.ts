@@ -2,14 +2,17 @@
 // session_id (RLS lets a user see only their own rows), the row read once after subscribing (Realtime
 // does not replay what changed before the join), Realtime's limits handled as the design says
 // (realtime.ts), and the row polled over REST while Realtime is down, switching back when it returns.
-import { StatusFollower, type Clock, REAL_CLOCK, Throttle } from "./follow.ts";
+import { type Clock, REAL_CLOCK, StatusFollower, Throttle } from "./follow.ts";
 import { type BackoffPolicy, classify, decide, DEFAULT_BACKOFF, type Trouble } from "./realtime.ts";
 import { ROW_COLUMNS, type StatusRow } from "./types.ts";
 
 /** The part of a realtime-js RealtimeChannel used here. */
 export interface ChannelLike {
-  on(type: "postgres_changes", filter: { event: "*"; schema: string; table: string; filter: string },
-    callback: (payload: { new: unknown }) => void): ChannelLike;
+  on(
+    type: "postgres_changes",
+    filter: { event: "*"; schema: string; table: string; filter: string },
+    callback: (payload: { new: unknown }) => void,
+  ): ChannelLike;
   subscribe(callback: (status: string, err?: Error) => void): ChannelLike;
   unsubscribe(): Promise<unknown>;
 }
@@ -20,6 +23,8 @@ export interface SupabaseLike {
   channel(name: string, opts?: any): any;
   // deno-lint-ignore no-explicit-any
   removeChannel(channel: any): Promise<unknown>;
+  getChannels(): unknown[];
+  realtime: { disconnect(): unknown };
   // deno-lint-ignore no-explicit-any
   from(table: string): any;
 }
@@ -54,8 +59,12 @@ export interface Watch {
 export const TABLE = "processing_status";
 
 /** Follows `sessionId` until it ends; onUpdate gets each newer row, in order. */
-export function watch(supabase: SupabaseLike, sessionId: string, onUpdate: (row: StatusRow) => void,
-  opts: WatchOptions = {}): Watch {
+export function watch(
+  supabase: SupabaseLike,
+  sessionId: string,
+  onUpdate: (row: StatusRow) => void,
+  opts: WatchOptions = {},
+): Watch {
   const clock = opts.clock ?? REAL_CLOCK;
   const random = opts.random ?? Math.random;
   const policy = { ...DEFAULT_BACKOFF, ...opts.backoff };
@@ -107,27 +116,34 @@ export function watch(supabase: SupabaseLike, sessionId: string, onUpdate: (row:
     }, ms);
   };
 
-  const join = (fresh: boolean) => {
+  const join = () => {
     joinTimer = null;
     if (mode === "stopped") return;
     const mine = ++generation;
-    if (fresh || !channel) {
-      // supabase.channel() answers the client's existing channel of this topic: one per session
-      channel = (supabase.channel(`${TABLE}:${sessionId}`) as ChannelLike).on("postgres_changes",
-        { event: "*", schema: "public", table: TABLE, filter: `session_id=eq.${sessionId}` },
-        (payload) => offer(payload.new));
+    // A channel instance joins once (realtime-js refuses a second subscribe), so each join takes the
+    // client's channel of this topic: supabase.channel() answers the live one, or a new one once the
+    // last was left (reuse: on the same socket) or removed (reconnect: on a new socket).
+    channel = (supabase.channel(`${TABLE}:${sessionId}`) as ChannelLike).on("postgres_changes", {
+      event: "*",
+      schema: "public",
+      table: TABLE,
+      filter: `session_id=eq.${sessionId}`,
+    }, (payload) => offer(payload.new));
+    try {
+      channel.subscribe((status, err) => {
+        if (mine !== generation || mode === "stopped") return;
+        if (status === "SUBSCRIBED") {
+          troubles = 0;
+          setMode("realtime");
+          void readRow(); // what changed before the join
+          schedulePoll(pollMs * safety);
+        } else {
+          void trouble(err ?? status);
+        }
+      });
+    } catch (err) {
+      void trouble(err); // a channel that could not be left: "other", so the next join starts afresh
     }
-    channel.subscribe((status, err) => {
-      if (mine !== generation || mode === "stopped") return;
-      if (status === "SUBSCRIBED") {
-        troubles = 0;
-        setMode("realtime");
-        void readRow(); // what changed before the join
-        schedulePoll(pollMs * safety);
-      } else {
-        void trouble(err ?? status);
-      }
-    });
   };
 
   const trouble = async (err: unknown) => {
@@ -142,13 +158,20 @@ export function watch(supabase: SupabaseLike, sessionId: string, onUpdate: (row:
     const old = channel;
     if (d.action === "reconnect") channel = null;
     try {
-      // reconnect: removing the last channel closes the socket, the next join opens a new one;
-      // reuse: leave the channel (no rejoin of its own) and join the same one after the wait
-      if (old) await (d.action === "reconnect" ? supabase.removeChannel(old) : old.unsubscribe());
+      // reconnect: remove the channel and close the socket when no other channel of the app is on it
+      // (realtime-js keeps an empty socket for two heartbeats, and a new channel keeps it on), so the
+      // next join opens a new one; reuse: leave the channel (no rejoin of its own) and join its topic
+      // again on the same socket
+      if (old && d.action === "reconnect") {
+        await supabase.removeChannel(old);
+        if (supabase.getChannels().length === 0) await supabase.realtime.disconnect();
+      } else if (old) {
+        await old.unsubscribe();
+      }
     } catch {
       // the socket is already gone
     }
-    if (mode !== "stopped") joinTimer = clock.setTimeout(() => join(d.action === "reconnect"), d.delayMs);
+    if (mode !== "stopped") joinTimer = clock.setTimeout(join, d.delayMs);
   };
 
   const stop = async () => {
@@ -168,7 +191,7 @@ export function watch(supabase: SupabaseLike, sessionId: string, onUpdate: (row:
     }
   };
 
-  join(true);
+  join();
   void readRow(); // the row as it is now, before (or without) Realtime
   schedulePoll(pollMs);
   return {

@@ -40,25 +40,33 @@ export async function settle() {
   for (let i = 0; i < 20; i++) await Promise.resolve();
 }
 
+/** A realtime-js RealtimeChannel as far as `watch` uses it: like the real one, an instance joins once
+ * (a second subscribe throws), and leaving takes it out of its client's channels. */
 export class FakeChannel {
   handler: ((p: { new: unknown }) => void) | null = null;
   callbacks: ((status: string, err?: Error) => void)[] = [];
   filter: Record<string, string> | null = null;
   subscribes = 0;
   unsubscribes = 0;
-  constructor(readonly topic: string) {}
+  socket = 0; // the client's socket this channel joined on
+  constructor(readonly topic: string, private readonly client: FakeSupabase) {}
   on(_type: string, filter: Record<string, string>, cb: (p: { new: unknown }) => void) {
     this.filter = filter;
     this.handler = cb;
     return this;
   }
   subscribe(cb: (status: string, err?: Error) => void) {
+    if (this.subscribes > 0) {
+      throw new Error("tried to join multiple times. 'join' can only be called a single time per channel instance");
+    }
     this.subscribes++;
+    this.socket = this.client.connect();
     this.callbacks.push(cb);
     return this;
   }
   unsubscribe() {
     this.unsubscribes++;
+    this.client.live = this.client.live.filter((c) => c !== this);
     return Promise.resolve("ok");
   }
   /** The server's answer to the newest join. */
@@ -70,21 +78,49 @@ export class FakeChannel {
   }
 }
 
+/** A supabase-js client as far as `watch` uses it. As supabase-js does, channel() answers the live
+ * channel of a topic (a new instance once it was left or removed); as realtime-js 2.119 does, removing
+ * the last channel leaves the socket open (it closes after two idle heartbeats, unless a new channel
+ * comes first), and only realtime.disconnect() closes it at once, so that the next join opens a new one. */
 export class FakeSupabase {
-  channels: FakeChannel[] = [];
+  channels: FakeChannel[] = []; // every instance made, in order
+  live: FakeChannel[] = []; // the client's channels now
   removed: FakeChannel[] = [];
+  sockets = 0; // sockets opened so far
+  open = false;
   reads = 0;
   row: StatusRow | null = null;
   readFails = false;
   queries: string[] = [];
   channel(topic: string) {
-    const ch = new FakeChannel(topic);
+    const existing = this.live.find((c) => c.topic === topic);
+    if (existing) return existing;
+    const ch = new FakeChannel(topic, this);
     this.channels.push(ch);
+    this.live.push(ch);
     return ch;
   }
   removeChannel(ch: FakeChannel) {
     this.removed.push(ch);
+    this.live = this.live.filter((c) => c !== ch);
     return Promise.resolve("ok");
+  }
+  getChannels() {
+    return this.live;
+  }
+  realtime = {
+    disconnect: () => {
+      this.open = false;
+      return Promise.resolve("ok");
+    },
+  };
+  /** The socket a join goes out on: the open one, or a new one. */
+  connect(): number {
+    if (!this.open) {
+      this.open = true;
+      this.sockets++;
+    }
+    return this.sockets;
   }
   from(table: string) {
     return {
@@ -93,9 +129,9 @@ export class FakeSupabase {
           maybeSingle: () => {
             this.reads++;
             this.queries.push(`${table}?select=${cols}&${col}=eq.${value}`);
-            return Promise.resolve(this.readFails
-              ? { data: null, error: { message: "down" } }
-              : { data: this.row, error: null });
+            return Promise.resolve(
+              this.readFails ? { data: null, error: { message: "down" } } : { data: this.row, error: null },
+            );
           },
         }),
       }),

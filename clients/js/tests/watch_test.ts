@@ -9,7 +9,11 @@ function setup(opts: Record<string, unknown> = {}) {
   const got: StatusRow[] = [];
   const modes: Mode[] = [];
   const w = watch(sb, "s-1", (r) => got.push(r), {
-    clock, random: () => 0, pollMs: 1000, onMode: (m) => modes.push(m), ...opts,
+    clock,
+    random: () => 0,
+    pollMs: 1000,
+    onMode: (m) => modes.push(m),
+    ...opts,
   });
   return { sb, clock, got, modes, w, seqs: () => got.map((r) => r.seq) };
 }
@@ -19,7 +23,12 @@ Deno.test("one channel for the session, filtered on session_id; the row is read 
   await settle();
   assert.equal(sb.channels.length, 1);
   assert.equal(sb.last.topic, "processing_status:s-1");
-  assert.deepEqual(sb.last.filter, { event: "*", schema: "public", table: "processing_status", filter: "session_id=eq.s-1" });
+  assert.deepEqual(sb.last.filter, {
+    event: "*",
+    schema: "public",
+    table: "processing_status",
+    filter: "session_id=eq.s-1",
+  });
   assert.ok(sb.queries[0].includes("session_id=eq.s-1") && sb.queries[0].includes("seq"));
   const before = sb.reads;
   sb.row = row(3, "RUNNING", 30);
@@ -83,7 +92,10 @@ Deno.test("while Realtime is down the row is polled every pollMs; when it return
 
 Deno.test("too_many_connections: the channel is dropped (the socket with it) and a new one joins after a jittered back-off", async () => {
   const troubles: [string, number, string][] = [];
-  const { sb, clock, w } = setup({ random: () => 0.5, onTrouble: (t: string, d: number, a: string) => troubles.push([t, d, a]) });
+  const { sb, clock, w } = setup({
+    random: () => 0.5,
+    onTrouble: (t: string, d: number, a: string) => troubles.push([t, d, a]),
+  });
   const first = sb.last;
   first.answer("CHANNEL_ERROR", new Error("too_many_connections"));
   await settle();
@@ -93,38 +105,74 @@ Deno.test("too_many_connections: the channel is dropped (the socket with it) and
   assert.equal(sb.channels.length, 1, "not before the back-off");
   await clock.advance(1);
   assert.equal(sb.channels.length, 2);
+  assert.equal(sb.last.topic, first.topic);
+  assert.notEqual(sb.last.socket, first.socket, "a new socket");
   sb.last.answer("CHANNEL_ERROR", new Error("too_many_connections"));
   await settle();
   assert.equal(troubles[1][1], 6000, "doubled");
   await w.stop();
 });
 
-Deno.test("too_many_channels / too_many_joins: the same channel is joined again after the back-off, no new one", async () => {
+Deno.test("too_many_connections with another channel of the app on the socket: the socket stays for it", async () => {
+  const { sb, w } = setup();
+  const first = sb.last;
+  const other = sb.channel("chat:room-1");
+  other.subscribe(() => {});
+  first.answer("CHANNEL_ERROR", new Error("too_many_connections"));
+  await settle();
+  assert.deepEqual(sb.removed, [first]);
+  assert.ok(sb.open, "not disconnected under the app's other channel");
+  assert.deepEqual(sb.getChannels(), [other]);
+  await w.stop();
+});
+
+Deno.test("too_many_channels / too_many_joins: the channel is left and its topic joined again on the same socket after the back-off", async () => {
   for (const reason of ["too_many_channels", "too_many_joins"]) {
     const { sb, clock, w } = setup();
     const ch = sb.last;
     ch.answer("CHANNEL_ERROR", new Error(reason));
     await settle();
     assert.equal(ch.unsubscribes, 1);
-    assert.deepEqual(sb.removed, []);
+    assert.deepEqual(sb.removed, [], `${reason}: the socket is kept`);
     await clock.advance(999);
-    assert.equal(ch.subscribes, 1);
+    assert.equal(sb.channels.length, 1, "not before the back-off");
     await clock.advance(1); // 2 × base, equal jitter with random 0
-    assert.equal(ch.subscribes, 2, reason);
-    assert.equal(sb.channels.length, 1, `${reason}: reused`);
-    ch.answer("SUBSCRIBED");
+    assert.equal(sb.channels.length, 2, reason); // realtime-js joins an instance once: a new one of the topic
+    assert.equal(sb.last.topic, ch.topic);
+    assert.equal(sb.last.socket, ch.socket, `${reason}: the same socket`);
+    assert.equal(sb.live.length, 1, "one channel for the session at a time");
+    sb.last.answer("SUBSCRIBED");
     await settle();
     assert.equal(w.mode, "realtime");
     await w.stop();
   }
 });
 
+Deno.test("a join the client refuses (a channel that could not be left) is a trouble, and the next join starts afresh", async () => {
+  const troubles: string[] = [];
+  const { sb, clock, w } = setup({ onTrouble: (t: string, _d: number, a: string) => troubles.push(`${t}:${a}`) });
+  const ch = sb.last;
+  ch.unsubscribe = () => Promise.reject(new Error("leave timed out")); // still the client's channel
+  ch.answer("CHANNEL_ERROR", new Error("too_many_joins"));
+  await settle();
+  await clock.advance(1000); // the join takes the same instance, whose subscribe throws
+  assert.deepEqual(troubles, ["too_many_joins:reuse", "other:reconnect"]);
+  assert.deepEqual(sb.removed, [ch]);
+  await clock.advance(1000);
+  assert.equal(sb.channels.length, 2);
+  sb.last.answer("SUBSCRIBED");
+  await settle();
+  assert.equal(w.mode, "realtime");
+  await w.stop();
+});
+
 Deno.test("tenant_events: updates to the app are throttled, the newest kept, the end at once", async () => {
   const { sb, clock, seqs, w } = setup();
-  const ch = sb.last;
-  ch.answer("CHANNEL_ERROR", new Error("tenant_events"));
+  sb.last.answer("CHANNEL_ERROR", new Error("tenant_events"));
   await settle();
   await clock.advance(1000);
+  assert.equal(sb.channels.length, 2); // joined again (a new instance of the topic)
+  const ch = sb.last;
   ch.answer("SUBSCRIBED");
   await settle();
   ch.send(row(1, "RUNNING", 10));
