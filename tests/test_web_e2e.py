@@ -178,15 +178,16 @@ def test_with_realtime_stopped_mid_run_the_page_keeps_moving_by_polling_and_swit
     page.locator("[data-testid=transcript] li").first.wait_for(timeout=60_000)
 
 
-def test_joins_refused_by_realtimes_rate_limits_are_retried_as_each_limit_asks(stack, browser, recording):
+def test_joins_refused_by_realtimes_rate_limits_are_retried_as_each_limit_asks(stack, browser, recording, request):
     """Realtime refuses a join over its rate limits with a reason (tests/fake_realtime.py): for
-    too_many_joins the page joins the same channel again later, on the same socket; for
+    too_many_joins the page joins the channel's topic again later, on the same socket; for
     too_many_connections it drops the socket and joins on a new one. It then follows the run over
     Realtime to its end. (The decisions themselves: clients/js/src/realtime.ts and its unit tests.)"""
     refused = ["ClientJoinRateLimitReached: Too many joins per second",
                "ConnectionRateLimitReached: Too many connected users"]
     seen = len(stack.realtime.join_log)
     stack.realtime.refuse_joins = list(refused)
+    request.addfinalizer(stack.realtime.refuse_joins.clear)  # none left over for the module's next test
     page = open_page(browser, stack)
     errors: list[str] = []  # e.g. realtime-js refusing a second join of one channel instance
     page.on("pageerror", lambda e: errors.append(str(e)))
