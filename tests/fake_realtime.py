@@ -194,15 +194,16 @@ class FakeRealtime:
             return await self._reply(ws, msg, "ok", {})
         if event == "phx_join":
             self.joins.append(payload)
-            if self.refuse_joins:  # a rate limit, checked before the token as Realtime does
-                reason = self.refuse_joins.pop(0)
-                self.join_log.append(Join(topic, self._socket_no[ws], reason))
-                return await self._reply(ws, msg, "error", {"reason": reason})
             claims = _claims(payload.get("access_token"))
-            if claims.get("role") != "authenticated" or not claims.get("sub"):
-                self.join_log.append(Join(topic, self._socket_no[ws], "Invalid token"))
-                return await self._reply(ws, msg, "error", {"reason": "Invalid token"})
-            self.join_log.append(Join(topic, self._socket_no[ws], "ok"))
+            if self.refuse_joins:  # a rate limit, checked before the token as Realtime does
+                outcome = self.refuse_joins.pop(0)
+            elif claims.get("role") != "authenticated" or not claims.get("sub"):
+                outcome = "Invalid token"
+            else:
+                outcome = "ok"
+            self.join_log.append(Join(topic, self._socket_no[ws], outcome))
+            if outcome != "ok":
+                return await self._reply(ws, msg, "error", {"reason": outcome})
             bindings = []
             for b in (payload.get("config") or {}).get("postgres_changes") or []:
                 binding = {"id": next(self._ids), **{k: b[k] for k in ("event", "schema", "table", "filter") if k in b}}
