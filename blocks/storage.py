@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, PrivateAttr
 
 from vibeinsight import tracing
 from vibeinsight.errors import InputRejected, StorageFailed
+from vibeinsight.fanout import FANOUT_PREFIX
 from vibeinsight.hashing import copy_hashed
 from vibeinsight.keys import InvalidKey, split_s3_uri, validate_upload_key
 from vibeinsight.retry import outage_retrying
@@ -25,8 +26,11 @@ from vibeinsight.settings import S3Options
 # the upload prefixes besides (S3Options.upload_prefixes).
 RESULTS_PREFIX = "results/"
 WORKSPACE_PREFIX = "prefect-results/"
-# Lifecycle: what a run leaves behind is gone after a day (a retry within the day still finds its cache).
-WORKSPACE_DAYS = 1
+# Lifecycle of the workspace: the chunk cache's records (small) stay as long as the cache promises
+# (flows/chunks.py: a session run again within the week pays for no finished chunk twice); a fanned-out
+# run's part chunks (16 kHz PCM, ~115 MB an hour of audio) go after a day.
+CHUNK_CACHE_DAYS = 7
+PART_CHUNKS_DAYS = 1
 ABORT_MULTIPART_DAYS = 1
 
 
@@ -359,7 +363,9 @@ class BucketSetup(BaseModel):
         rules = [{"ID": "abort-incomplete-multipart", "Status": "Enabled", "Filter": {"Prefix": ""},
                   "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_MULTIPART_DAYS}},
                  {"ID": "workspace", "Status": "Enabled", "Filter": {"Prefix": WORKSPACE_PREFIX},
-                  "Expiration": {"Days": WORKSPACE_DAYS}}]
+                  "Expiration": {"Days": CHUNK_CACHE_DAYS}},
+                 {"ID": "part-chunks", "Status": "Enabled", "Filter": {"Prefix": FANOUT_PREFIX},
+                  "Expiration": {"Days": PART_CHUNKS_DAYS}}]
         if self.upload_days:
             rules += [{"ID": f"uploads-{i}", "Status": "Enabled", "Filter": {"Prefix": prefix},
                        "Expiration": {"Days": self.upload_days}} for i, prefix in enumerate(self.upload_prefixes)]

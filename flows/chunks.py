@@ -16,7 +16,7 @@ from prefect import task
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks import registry
-from blocks.storage import ObjectStorage
+from blocks.storage import CHUNK_CACHE_DAYS, ObjectStorage
 from blocks.transcriber import ChunkJob, ChunkTranscript, Transcriber
 from vibeinsight import paid, tracing
 from vibeinsight.errors import PipelineError, TranscriptionFailed
@@ -55,9 +55,9 @@ def chunk_cache_key(context, parameters: dict) -> str:
 
 # Cached results persist so a retried or re-run session never pays for a finished chunk twice;
 # with a remote bucket they persist there (transcribe() sets result_storage), because a Fly Machine's
-# disk does not outlive its run.
+# disk does not outlive its run, and the bucket's lifecycle keeps them as long (blocks.storage).
 CHUNK = dict(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_transient,
-             cache_key_fn=chunk_cache_key, cache_expiration=timedelta(days=7), persist_result=True)
+             cache_key_fn=chunk_cache_key, cache_expiration=timedelta(days=CHUNK_CACHE_DAYS), persist_result=True)
 
 
 @task(name="transcribe-chunk", timeout_seconds=CHUNK_TIMEOUT_S, **CHUNK)

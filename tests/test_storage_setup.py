@@ -48,7 +48,12 @@ def test_setup_twice_gives_the_same_bucket_configuration(s3_server, tmp_path):
     assert cors["ExposeHeaders"] == ["ETag"] and {"PUT", "POST"} <= set(cors["AllowedMethods"])
     rules = {r["Filter"]["Prefix"]: r for r in after_first["lifecycle"]}
     assert rules[""]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
-    assert rules["prefect-results/"]["Expiration"] == {"Days": 1}
+    # The chunk cache's records stay as long as the chunk task's cache promises (a re-run within it pays
+    # for no finished chunk twice); a fanned-out run's bulky part chunks go after a day.
+    from flows.chunks import transcribe_chunk
+
+    assert rules["prefect-results/"]["Expiration"] == {"Days": transcribe_chunk.cache_expiration.days} == {"Days": 7}
+    assert rules["prefect-results/fanout/"]["Expiration"] == {"Days": 1}
     assert rules["uploads/"]["Expiration"] == {"Days": 30}  # the default
     assert all(r["Status"] == "Enabled" for r in after_first["lifecycle"])
 
@@ -61,7 +66,7 @@ def test_upload_retention_is_a_setting_and_zero_keeps_uploads(s3_server, tmp_pat
 
     setup_cli(s3_server, tmp_path, bucket, VIBEINSIGHT_BUCKET_UPLOAD_RETENTION_DAYS="0")
     rules = {r["Filter"]["Prefix"]: r for r in read_back(s3_server, bucket)["lifecycle"]}
-    assert "uploads/" not in rules and set(rules) == {"", "prefect-results/"}
+    assert "uploads/" not in rules and set(rules) == {"", "prefect-results/", "prefect-results/fanout/"}
 
 
 def test_the_deploy_sets_the_bucket_up_and_keeps_what_it_holds(s3_server, monkeypatch):

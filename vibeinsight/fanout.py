@@ -18,8 +18,8 @@ from vibeinsight.params import MAX_TERM_CHARS, MAX_VOCABULARY, canonical_uuid, v
 
 PART_FLOW = "transcribe-part"
 PART_DEPLOYMENT = f"{PART_FLOW}/api"
-# Under the runs' workspace prefix (blocks.storage.WORKSPACE_PREFIX): the run key may write there and
-# the bucket's lifecycle removes what a run leaves behind after a day.
+# Under the runs' workspace prefix (blocks.storage.WORKSPACE_PREFIX): the run key may write there, and
+# the bucket's lifecycle removes what a run leaves behind here after a day (blocks.storage.PART_CHUNKS_DAYS).
 FANOUT_PREFIX = "prefect-results/fanout/"
 _KEY_PART = re.compile(r"^[A-Za-z0-9._-]+$")
 
