@@ -48,6 +48,15 @@ def test_deno_unit_tests_of_the_client_pass():
 
 
 @pytest.mark.unit
+def test_the_client_passes_deno_lint():
+    """Deno's recommended rules (clients/js/deno.json), the published API's explicit types among them."""
+    deno = shutil.which("deno") or pytest.fail("deno is not installed")
+    lint = subprocess.run([deno, "lint"], cwd=CLIENT, env={**os.environ, "NO_COLOR": "1"}, capture_output=True,
+                          text=True, timeout=300)
+    assert lint.returncode == 0, lint.stdout[-5000:] + lint.stderr[-3000:]
+
+
+@pytest.mark.unit
 def test_the_pages_bundle_is_built_from_the_current_sources(tmp_path):
     """clients/web/app.js is committed (a fresh clone serves the page without building): it must be
     what `deno task build-web` makes of the sources now (versions pinned by clients/js/deno.lock)."""

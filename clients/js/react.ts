@@ -11,14 +11,22 @@
  * @module
  */
 // @ts-types="@types/react"
-import { createContext, createElement, type ReactNode, useContext, useEffect, useState } from "react";
+import {
+  createContext,
+  createElement,
+  type ReactElement,
+  type ReactNode,
+  useContext,
+  useEffect,
+  useState,
+} from "react";
 import type { StatusRow } from "./src/types.ts";
 import { type Mode, type SupabaseLike, watch, type WatchOptions } from "./src/watch.ts";
 
 const SupabaseContext = createContext<SupabaseLike | null>(null);
 
 /** Gives useProcessingStatus the app's SupabaseClient. */
-export function VibeInsightProvider(props: { supabase: SupabaseLike; children?: ReactNode }) {
+export function VibeInsightProvider(props: { supabase: SupabaseLike; children?: ReactNode }): ReactElement {
   return createElement(SupabaseContext.Provider, { value: props.supabase }, props.children);
 }
 
@@ -30,8 +38,10 @@ export interface ProcessingStatus {
 }
 
 /** Follows `sessionId` (nothing when null) while the component is mounted. */
-export function useProcessingStatus(sessionId: string | null | undefined,
-  options: WatchOptions & { supabase?: SupabaseLike } = {}): ProcessingStatus {
+export function useProcessingStatus(
+  sessionId: string | null | undefined,
+  options: WatchOptions & { supabase?: SupabaseLike } = {},
+): ProcessingStatus {
   const fromContext = useContext(SupabaseContext);
   const supabase = options.supabase ?? fromContext;
   const [state, setState] = useState<ProcessingStatus>({ row: null, mode: "idle" });

@@ -18,17 +18,19 @@ Deno.test("useProcessingStatus: the newest row and the mode as state; the channe
     return null;
   }
   let renderer!: TestRenderer.ReactTestRenderer;
-  await act(async () => {
-    renderer = TestRenderer.create(createElement(VibeInsightProvider, { supabase: sb }, createElement(Probe, { id: null })));
+  await act(() => {
+    renderer = TestRenderer.create(
+      createElement(VibeInsightProvider, { supabase: sb }, createElement(Probe, { id: null })),
+    );
   });
   assert.deepEqual(seen.at(-1), { row: null, mode: "idle" });
   assert.equal(sb.channels.length, 0, "no session: nothing followed");
-  await act(async () => {
+  await act(() => {
     renderer.update(createElement(VibeInsightProvider, { supabase: sb }, createElement(Probe, { id: "s-1" })));
   });
   assert.equal(sb.channels.length, 1);
   assert.equal(sb.last.topic, "processing_status:s-1");
-  await act(async () => {
+  await act(() => {
     sb.last.answer("SUBSCRIBED");
     sb.last.send(row(2, "RUNNING", 40));
     sb.last.send(row(1, "RUNNING", 10)); // late: never shown
@@ -36,6 +38,6 @@ Deno.test("useProcessingStatus: the newest row and the mode as state; the channe
   assert.equal(seen.at(-1)!.mode, "realtime");
   assert.equal(seen.at(-1)!.row?.progress, 40);
   assert.ok(!seen.some((s) => s.row?.progress === 10));
-  await act(async () => renderer.unmount());
+  await act(() => renderer.unmount());
   assert.deepEqual(sb.removed, [sb.channels[0]]);
 });
