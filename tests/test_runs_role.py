@@ -185,8 +185,9 @@ def test_a_run_token_expires_and_another_secret_does_not_verify_it():
     token = mint_run_token(SECRET, days=1, now=issued)
     claims = jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_exp": False})
     assert (claims["role"], claims["exp"] - claims["iat"]) == (RUN_ROLE, 86400)
+    assert verify_run_token(token, SECRET, now=issued + timedelta(hours=23, minutes=59))["role"] == RUN_ROLE
     with pytest.raises(jwt.ExpiredSignatureError):
-        verify_run_token(token, SECRET)
+        verify_run_token(token, SECRET, now=issued + timedelta(days=1))
     with pytest.raises(jwt.InvalidSignatureError):
         verify_run_token(mint_run_token(SECRET, days=1), "t" * 40)
 
@@ -196,7 +197,10 @@ def test_the_keys_command_mints_a_token_from_the_environment_and_refuses_without
 
     p = cli(tmp_path, "keys", "run-token", "--days", "7", SUPABASE_JWT_SECRET=SECRET)
     assert p.returncode == 0, p.stderr
-    claims = verify_run_token(p.stdout.strip(), SECRET)
+    # checked on the minting process's clock (this one may run shifted: --clock-shift)
+    token = p.stdout.strip()
+    minted = datetime.fromtimestamp(jwt.decode(token, options={"verify_signature": False})["iat"], timezone.utc)
+    claims = verify_run_token(token, SECRET, now=minted)
     assert claims["exp"] - claims["iat"] == 7 * 86400
     assert "SUPABASE_JWT_SECRET" in one_error_line(cli(tmp_path, "keys", "run-token"), "invalid_setting", 2)
     assert "characters" in one_error_line(cli(tmp_path, "keys", "run-token", SUPABASE_JWT_SECRET="short"),

@@ -33,9 +33,11 @@ def mint_run_token(secret: str, days: float, now: datetime | None = None) -> str
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def verify_run_token(token: str, secret: str) -> dict:
-    """The token's claims, checked as PostgREST checks them (signature, expiry, a role claim)."""
-    claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["role", "exp"]})
+def verify_run_token(token: str, secret: str, now: datetime | None = None) -> dict:
+    """The token's claims, checked as PostgREST checks them at `now` (signature, expiry, a role claim)."""
+    claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["role", "exp"], "verify_exp": False})
+    if claims["exp"] <= (now or datetime.now(timezone.utc)).timestamp():  # PyJWT's own check reads the clock
+        raise jwt.ExpiredSignatureError("Signature has expired")
     if claims["role"] != RUN_ROLE:
         raise RunTokenError(f"the token's role is {claims['role']!r}, not {RUN_ROLE!r}")
     return claims
