@@ -97,6 +97,35 @@ def _start_clock_shift(config) -> None:
 _shift_key = pytest.StashKey[str]()
 
 
+@pytest.fixture(autouse=True)
+def _real_clock_where_clocks_meet(request):
+    """A test marked shares_clock runs on the real clock under --clock-shift: its timestamps meet another
+    process's clock (PostgreSQL's now(), a Prefect server's), which refuses or defers what is stamped a
+    month ahead of it, as the product means it to. The rest of the session stays moved."""
+    global _traveller
+    if _traveller is None or request.node.get_closest_marker("shares_clock") is None:
+        yield
+        return
+    from datetime import datetime, timezone
+
+    import time_machine
+
+    from vibeinsight import status_rule
+
+    offset = datetime.now(timezone.utc) - time_machine.escape_hatch.datetime.datetime.now(timezone.utc)
+    _traveller.stop()
+    _traveller = None
+    # The process's status sequence never goes back (status_rule.next_seq): one drawn on the moved clock
+    # would keep this test's writes a month ahead. It follows the real clock here, then resumes above both.
+    shifted_seq, status_rule._last_seq = status_rule._last_seq, 0
+    try:
+        yield
+    finally:
+        status_rule._last_seq = max(shifted_seq, status_rule._last_seq)
+        _traveller = time_machine.travel(datetime.now(timezone.utc) + offset, tick=True)
+        _traveller.start()
+
+
 def pytest_report_header(config):
     return config.stash.get(_shift_key, None)
 

@@ -13,7 +13,8 @@ from blocks.status_store import SQLiteStatusStore
 from vibeinsight.schemas import Status, StatusUpdate
 from vibeinsight.status_rule import next_seq
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,
+              pytest.mark.shares_clock("the runs it schedules again meet the Prefect server's clock: a year ahead is a wait")]
 
 
 @pytest.fixture()

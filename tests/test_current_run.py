@@ -47,6 +47,7 @@ def write(store, sid, status, user, run, attempt, seq=None) -> bool:
                                     flow_run_id=run, attempt=attempt))
 
 
+@pytest.mark.shares_clock("its writes meet PostgreSQL's now(): a row stamped ahead of it is refused")
 def test_an_owned_row_takes_writes_from_its_owners_runs_only(db):
     conn, (victim, other), store = db
     sid = str(uuid.uuid4())
@@ -60,6 +61,7 @@ def test_an_owned_row_takes_writes_from_its_owners_runs_only(db):
     assert snapshot(conn, sid) == before
 
 
+@pytest.mark.shares_clock("its writes meet PostgreSQL's now(): a row stamped ahead of it is refused")
 def test_a_rerun_takes_writes_from_its_own_run_only(db):
     conn, (user, _), store = db
     sid, key = str(uuid.uuid4()), "uploads/u/1.wav"
@@ -125,6 +127,7 @@ def test_request_run_with_the_same_request_id_answers_the_same(db):
     assert request_run(conn, str(uuid.uuid4()), user, "uploads/u/4.wav", request_id="req-1") == {"outcome": "conflict"}
 
 
+@pytest.mark.shares_clock("its writes meet PostgreSQL's now(): a row stamped ahead of it is refused")
 def test_a_write_timestamped_10_minutes_ahead_is_refused_and_a_later_correct_write_lands(db, caplog):
     conn, (user, _), store = db
     sid = str(uuid.uuid4())
@@ -138,6 +141,7 @@ def test_a_write_timestamped_10_minutes_ahead_is_refused_and_a_later_correct_wri
     assert store.get(sid).status is Status.RUNNING
 
 
+@pytest.mark.shares_clock("its writes meet PostgreSQL's now(): a row stamped ahead of it is refused")
 def test_the_database_refuses_a_write_ahead_of_its_own_clock(db):
     """A writer cannot see its own clock run fast (a Fly Machine's): the database's clock does."""
     conn, (user, _), store = db
@@ -154,6 +158,7 @@ def test_the_database_refuses_a_write_ahead_of_its_own_clock(db):
     assert store.get(sid).status is Status.RUNNING
 
 
+@pytest.mark.shares_clock("its writes meet PostgreSQL's now(): a row stamped ahead of it is refused")
 def test_rows_no_request_run_made_keep_the_old_rule(db):
     """The CLI's and `vibeinsight trigger`'s rows: no attempt, any run of no owner may write, a re-run restarts it."""
     _, _, store = db

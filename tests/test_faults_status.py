@@ -116,6 +116,7 @@ def test_a_row_no_run_was_created_for_fails_with_a_code(store):
     assert store.get(fresh).status is Status.PENDING
 
 
+@pytest.mark.shares_clock("reconcile compares its clock with the Prefect server's run times")
 def test_a_run_a_dead_worker_left_pending_is_scheduled_again(store):
     from prefect.states import Pending
 

@@ -28,6 +28,7 @@ def _names(lp) -> set[str]:
     return {e["event"] for e in page["events"]}
 
 
+@pytest.mark.shares_clock("the events' timestamps meet the Prefect server's clock")
 def test_in_process_events_reach_the_server_in_use_and_no_sender_outlives_it(tmp_path):
     from prefect.events.worker import EventsWorker
 

@@ -207,6 +207,7 @@ def test_the_keys_command_mints_a_token_from_the_environment_and_refuses_without
                                           "invalid_setting", 2)
 
 
+@pytest.mark.shares_clock("its rows meet PostgreSQL's now(): a write stamped ahead of it is refused")
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_whole_flow_run_with_the_run_login_writes_its_row_books_usage_and_the_guard_reads(
         pg_url, run_login, home, audio, monkeypatch):
