@@ -14,7 +14,7 @@ from vibeinsight.schemas import Status, StatusUpdate
 from vibeinsight.status_rule import next_seq
 
 pytestmark = [pytest.mark.integration,
-              pytest.mark.shares_clock("the runs it schedules again meet the Prefect server's clock: a year ahead is a wait")]
+              pytest.mark.shares_clock("its runs meet the Prefect server's clock, which defers a run scheduled ahead of it")]
 
 
 @pytest.fixture()
