@@ -58,6 +58,7 @@ TWO_CORE_SPEEDUP = 1.9
 # The production worker polls its pool every 5 s (infra/fly/fly.toml PREFECT_WORKER_QUERY_SECONDS);
 # the stack here every 1 s: a run waits half a poll on average.
 FLY_QUERY_S, STACK_QUERY_S = 5.0, 1.0
+BENCH_PERFORMANCE_NICE = 20
 # Fly paces creates at 1/s with a burst (the worker's client: a burst of 2, then one a second).
 CREATE_BURST, CREATE_EVERY_S = 2, 1.0
 
@@ -176,7 +177,9 @@ def measure(minutes: float, part_s: float, lead_s: float, cpu_kind: str = "perfo
     local = {"VIBEINSIGHT_TRANSCRIBER": "local", "VIBEINSIGHT_MODEL_DIR": str(models)}
     out: dict = {"minutes": minutes, "part_s": part_s, "lead_s": lead_s, "host_cores": usable_cores(),
                  "cpu_kind": cpu_kind}
-    with tempfile.TemporaryDirectory(prefix="fan-out-bench-") as tmp, fly_stack(Path(tmp), mode="fly") as fs:
+    # alone on the host: a performance Machine's processes at nice -20, as Fly's dedicated vCPUs (tests.fly_standin)
+    with tempfile.TemporaryDirectory(prefix="fan-out-bench-") as tmp, \
+            fly_stack(Path(tmp), mode="fly", performance_nice=BENCH_PERFORMANCE_NICE) as fs:
         machine_kind(fs, cpu_kind)
         print(f"stack ready; load average {load0[0]:.2f}", flush=True)
         session(fs, warm, "ja", {**local, "VIBEINSIGHT_FANOUT": "off"})  # warms the server, caches, bytecode

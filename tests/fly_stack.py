@@ -29,7 +29,7 @@ from deployments.deploy import OPS_POOL, OPS_POOL_TYPE, ensure_api_limit, ensure
 from deployments.fly_worker import FlyMachinesWorker
 from tests.fake_openai import FakeOpenAI
 from tests.fly_s3 import S3, seaweed_s3
-from tests.fly_standin import FlyStandin
+from tests.fly_standin import PERFORMANCE_PRIORITY, FlyStandin
 from tests.pg import create_database, drop_database
 from tests.prefect_server import drop_prefect_database, new_prefect_database, start_seeded_server
 
@@ -142,7 +142,8 @@ def _prefect(*args: str, env: dict[str, str], cwd: Path = ROOT) -> str:
 
 
 @contextlib.contextmanager
-def fly_stack(tmp: Path, mode: str = "fly", process_workers: int = 2, process_limit: int = 2) -> Iterator[FlyStack]:
+def fly_stack(tmp: Path, mode: str = "fly", process_workers: int = 2, process_limit: int = 2,
+              performance_nice: int = PERFORMANCE_PRIORITY) -> Iterator[FlyStack]:
     logs = tmp / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "VIBEINSIGHT_STATUS_URL", "VIBEINSIGHT_HOME")}
@@ -172,7 +173,7 @@ def fly_stack(tmp: Path, mode: str = "fly", process_workers: int = 2, process_li
             (tmp / "deployer-home").mkdir()
             if mode == "fly":
                 (logs / "machines").mkdir(exist_ok=True)
-                fs.fly = FlyStandin(logs=logs / "machines").__enter__()
+                fs.fly = FlyStandin(logs=logs / "machines", performance_nice=performance_nice).__enter__()
                 fs.fly.add_app(RUNS_APP, secrets)
                 ensure_pool(POOL, "fly-machines", pool_template(fs.fly))
             else:
