@@ -28,7 +28,8 @@ RESULTS_PREFIX = "results/"
 WORKSPACE_PREFIX = "prefect-results/"
 # Lifecycle of the workspace: the chunk cache's records (small) stay as long as the cache promises
 # (flows/chunks.py: a session run again within the week pays for no finished chunk twice); a fanned-out
-# run's part chunks (16 kHz PCM, ~115 MB an hour of audio) go after a day.
+# run's part chunks (16 kHz PCM, ~115 MB an hour of audio) go after a day: where two Expiration rules
+# overlap, S3 honours the shorter (docs.aws.amazon.com/AmazonS3/latest/userguide/lifecycle-conflicts.html).
 CHUNK_CACHE_DAYS = 7
 PART_CHUNKS_DAYS = 1
 ABORT_MULTIPART_DAYS = 1
