@@ -155,8 +155,8 @@ class Machine:
 # How much a performance Machine's processes come before the host's others (nice levels; as root only):
 # at -10 a Machine's thread weighs ~9x a host process's, so a busy core is ~90 % the Machine's, and the
 # suite's other stacks beside it still move. bench/fan_out.py, alone on the host, asks for -20 (~98.6 %):
-# at -10 two busy Machines' shares ran ~15 % slower than the one run, which the host's Prefect server,
-# databases and S3 on the same cores explain (docs/performance.md); Fly's dedicated vCPUs lose nothing.
+# at -10 the host's Prefect server, databases and S3 (~0.14 of a core, sampled) took their share from two
+# busy Machines and slowed the fanned-out run (docs/performance.md); Fly's dedicated vCPUs lose nothing.
 PERFORMANCE_PRIORITY = 10
 
 
