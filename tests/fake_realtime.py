@@ -90,10 +90,9 @@ class FakeRealtime:
         self.refuse_joins: list[str] = []  # the reasons the next joins are refused with, in order
         self.join_log: list[Join] = []  # every join: its topic, its socket's number, "ok" or the reason refused
         self._socket_numbers = itertools.count(1)
-        self._socket_no: dict = {}
         self._ids = itertools.count(1)
         self._subs: list[dict] = []  # {ws, topic, id, filter, sub}
-        self._sockets: set = set()
+        self._sockets: dict = {}  # each open socket: its number, in the order they opened
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Future | None = None
@@ -162,8 +161,7 @@ class FakeRealtime:
                         Headers({"Content-Type": ctype, "Content-Length": str(len(body))}), body)
 
     async def _connection(self, ws: ServerConnection) -> None:
-        self._sockets.add(ws)
-        self._socket_no[ws] = next(self._socket_numbers)
+        self._sockets[ws] = next(self._socket_numbers)
         try:
             async for raw in ws:
                 msg = json.loads(raw)
@@ -173,8 +171,7 @@ class FakeRealtime:
         except ConnectionClosed:  # the client (or the network between) went away without a close frame
             pass
         finally:
-            self._sockets.discard(ws)
-            self._socket_no.pop(ws, None)
+            self._sockets.pop(ws, None)
             self._subs = [s for s in self._subs if s["ws"] is not ws]
 
     @staticmethod
@@ -201,7 +198,7 @@ class FakeRealtime:
                 outcome = "Invalid token"
             else:
                 outcome = "ok"
-            self.join_log.append(Join(topic, self._socket_no[ws], outcome))
+            self.join_log.append(Join(topic, self._sockets[ws], outcome))
             if outcome != "ok":
                 return await self._reply(ws, msg, "error", {"reason": outcome})
             bindings = []
