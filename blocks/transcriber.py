@@ -148,17 +148,18 @@ class LocalWhisper(Transcriber, WhisperOptions):
     def whisper_model(self):
         """The loaded faster-whisper model (named apart from Block.load, which reads a saved document)."""
         threads, workers = self.threads(), self.parallel_chunks()
-        key = (self.model, self.model_cache, threads, workers)
+        if not self.model_cache:
+            raise TranscriptionFailed("LocalWhisper.model_cache is not set (blocks/registry.py fills it in)")
         with _models_lock:  # one load per process, shared by concurrent chunks
+            # keyed by the model's real folder: caches reached by different paths (a symlinked
+            # VIBEINSIGHT_HOME/models, as each test's home has) share one load
+            folder = model_dir(self.model, Path(self.model_cache)).resolve()
+            key = (folder, threads, workers)
             if key not in _models:
                 from faster_whisper import WhisperModel  # heavy import, kept off the CLI's start path
 
-                if not self.model_cache:
-                    raise TranscriptionFailed("LocalWhisper.model_cache is not set (blocks/registry.py fills it in)")
-                _models[key] = WhisperModel(
-                    str(model_dir(self.model, Path(self.model_cache))), device="cpu", compute_type="int8",
-                    cpu_threads=threads, num_workers=workers,  # one CTranslate2 replica per chunk in flight
-                )
+                _models[key] = WhisperModel(str(folder), device="cpu", compute_type="int8",
+                                            cpu_threads=threads, num_workers=workers)  # a CTranslate2 replica per chunk in flight
             return _models[key]
 
     def warm_up(self) -> None:
