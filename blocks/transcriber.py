@@ -13,6 +13,7 @@ from prefect.blocks.core import Block
 from pydantic import BaseModel, Field
 
 from vibeinsight.audio import windows
+from vibeinsight.audio.decode import decode_16k
 from vibeinsight.cores import usable_cores
 from vibeinsight.errors import InputRejected, TranscriptionFailed
 from vibeinsight.models import is_multilingual, model_dir
@@ -179,9 +180,7 @@ class LocalWhisper(Transcriber, WhisperOptions):
                     hotwords=hint)
 
     def transcribe(self, job: ChunkJob, language: str | None, on_progress: ProgressFn | None = None) -> ChunkTranscript:
-        from faster_whisper import decode_audio
-
-        samples = decode_audio(str(job.path), sampling_rate=16000)
+        samples = decode_16k(job.path)
         return self.transcribe_samples(samples, job, language, on_progress)
 
     def transcribe_samples(self, samples, job: ChunkJob, language: str | None,

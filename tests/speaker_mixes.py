@@ -76,11 +76,10 @@ def build(dest_dir: Path, name: str, plan: list[tuple[str, float, float, float]]
 
 
 def vad_spans(path: Path) -> list[tuple[float, float]]:
-    from faster_whisper import decode_audio
-
+    from vibeinsight.audio.decode import decode_16k
     from vibeinsight.diarization import speech_spans
 
-    return [(s / RATE, e / RATE) for s, e in speech_spans(decode_audio(str(path), sampling_rate=RATE))]
+    return [(s / RATE, e / RATE) for s, e in speech_spans(decode_16k(path))]
 
 
 def _frames(spans: list[tuple[float, float]], n: int) -> np.ndarray:

@@ -7,9 +7,9 @@ voices, 0.029 for three, 0.000 for one, on the seeds below), with margin for oth
 from __future__ import annotations
 
 import pytest
-from faster_whisper import decode_audio
 
 from tests.speaker_mixes import build, diarization_error, turns_plan
+from vibeinsight.audio.decode import decode_16k
 from vibeinsight.diarization import Diarizer
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ def mixes(tmp_path_factory):
 
 
 def diarize(mix, block_s: float | None = None, **kw):
-    samples = decode_audio(str(mix.path), sampling_rate=16000)
+    samples = decode_16k(mix.path)
     d = Diarizer(threads=1, **kw)
     step = int((block_s or len(samples) / 16000 + 1) * 16000)
     for i in range(0, len(samples), step):  # blocks as the flow's chunks give them
@@ -50,7 +50,7 @@ def test_voices_are_found_with_a_low_error(mixes, name, voices, bound):
 def test_a_single_voice_stays_one_speaker(mixes, audio):
     assert diarize(mixes["one"]).speakers == 1
     for name in ("jfk.flac", "ja_meeting.flac"):
-        samples = decode_audio(str(audio / name), sampling_rate=16000)
+        samples = decode_16k(audio / name)
         d = Diarizer(threads=1)
         d.add(samples, 0.0)
         assert d.finish().speakers == 1, name

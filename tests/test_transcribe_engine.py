@@ -19,9 +19,9 @@ def whisper(model_cache) -> LocalWhisper:
 
 
 def job(path: Path, offset: float = 0.0, **kw) -> ChunkJob:
-    from faster_whisper import decode_audio
+    from vibeinsight.audio.decode import decode_16k
 
-    return ChunkJob(index=0, path=path, offset=offset, duration=len(decode_audio(str(path))) / 16000, **kw)
+    return ChunkJob(index=0, path=path, offset=offset, duration=len(decode_16k(path)) / 16000, **kw)
 
 
 def test_vocabulary_makes_the_product_name_come_out_right(whisper, audio):

@@ -242,10 +242,10 @@ class Diarizer:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_file(self, path: Path, offset: float) -> None:
-        """A chunk file (decoded to 16 kHz mono by faster-whisper) that starts `offset` seconds in."""
-        from faster_whisper import decode_audio
+        """A chunk file (decoded to 16 kHz mono as faster-whisper does) that starts `offset` seconds in."""
+        from vibeinsight.audio.decode import decode_16k
 
-        self.add(decode_audio(str(path), sampling_rate=SAMPLE_RATE), offset)
+        self.add(decode_16k(path), offset)
 
     def add(self, samples: np.ndarray, offset: float) -> None:
         """One block of 16 kHz mono float samples that starts `offset` seconds into the recording."""
