@@ -34,7 +34,10 @@ def cloud(home, monkeypatch, s3_server, prefect_harness):
     with FakeOpenAI() as oa, FakeGemini() as gm:
         env = dict(**s3_server.env(), OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=oa.url + "/v1",
                    GEMINI_API_KEY="g-test", GOOGLE_GEMINI_BASE_URL=gm.url, VIBEINSIGHT_OPENAI_CHUNK_S="60",
-                   VIBEINSIGHT_OPENAI_CONCURRENCY="4", VIBEINSIGHT_API_CONCURRENCY_LIMIT=f"openai-{uuid.uuid4().hex[:8]}")
+                   VIBEINSIGHT_OPENAI_CONCURRENCY="4", VIBEINSIGHT_API_CONCURRENCY_LIMIT=f"openai-{uuid.uuid4().hex[:8]}",
+                   # speakers are not under test here (test_flow_speakers, the fan-out e2e): their embeddings
+                   # of 2.5 minutes, three runs a test, were a third of this module's CPU
+                   VIBEINSIGHT_DIARIZE="off")
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
