@@ -13,8 +13,10 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 SAMPLE_RATE = 16_000
 _YOUNG_ONLY = SimpleNamespace(collect=lambda generation=2: gc.collect(0))
