@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from vibeinsight.audio.decode import SAMPLE_RATE, decode_16k
+
 EMBEDDING_ONNX = Path(__file__).resolve().parent / "data" / "diarization" / "campplus_cn_en_common.onnx"
 EMBEDDING_ONNX_SHA256 = "eb1fd418a3873624b083ba94063eaf103be01703de8d10671e43f306273e5e3b"
 
@@ -243,8 +244,6 @@ class Diarizer:
 
     def add_file(self, path: Path, offset: float) -> None:
         """A chunk file (decoded to 16 kHz mono as faster-whisper does) that starts `offset` seconds in."""
-        from vibeinsight.audio.decode import decode_16k
-
         self.add(decode_16k(path), offset)
 
     def add(self, samples: np.ndarray, offset: float) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-SAMPLE_RATE = 16_000
+SAMPLE_RATE = 16_000  # what faster-whisper decodes to, and what the speaker embeddings take
 _YOUNG_ONLY = SimpleNamespace(collect=lambda generation=2: gc.collect(0))
 
 
