@@ -24,6 +24,7 @@ class FakeServer(HTTPStandin):
     def __init__(self):
         self.requests: list[dict] = []
         self.plan: list[tuple[int, dict, dict]] = []  # canned answers served first, in order
+        self._release = threading.Event()
         self.delay_s = 0.0
         self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
@@ -39,8 +40,8 @@ class FakeServer(HTTPStandin):
                     outer.in_flight += 1
                     outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
                 try:
-                    if outer.delay_s:
-                        time.sleep(outer.delay_s)  # a slow API on purpose: requests overlap
+                    if outer.delay_s:  # a slow API on purpose: requests overlap
+                        outer._release.wait(outer.delay_s)
                     status, headers, payload = outer.answer(self.command, self.path, dict(self.headers), body, arrived)
                 finally:
                     with outer.lock:
@@ -48,6 +49,20 @@ class FakeServer(HTTPStandin):
                 self.send_body(status, json.dumps(payload, ensure_ascii=False).encode(), headers=headers)
 
         super().__init__(Handler)
+
+    @property
+    def delay_s(self) -> float:
+        """How long each request is held before its answer. Setting it to 0 answers the held ones now:
+        a test done holding calls (its run killed or cancelled) need not wait out their delay."""
+        return self._delay_s
+
+    @delay_s.setter
+    def delay_s(self, seconds: float) -> None:
+        self._delay_s = seconds
+        if seconds:
+            self._release.clear()
+        else:
+            self._release.set()
 
     def answer(self, method, path, headers, body, arrived: float) -> tuple[int, dict, dict]:
         record = self.record(method, path, headers, body)
