@@ -95,17 +95,12 @@ def transcribe_share(req: PartRequest, paths: dict, settings: Settings, storage,
     lang = transcriber.check_language(req.language or "auto")
     jobs = [ChunkJob(index=c.index, path=paths[c.index], offset=c.offset, duration=c.duration,
                      speaker=c.speaker, vocabulary=req.vocabulary or None) for c in req.chunks]
-    # Speaker embeddings beside the transcription when it waits on the network (an API), after it when the
-    # transcription keeps the cores busy itself (the local engine): on the same cores they only slow each
-    # other (a 140-s clip on one core: 14.3-14.7 s one after the other, 15.4 s side by side).
-    beside = transcriber.api_service() is not None
+    # speaker embeddings beside the transcription: the API waits on the network, this on the CPU
     with ThreadPoolExecutor(max_workers=1) as pool:
-        windows = pool.submit(_embed, req, paths, settings) if req.diarize and beside else None
+        windows = pool.submit(_embed, req, paths, settings) if req.diarize else None
         transcripts = run_chunks(jobs, lang, transcriber, storage, progress=progress, spent=usage.append,
                                  session_id=req.session_id, content_id=req.content_id,
                                  api_limit=settings.api_concurrency_limit)
-        if req.diarize and not beside:
-            windows = pool.submit(_embed, req, paths, settings)
         if windows is not None:
             try:
                 result.windows = windows.result()
