@@ -300,6 +300,17 @@ def model(f: Figures, audio_s: float, part_s: float | None, cpus: int = 2, fly_s
     return {"parts": n, "time_s": time_s, "machine_s": machine_s}
 
 
+def part_sizes(f: Figures, audio_s: float, fly_start_s: float) -> list[dict]:
+    """The model at every part size from 30 s to half the recording, 10 s apart (each row with its part_s)."""
+    return [model(f, audio_s, s, fly_start_s=fly_start_s) | {"part_s": s} for s in range(30, int(audio_s) // 2 + 1, 10)]
+
+
+def soonest_within_cost(scan: list[dict], one: dict, ratio: float = 1.3) -> dict | None:
+    """The soonest of `scan` whose Machine time is within `ratio` of one run's (the cost target), or None."""
+    within = [r for r in scan if r["machine_s"] <= ratio * one["machine_s"]]
+    return min(within, key=lambda r: r["time_s"]) if within else None
+
+
 def print_model(f: Figures, audio_s: float = 3600, part_s: float = 300, fly_start_s: float = 10.0) -> None:
     from vibeinsight.usage import machine_usd_per_second
 
@@ -321,13 +332,11 @@ def print_model(f: Figures, audio_s: float = 3600, part_s: float = 300, fly_star
     print(f"{part_s:g}-s parts: {at['time_s']:.1f} s from the run's start to COMPLETED (target <= 60 s), "
           f"{at['machine_s'] / one['machine_s']:.2f}x the Machine cost of one run (target <= 1.3x); one run: "
           f"{one['time_s']:.1f} s")
-    scan = [model(f, audio_s, s, fly_start_s=fly_start_s) | {"part_s": s} for s in range(30, int(audio_s) // 2 + 1, 10)]
+    scan = part_sizes(f, audio_s, fly_start_s)
     soonest = min(scan, key=lambda r: r["time_s"])
     print(f"soonest: parts of {soonest['part_s']} s ({soonest['parts']} parts): {soonest['time_s']:.1f} s at "
           f"{soonest['machine_s'] / one['machine_s']:.2f}x the cost")
-    within = [r for r in scan if r["machine_s"] <= 1.3 * one["machine_s"]]
-    if within:
-        b = min(within, key=lambda r: r["time_s"])
+    if (b := soonest_within_cost(scan, one)) is not None:
         print(f"soonest within 1.3x the cost: parts of {b['part_s']} s ({b['parts']} parts): {b['time_s']:.1f} s, "
               f"{b['machine_s'] / one['machine_s']:.2f}x")
     else:
@@ -353,9 +362,7 @@ def print_start_sensitivity(f: Figures, audio_s: float, part_s: float) -> None:
     for start in (1.0, 2.0, 5.0, 10.0, 20.0):
         one = model(f, audio_s, None, fly_start_s=start)
         at = model(f, audio_s, part_s, fly_start_s=start)
-        scan = [model(f, audio_s, s, fly_start_s=start) | {"part_s": s} for s in range(30, int(audio_s) // 2 + 1, 10)]
-        within = [r for r in scan if r["machine_s"] <= 1.3 * one["machine_s"]]
-        best = min(within, key=lambda r: r["time_s"]) if within else None
+        best = soonest_within_cost(part_sizes(f, audio_s, start), one)
         soonest = (f"{best['part_s']} s x{best['parts']}: {best['time_s']:.1f} s" if best else "none")
         both = best is not None and best["time_s"] <= 60.0
         print(f"{start:>5g}s {at['time_s']:>14.1f} s {at['machine_s'] / one['machine_s']:>6.2f} {soonest:>22} "
