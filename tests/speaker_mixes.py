@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.conftest import DATA, ffmpeg
+from vibeinsight.audio.decode import SAMPLE_RATE
 
 # voice name -> (file, ffmpeg pan expression picking the channel, seconds with speech in it)
 VOICES = {
@@ -23,7 +24,7 @@ VOICES = {
     "left": ("stereo_diarization.wav", "mono|c0=c0", (0.3, 4.8)),
     "right": ("stereo_diarization.wav", "mono|c0=c1", (0.3, 2.6)),
 }
-RATE = 16000
+RATE = SAMPLE_RATE  # the mixes are written at the rate the product decodes to
 FRAME_S = 0.01
 
 
